@@ -1,0 +1,1 @@
+//! kiln-promote (being written).

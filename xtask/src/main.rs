@@ -1,0 +1,2 @@
+//! kiln automation.
+fn main() {}
