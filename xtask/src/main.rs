@@ -1,2 +1,161 @@
-//! kiln automation.
-fn main() {}
+//! kiln's automation, run as `cargo xtask <task>`. Product behaviour never
+//! lives here: only the steps that prepare a machine and run the checks.
+//!
+//! - `ci`: install what the tests need when it is missing (as root), start
+//!   dockerd when it is not running, then `cargo fmt --check`, clippy with
+//!   `-D warnings`, and the whole test suite with the engine required.
+//! - `demo`: the README's end-to-end job on `images/hello`: build, boot,
+//!   check and promote with the release binary.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+mod prerequisites;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("demo") => demo(),
+        _ => {
+            eprintln!("usage: cargo xtask <ci|demo>");
+            eprintln!("  ci    install test prerequisites, start dockerd, run fmt, clippy and all tests");
+            eprintln!("  demo  build, boot, check and promote images/hello end to end");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The workspace root (xtask lives one folder below it).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn run(step: &str, cmd: &mut Command) -> Result<()> {
+    eprintln!("==> {step}");
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("could not start {step}"))?;
+    if !status.success() {
+        bail!("{step} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn ci() -> Result<()> {
+    let started = Instant::now();
+    prerequisites::ensure_packages()?;
+    ensure_dockerd()?;
+    run("cargo fmt --check", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(
+        "cargo clippy -D warnings",
+        cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+    )?;
+    // The engine is required: a test that needs Docker fails rather than
+    // skips when it cannot reach it.
+    run(
+        "cargo test",
+        cargo()
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .env("KILN_REQUIRE_ENGINE", "1"),
+    )?;
+    eprintln!("==> ci passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    prerequisites::ensure_packages()?;
+    ensure_dockerd()?;
+    run("build kiln", cargo().args(["build", "--release", "-p", "kiln-cli"]))?;
+    let kiln = root().join("target/release/kiln");
+    let store = root().join("target/demo-store");
+    let images = root().join("images/hello");
+    stage_busybox(&images)?;
+    run(
+        "kiln release images/hello",
+        Command::new(&kiln)
+            .arg("release")
+            .arg(&images)
+            .arg("--store")
+            .arg(&store),
+    )?;
+    run(
+        "kiln images",
+        Command::new(&kiln).arg("images").arg("--store").arg(&store),
+    )?;
+    Ok(())
+}
+
+/// The hello image copies Debian's static busybox; it is staged, not
+/// committed.
+fn stage_busybox(image_dir: &Path) -> Result<()> {
+    let rootfs = image_dir.join("rootfs");
+    std::fs::create_dir_all(&rootfs)?;
+    let staged = rootfs.join("busybox");
+    let fresh = std::fs::read("/bin/busybox").context("reading /bin/busybox (package busybox-static)")?;
+    if std::fs::read(&staged).ok().as_deref() != Some(fresh.as_slice()) {
+        std::fs::write(&staged, fresh)?;
+    }
+    Ok(())
+}
+
+const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+/// Whether the engine answers `/_ping` on its socket.
+fn docker_answers() -> bool {
+    let Ok(mut s) = UnixStream::connect(DOCKER_SOCKET) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    if s
+        .write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+}
+
+/// Start dockerd in the background when nothing answers on its socket. A
+/// `DOCKER_HOST` set by the user is theirs to run.
+fn ensure_dockerd() -> Result<()> {
+    if std::env::var_os("DOCKER_HOST").is_some() || docker_answers() {
+        return Ok(());
+    }
+    eprintln!("==> starting dockerd");
+    let log_path = root().join("target/dockerd.log");
+    std::fs::create_dir_all(root().join("target"))?;
+    let log = std::fs::File::create(&log_path)?;
+    Command::new("dockerd")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("could not start dockerd: install docker.io or set DOCKER_HOST")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if docker_answers() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    bail!(
+        "dockerd did not answer on {DOCKER_SOCKET} within 60s; see {}",
+        log_path.display()
+    )
+}

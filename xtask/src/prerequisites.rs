@@ -1,0 +1,61 @@
+//! The Debian packages the tests and the demo need, installed when missing.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+/// A program the tests run, and the Debian package that ships it.
+const NEEDED: &[(&str, &str)] = &[
+    ("/usr/sbin/dockerd", "docker.io"),
+    ("/bin/busybox", "busybox-static"),
+    ("/usr/bin/skopeo", "skopeo"),
+    ("/usr/bin/umoci", "umoci"),
+];
+
+/// Install every missing package with apt-get (as root); elsewhere say what
+/// to install.
+pub fn ensure_packages() -> Result<()> {
+    let missing: Vec<&str> = NEEDED
+        .iter()
+        .filter(|(path, _)| !Path::new(path).exists())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing packages: {}; install them with `sudo apt-get install -y {}`",
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    eprintln!("==> apt-get install {}", missing.join(" "));
+    let ok = Command::new("apt-get")
+        .arg("update")
+        .arg("-qq")
+        .status()?
+        .success();
+    if !ok {
+        bail!("apt-get update failed");
+    }
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-qq"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()?
+        .success();
+    if !ok {
+        bail!("apt-get install {} failed", missing.join(" "));
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
