@@ -48,7 +48,103 @@ impl FromStr for Digest {
         let ok = s.strip_prefix("sha256:").is_some_and(|h| {
             h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         });
-        if ok { Ok(Digest(s.to_owned())) } else { Err(DigestParseError(s.to_owned())) }
+        if ok {
+            Ok(Digest(s.to_owned()))
+        } else {
+            Err(DigestParseError(s.to_owned()))
+        }
+    }
+}
+
+/// A writer that hashes and counts what passes through it on its way to
+/// `inner`, so that a blob's digest and size come out of the one pass that
+/// writes it.
+pub(crate) struct HashWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W> HashWriter<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        HashWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// How many bytes went through so far.
+    pub(crate) fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The inner writer, the digest and the byte count.
+    pub(crate) fn finish(self) -> (W, Digest, u64) {
+        (self.inner, Digest::from_hasher(self.hasher), self.count)
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that hashes what it yields and, at the end, fails unless the
+/// content had the expected digest and size: blobs streamed out of the store
+/// are trusted only once they are read whole.
+pub(crate) struct VerifyingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+    expected: Digest,
+    size: u64,
+    verified: bool,
+}
+
+impl<R> VerifyingReader<R> {
+    pub(crate) fn new(inner: R, expected: Digest, size: u64) -> Self {
+        VerifyingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+            expected,
+            size,
+            verified: false,
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        let mismatch = || {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("blob {} does not match its digest or size", self.expected),
+            )
+        };
+        if self.count > self.size {
+            return Err(mismatch());
+        }
+        if n == 0 && !self.verified {
+            let actual = Digest::from_hasher(std::mem::take(&mut self.hasher));
+            if self.count != self.size || actual != self.expected {
+                return Err(mismatch());
+            }
+            self.verified = true;
+        }
+        Ok(n)
     }
 }
 
@@ -89,7 +185,11 @@ mod tests {
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         assert_eq!(d.as_str().parse::<Digest>(), Ok(d.clone()));
-        for bad in ["sha256:abc", "md5:00", "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"] {
+        for bad in [
+            "sha256:abc",
+            "md5:00",
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+        ] {
             assert!(bad.parse::<Digest>().is_err());
         }
     }

@@ -1,6 +1,67 @@
-//! kiln-image (being written).
+//! kiln-image turns files into OCI images, deterministically, and keeps them
+//! in kiln's store.
+//!
+//! - [`plan_copy`] turns a copy from the build context into [`LayerEntry`]s,
+//!   refusing anything that leaves the context and normalising modes;
+//! - [`write_layer`] writes entries as one gzip layer blob, the same bytes
+//!   for the same entries and epoch on any machine;
+//! - [`assemble`] lays layers on a base (or scratch) and writes the config and
+//!   manifest as canonical JSON ([`to_canonical_json`]);
+//! - [`Store`] is an OCI image layout (skopeo and umoci read it as it is),
+//!   written atomically, blobs verified before they are trusted;
+//! - [`import_oci_layout`] and [`load_image`] read bases;
+//!   [`write_docker_loadable`], [`write_oci_archive`] and
+//!   [`write_oci_layout_dir`] write images out.
+//!
+//! **API boundary.** This crate knows nothing of recipes, TOML or Docker's
+//! API; it never prints. Everything it writes is fixed by its inputs: no
+//! clock, host name, user name, umask or file order leaks into a digest.
+//!
+//! ```no_run
+//! use std::collections::BTreeMap;
+//! use std::path::Path;
+//! use kiln_image::*;
+//!
+//! let store = Store::open("/tmp/kiln-store")?;
+//! let copy = CopySpec {
+//!     src: "site/".into(), dest: "/www/".into(), mode: None,
+//!     uid: 0, gid: 0, exclude: vec!["**/*.tmp".into()],
+//! };
+//! let entries = plan_copy(Path::new("."), &copy)?;
+//! let blob = write_layer(&store, entries, 0)?;
+//! let spec = ImageSpec {
+//!     base: None,
+//!     config: RuntimeConfig { cmd: Some(vec!["/bin/sh".into()]), ..Default::default() },
+//!     layers: vec![LayerRecord { blob, created_by: "kiln layer site: files".into() }],
+//!     created_epoch: 0,
+//!     annotations: BTreeMap::from([("org.opencontainers.image.created".into(), rfc3339(0))]),
+//! };
+//! let image = assemble(&store, &spec)?;
+//! store.set_ref("web:1.0.0", &image.manifest)?;
+//! # Ok::<(), ImageError>(())
+//! ```
 #![deny(missing_docs)]
 
+pub mod archive;
+pub mod base;
+pub mod canonical;
+pub mod descriptor;
 pub mod digest;
+pub mod durable;
+pub mod entry;
+pub mod error;
+pub mod image;
+pub mod layer;
+pub mod store;
 
-pub use digest::Digest;
+pub use archive::{write_docker_loadable, write_oci_archive, write_oci_layout_dir};
+pub use base::{BaseImage, import_oci_layout, load_image};
+pub use canonical::to_canonical_json;
+pub use descriptor::{Descriptor, Platform};
+pub use digest::{Digest, DigestParseError};
+pub use durable::write_atomic;
+pub use entry::{CopySpec, EntryKind, LayerEntry, plan_copy};
+pub use error::ImageError;
+pub use image::{BuiltImage, ImageSpec, LayerRecord, RuntimeConfig, assemble, rfc3339};
+pub use layer::{LayerBlob, write_layer};
+pub use store::{GcReport, Store};

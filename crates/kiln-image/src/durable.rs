@@ -1,0 +1,76 @@
+//! Writes that land whole or not at all: a temporary file in the target's
+//! folder, fsync, rename over the target, fsync the folder. A crash leaves
+//! the old content or the new, never a torn file.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+use crate::ImageError;
+
+/// Write `bytes` to `path` atomically, creating missing parent folders.
+/// Readers see the old content or the new one, never a mix, even after a
+/// crash. The file gets mode 0o644.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
+    let dir = parent(path);
+    std::fs::create_dir_all(dir).map_err(ImageError::io(dir))?;
+    let mut tmp = staging_file(dir)?;
+    tmp.write_all(bytes).map_err(ImageError::io(tmp.path()))?;
+    commit(tmp, path)
+}
+
+/// The folder `path` is in (`.` for a bare file name).
+pub(crate) fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// A hidden temporary file in `dir`, deleted unless committed.
+pub(crate) fn staging_file(dir: &Path) -> Result<tempfile::NamedTempFile, ImageError> {
+    tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(ImageError::io(dir))
+}
+
+/// Make `tmp` readable by all, flush it to disk, rename it to `path` and
+/// flush the folder entry too.
+pub(crate) fn commit(tmp: tempfile::NamedTempFile, path: &Path) -> Result<(), ImageError> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp_path = tmp.path().to_path_buf();
+    let file = tmp.as_file();
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(ImageError::io(&tmp_path))?;
+    file.sync_all().map_err(ImageError::io(&tmp_path))?;
+    tmp.persist(path).map_err(|e| ImageError::Io {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
+    sync_dir(parent(path))
+}
+
+/// Flush a folder's entries (a rename is durable only then).
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), ImageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(ImageError::io(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_content_and_creates_parents() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("a/b/c.json");
+        write_atomic(&file, b"one")?;
+        write_atomic(&file, b"two")?;
+        assert_eq!(std::fs::read(&file)?, b"two");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("a/b"))?.collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+        Ok(())
+    }
+}

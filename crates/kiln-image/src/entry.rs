@@ -1,0 +1,423 @@
+//! What goes into a layer ([`LayerEntry`]) and how a copy from the build
+//! context becomes entries ([`plan_copy`]): the context boundary and the
+//! mode normalisation are enforced here, before anything is written.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+
+use crate::ImageError;
+
+/// One file, folder or symlink of a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerEntry {
+    /// Absolute in-image path, normalised: starts with `/`, no trailing `/`,
+    /// no empty, `.` or `..` components.
+    pub path: String,
+    /// What the entry is.
+    pub kind: EntryKind,
+    /// Permission bits, including setuid, setgid and sticky (`0o7777`).
+    pub mode: u32,
+    /// Numeric owner.
+    pub uid: u32,
+    /// Numeric group.
+    pub gid: u32,
+}
+
+/// The kind of a [`LayerEntry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file whose content is read from `source` on the host when
+    /// the layer is written.
+    File {
+        /// The host file to read.
+        source: PathBuf,
+    },
+    /// A folder.
+    Dir,
+    /// A symbolic link, stored as is and never followed.
+    Symlink {
+        /// The link's target.
+        target: String,
+    },
+}
+
+/// One copy from the build context into the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopySpec {
+    /// Path relative to the context. A trailing `/` copies a folder's
+    /// content recursively; without it, `src` must be a file.
+    pub src: String,
+    /// Absolute in-image path. For a folder copy, the folder the content goes
+    /// into (a trailing `/` is customary). For a file, the file's path, or a
+    /// folder ending in `/` that the file goes into under its own name.
+    pub dest: String,
+    /// Permission bits for the copied regular files; see [`plan_copy`].
+    pub mode: Option<u32>,
+    /// Numeric owner of every entry.
+    pub uid: u32,
+    /// Numeric group of every entry.
+    pub gid: u32,
+    /// gitignore-style globs, relative to `src`, of what a folder copy
+    /// leaves out (`**/*.tmp`, `cache/`, `!keep.tmp`). Ignored when `src`
+    /// is a file.
+    pub exclude: Vec<String>,
+}
+
+/// Turn one copy into layer entries.
+///
+/// - **Context boundary.** A `src` that leaves `context`, whether through
+///   `..`, by being absolute, or through a symlink (`src` itself, one of its
+///   parents, or one inside a copied folder) that resolves outside it, is
+///   refused with [`ImageError::ContextEscape`] naming `src`. A missing
+///   `src` is [`ImageError::SourceMissing`]. A symlink as `src` itself is
+///   followed (its target's content is copied); a symlink inside a copied
+///   folder that stays inside the context is copied as a symlink.
+/// - **Folders.** A folder copy yields the destination folder itself (unless
+///   it is `/`) and every subfolder as folder entries, and skips what
+///   `exclude` matches (an excluded folder is skipped whole).
+/// - **Modes.** Raw permission bits depend on the umask of whoever checked
+///   the files out, so kiln normalises them the way git does, to build the
+///   same bytes everywhere. This refines the recipe format's "defaults to
+///   the source's permission bits": with `mode` unset, a regular file gets
+///   `0o755` if any execute bit is set on the source, else `0o644`; folders
+///   get `0o755`; symlinks `0o777`. With `mode` set, it applies to regular
+///   files only (on a folder copy, folders stay `0o755`).
+///
+/// Sockets, fifos and devices are refused; names that are not UTF-8 too.
+pub fn plan_copy(context: &Path, spec: &CopySpec) -> Result<Vec<LayerEntry>, ImageError> {
+    let escape = |reason: String| ImageError::ContextEscape {
+        src: spec.src.clone(),
+        reason,
+    };
+    let invalid = |reason: &str| ImageError::InvalidCopy {
+        src: spec.src.clone(),
+        reason: reason.to_owned(),
+    };
+
+    let folder_copy = spec.src.ends_with('/');
+    let rel = Path::new(spec.src.trim_end_matches('/'));
+    if spec.src.starts_with('/') {
+        return Err(escape(
+            "it is an absolute path; src is relative to the context".into(),
+        ));
+    }
+    if rel.components().any(|c| c == Component::ParentDir) {
+        return Err(escape("it climbs out with '..'".into()));
+    }
+    let ctx = context.canonicalize().map_err(ImageError::io(context))?;
+    let host = ctx.join(rel);
+    let resolved = match resolve(&ctx, &host)? {
+        Resolved::Inside(p) => p,
+        Resolved::Outside(p) => {
+            return Err(escape(format!(
+                "it resolves to {} through a symlink",
+                p.display()
+            )));
+        }
+        Resolved::Missing => {
+            return Err(ImageError::SourceMissing {
+                src: spec.src.clone(),
+                path: host,
+            });
+        }
+    };
+    let meta = std::fs::metadata(&resolved).map_err(ImageError::io(&resolved))?;
+    let dest_is_dir = spec.dest.ends_with('/') && spec.dest != "/";
+    let dest = if spec.dest == "/" {
+        "/"
+    } else {
+        spec.dest.trim_end_matches('/')
+    };
+    check_image_path(dest).map_err(|reason| ImageError::InvalidCopy {
+        src: spec.src.clone(),
+        reason: format!("dest {:?} is not usable: {reason}", spec.dest),
+    })?;
+
+    if folder_copy {
+        if !meta.is_dir() {
+            return Err(invalid("src ends with '/' but is not a folder"));
+        }
+        let matcher = exclude_matcher(&resolved, &spec.exclude)?;
+        let mut out = Vec::new();
+        if dest != "/" {
+            out.push(entry(dest.to_owned(), EntryKind::Dir, 0o755, spec));
+        }
+        let mut walk = Walk {
+            ctx: &ctx,
+            spec,
+            matcher: &matcher,
+            dest,
+            out: &mut out,
+        };
+        walk.dir(&resolved, "")?;
+        return Ok(out);
+    }
+
+    if meta.is_dir() {
+        return Err(invalid(
+            "src is a folder: end it with '/' to copy its content",
+        ));
+    }
+    if !meta.is_file() {
+        return Err(ImageError::UnsupportedFileType { path: resolved });
+    }
+    let path = if dest_is_dir {
+        let name = rel
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| invalid("src has no file name"))?;
+        join(dest, name)
+    } else if dest == "/" {
+        return Err(invalid(
+            "dest \"/\" is a folder: name the file, or end dest with '/'",
+        ));
+    } else {
+        dest.to_owned()
+    };
+    let mode = file_mode(spec.mode, meta.permissions().mode());
+    Ok(vec![entry(
+        path,
+        EntryKind::File { source: resolved },
+        mode,
+        spec,
+    )])
+}
+
+fn entry(path: String, kind: EntryKind, mode: u32, spec: &CopySpec) -> LayerEntry {
+    LayerEntry {
+        path,
+        kind,
+        mode,
+        uid: spec.uid,
+        gid: spec.gid,
+    }
+}
+
+/// git's model: executable or not, nothing else of the source's bits.
+fn file_mode(given: Option<u32>, source: u32) -> u32 {
+    match given {
+        Some(m) => m & 0o7777,
+        None if source & 0o111 != 0 => 0o755,
+        None => 0o644,
+    }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir == "/" {
+        format!("/{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+fn exclude_matcher(root: &Path, patterns: &[String]) -> Result<Gitignore, ImageError> {
+    let mut builder = GitignoreBuilder::new(root);
+    for pattern in patterns {
+        builder
+            .add_line(None, pattern)
+            .map_err(|e| ImageError::InvalidExclude {
+                pattern: pattern.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    builder.build().map_err(|e| ImageError::InvalidExclude {
+        pattern: patterns.join(", "),
+        reason: e.to_string(),
+    })
+}
+
+struct Walk<'a> {
+    ctx: &'a Path,
+    spec: &'a CopySpec,
+    matcher: &'a Gitignore,
+    dest: &'a str,
+    out: &'a mut Vec<LayerEntry>,
+}
+
+impl Walk<'_> {
+    /// Add what folder `dir` (at `rel` below the copied folder) holds.
+    fn dir(&mut self, dir: &Path, rel: &str) -> Result<(), ImageError> {
+        let mut children: Vec<_> = std::fs::read_dir(dir)
+            .map_err(ImageError::io(dir))?
+            .collect::<Result<_, _>>()
+            .map_err(ImageError::io(dir))?;
+        children.sort_by_key(|c| c.file_name());
+        for child in children {
+            let path = child.path();
+            let name = child.file_name();
+            let name = name
+                .to_str()
+                .ok_or_else(|| ImageError::NonUtf8Path { path: path.clone() })?;
+            let child_rel = if rel.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let meta = std::fs::symlink_metadata(&path).map_err(ImageError::io(&path))?;
+            let file_type = meta.file_type();
+            if self
+                .matcher
+                .matched(&child_rel, file_type.is_dir())
+                .is_ignore()
+            {
+                continue;
+            }
+            let image_path = join(self.dest, &child_rel);
+            if file_type.is_symlink() {
+                let target = std::fs::read_link(&path).map_err(ImageError::io(&path))?;
+                let target = target
+                    .to_str()
+                    .ok_or_else(|| ImageError::NonUtf8Path { path: path.clone() })?;
+                if let Resolved::Outside(to) = resolve(self.ctx, &path)? {
+                    return Err(ImageError::ContextEscape {
+                        src: self.spec.src.clone(),
+                        reason: format!(
+                            "{} is a symlink to {target:?}, which resolves to {}",
+                            path.display(),
+                            to.display()
+                        ),
+                    });
+                }
+                let kind = EntryKind::Symlink {
+                    target: target.to_owned(),
+                };
+                self.out.push(entry(image_path, kind, 0o777, self.spec));
+            } else if file_type.is_dir() {
+                self.out
+                    .push(entry(image_path, EntryKind::Dir, 0o755, self.spec));
+                self.dir(&path, &child_rel)?;
+            } else if file_type.is_file() {
+                let mode = file_mode(self.spec.mode, meta.permissions().mode());
+                self.out.push(entry(
+                    image_path,
+                    EntryKind::File { source: path },
+                    mode,
+                    self.spec,
+                ));
+            } else {
+                return Err(ImageError::UnsupportedFileType { path });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a host path leads, relative to the (canonical) context.
+enum Resolved {
+    Inside(PathBuf),
+    Outside(PathBuf),
+    Missing,
+}
+
+/// Follow every symlink of `path`. A dangling symlink is resolved lexically
+/// from its folder, so that one pointing out of the context is still caught.
+fn resolve(ctx: &Path, path: &Path) -> Result<Resolved, ImageError> {
+    let classify = |p: PathBuf| {
+        if p.starts_with(ctx) {
+            Resolved::Inside(p)
+        } else {
+            Resolved::Outside(p)
+        }
+    };
+    match path.canonicalize() {
+        Ok(p) => Ok(classify(p)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let Ok(meta) = std::fs::symlink_metadata(path) else {
+                // A parent may be a dangling symlink; resolve what exists.
+                return Ok(match path.parent().map(|p| resolve(ctx, p)).transpose()? {
+                    Some(Resolved::Outside(p)) => Resolved::Outside(p),
+                    _ => Resolved::Missing,
+                });
+            };
+            if !meta.file_type().is_symlink() {
+                return Ok(Resolved::Missing);
+            }
+            let target = std::fs::read_link(path).map_err(ImageError::io(path))?;
+            let base = match path.parent().map(Path::canonicalize) {
+                Some(Ok(p)) => p,
+                _ => return Ok(Resolved::Missing),
+            };
+            let lexical = normalise(&base.join(target));
+            Ok(match classify(lexical) {
+                Resolved::Inside(_) => Resolved::Missing,
+                outside => outside,
+            })
+        }
+        Err(e) => Err(ImageError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+/// `a/b/../c` → `a/c`, without touching the file system.
+fn normalise(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Whether `path` is an absolute, normalised in-image path; why not if not.
+pub(crate) fn check_image_path(path: &str) -> Result<(), String> {
+    if path == "/" {
+        return Ok(());
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err("it must start with '/'".into());
+    };
+    if path.contains('\0') {
+        return Err("it contains a NUL byte".into());
+    }
+    for part in rest.split('/') {
+        match part {
+            "" => return Err("it has an empty component or a trailing '/'".into()),
+            "." | ".." => return Err("it has a '.' or '..' component".into()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_paths() {
+        for ok in ["/", "/a", "/a/b.c", "/a/..b"] {
+            assert_eq!(check_image_path(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "a", "/a/", "//a", "/a/./b", "/a/../b", "/a\0"] {
+            assert!(check_image_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn git_modes() {
+        assert_eq!(file_mode(None, 0o100664), 0o644);
+        assert_eq!(file_mode(None, 0o100600), 0o644);
+        assert_eq!(file_mode(None, 0o100744), 0o755);
+        assert_eq!(file_mode(None, 0o100701), 0o755);
+        assert_eq!(file_mode(Some(0o4755), 0o100644), 0o4755);
+        assert_eq!(file_mode(Some(0o100640), 0o100755), 0o640);
+    }
+
+    #[test]
+    fn normalises_lexically() {
+        assert_eq!(
+            normalise(Path::new("/a/b/../../c/./d")),
+            PathBuf::from("/c/d")
+        );
+        assert_eq!(normalise(Path::new("/a/../../..")), PathBuf::from("/"));
+    }
+}

@@ -1,0 +1,246 @@
+//! The one error type of this crate, so that callers can say what went wrong
+//! and where: every variant carries the path, digest or name involved.
+
+use std::path::PathBuf;
+
+use crate::Digest;
+
+/// What can go wrong while planning or writing layers, or reading and
+/// writing the store, bases and archives.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    /// Reading or writing a file or folder failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A blob in the store whose content does not hash to its name.
+    #[error("blob {digest} at {} is corrupt: its content does not match its digest; delete it and build or import again", path.display())]
+    CorruptBlob {
+        /// The digest the blob is stored under.
+        digest: Digest,
+        /// Where it lies.
+        path: PathBuf,
+    },
+
+    /// A blob that should be in the store (or in a layout) is not.
+    #[error("blob {digest} is missing: expected at {}", path.display())]
+    MissingBlob {
+        /// The digest of the missing blob.
+        digest: Digest,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+
+    /// Content copied in does not hash to the digest it was announced under.
+    #[error("content from {} has digest {actual}, expected {expected}", source_path.display())]
+    DigestMismatch {
+        /// Where the content came from.
+        source_path: PathBuf,
+        /// The digest it was announced under.
+        expected: Digest,
+        /// The digest it has.
+        actual: Digest,
+    },
+
+    /// A blob whose size is not the one its descriptor gives.
+    #[error("blob {digest} from {} is {actual} bytes, its descriptor says {expected}", path.display())]
+    SizeMismatch {
+        /// The blob.
+        digest: Digest,
+        /// Where it came from.
+        path: PathBuf,
+        /// The size the descriptor gives.
+        expected: u64,
+        /// The size it has.
+        actual: u64,
+    },
+
+    /// A copy `src` that leads outside the build context.
+    #[error("src {src:?} leads outside the context: {reason}")]
+    ContextEscape {
+        /// The `src` as written.
+        src: String,
+        /// How it leaves the context.
+        reason: String,
+    },
+
+    /// A copy `src` that does not exist.
+    #[error("src {src:?} does not exist (looked for {})", path.display())]
+    SourceMissing {
+        /// The `src` as written.
+        src: String,
+        /// The host path looked at.
+        path: PathBuf,
+    },
+
+    /// A copy whose `src` or `dest` does not fit what is there.
+    #[error("cannot copy src {src:?}: {reason}")]
+    InvalidCopy {
+        /// The `src` as written.
+        src: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A file in a copied folder that is neither a file, a folder nor a
+    /// symlink (a socket, a fifo, a device).
+    #[error("{} is not a regular file, folder or symlink: kiln does not put such files in layers", path.display())]
+    UnsupportedFileType {
+        /// The host path.
+        path: PathBuf,
+    },
+
+    /// A host path or symlink target that is not UTF-8.
+    #[error("{} is not valid UTF-8: layer paths must be", path.display())]
+    NonUtf8Path {
+        /// The host path.
+        path: PathBuf,
+    },
+
+    /// A `exclude` glob that does not parse.
+    #[error("invalid exclude pattern {pattern:?}: {reason}")]
+    InvalidExclude {
+        /// The pattern as written.
+        pattern: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+
+    /// A file whose size changed while it was read into a layer.
+    #[error("{} changed while being read into a layer: build again once it is stable", path.display())]
+    SourceChanged {
+        /// The host path.
+        path: PathBuf,
+    },
+
+    /// A layer entry path that is not absolute and normalised.
+    #[error("invalid in-image path {path:?}: {reason}")]
+    InvalidEntryPath {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Two different entries for one path in one layer.
+    #[error("{path} is given twice in one layer with different content")]
+    DuplicatePath {
+        /// The in-image path.
+        path: String,
+    },
+
+    /// A folder that is not a usable OCI image layout.
+    #[error("{} is not a usable OCI image layout: {reason}", path.display())]
+    InvalidLayout {
+        /// The folder or file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A reference that names nothing in a layout.
+    #[error("no image {reference:?} in {}; available: {}", path.display(), list(available))]
+    UnknownRef {
+        /// The reference asked for.
+        reference: String,
+        /// The layout looked in.
+        path: PathBuf,
+        /// The ref names it holds.
+        available: Vec<String>,
+    },
+
+    /// A layout holding several images, read without saying which.
+    #[error("{} holds several images: name one of {}", path.display(), list(available))]
+    RefRequired {
+        /// The layout.
+        path: PathBuf,
+        /// The ref names it holds.
+        available: Vec<String>,
+    },
+
+    /// A ref name that cannot go into index.json.
+    #[error("invalid ref name {name:?}: {reason}")]
+    InvalidRefName {
+        /// The name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// An image index with no linux/amd64 image.
+    #[error(
+        "image index {digest} has no linux/amd64 image; it has: {}",
+        list(available)
+    )]
+    NoMatchingPlatform {
+        /// The index.
+        digest: Digest,
+        /// The platforms it has, as `os/architecture`.
+        available: Vec<String>,
+    },
+
+    /// A manifest, index or config that is not what it should be.
+    #[error("{what} {digest} is invalid: {reason}")]
+    InvalidDocument {
+        /// `manifest`, `image index` or `config`.
+        what: &'static str,
+        /// The blob.
+        digest: Digest,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A media type kiln does not handle.
+    #[error("{digest} has media type {media_type:?}, which kiln does not handle here: {hint}")]
+    UnsupportedMediaType {
+        /// The blob.
+        digest: Digest,
+        /// Its media type.
+        media_type: String,
+        /// What kiln expects instead.
+        hint: &'static str,
+    },
+
+    /// A file's JSON that does not parse.
+    #[error("{} is not valid JSON of the expected shape: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A value that cannot be serialised as JSON.
+    #[error("cannot serialise {what} as JSON: {source}")]
+    Serialize {
+        /// What was serialised.
+        what: &'static str,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+impl ImageError {
+    /// An [`ImageError::Io`] for `path`.
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ImageError {
+        let path = path.into();
+        move |source| ImageError::Io { path, source }
+    }
+}

@@ -1,0 +1,466 @@
+//! kiln's store: an OCI image layout (`oci-layout`, `index.json`,
+//! `blobs/sha256/`) that skopeo and umoci read as it is, plus a `kiln/`
+//! folder beside it for the bookkeeping of other crates.
+//!
+//! Every write is atomic (temp file in the target's folder, fsync, rename,
+//! fsync the folder); a blob appears under its digest only once its bytes
+//! were hashed and found to match. Updates of index.json hold an exclusive
+//! lock on the store's folder, so concurrent builds do not lose each other's
+//! refs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::descriptor::{Index, is_index};
+use crate::digest::HashWriter;
+use crate::durable::{commit, staging_file, write_atomic};
+use crate::{Descriptor, Digest, ImageError, to_canonical_json};
+
+const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// An OCI image layout on disk that kiln reads and writes.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// What [`Store::gc`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// The blobs removed, sorted.
+    pub removed: Vec<Digest>,
+    /// Their total size in bytes.
+    pub freed_bytes: u64,
+    /// How many blobs are kept.
+    pub kept: usize,
+}
+
+/// A blob being written into the store: bytes go to a hidden temporary
+/// file in `blobs/sha256/`; [`Staged::commit`] renames it into place.
+pub(crate) struct Staged {
+    tmp: tempfile::NamedTempFile,
+}
+
+impl Staged {
+    /// The file to write to.
+    pub(crate) fn file(&self) -> &File {
+        self.tmp.as_file()
+    }
+
+    /// Its path, for errors.
+    pub(crate) fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Move the finished content into place as blob `digest`.
+    pub(crate) fn commit(self, store: &Store, digest: &Digest) -> Result<(), ImageError> {
+        commit(self.tmp, &store.blob_path(digest))
+    }
+}
+
+impl Store {
+    /// Open the store at `root`, creating the layout if the folder is
+    /// missing or empty. A folder that holds other things and is not an OCI
+    /// image layout is refused, so that kiln never writes into the wrong
+    /// folder.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store, ImageError> {
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(ImageError::io(&root))?;
+        let store = Store { root };
+        let layout_file = store.root.join("oci-layout");
+        match std::fs::read(&layout_file) {
+            Ok(bytes) => check_layout_file(&layout_file, &bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Temporary files of another process creating the same
+                // store right now do not make the folder foreign.
+                let foreign = std::fs::read_dir(&store.root)
+                    .map_err(ImageError::io(&store.root))?
+                    .filter_map(Result::ok)
+                    .any(|e| !e.file_name().to_string_lossy().starts_with(".tmp-"));
+                if foreign {
+                    return Err(ImageError::InvalidLayout {
+                        path: store.root.clone(),
+                        reason: "the folder is not empty and has no oci-layout file; give kiln an empty or new folder".into(),
+                    });
+                }
+                write_atomic(&layout_file, OCI_LAYOUT)?;
+            }
+            Err(source) => {
+                return Err(ImageError::Io {
+                    path: layout_file,
+                    source,
+                });
+            }
+        }
+        let blobs = store.blobs_dir();
+        std::fs::create_dir_all(&blobs).map_err(ImageError::io(&blobs))?;
+        let index = store.index_path();
+        if !index.exists() {
+            let _lock = store.lock()?;
+            if !index.exists() {
+                store.write_index(&Index::new(Vec::new()))?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// The store's folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `root/kiln`: where other crates keep test records, channel history
+    /// and caches. It is not created here.
+    pub fn bookkeeping_dir(&self) -> PathBuf {
+        self.root.join("kiln")
+    }
+
+    fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.root.join("index.json")
+    }
+
+    /// Where blob `d` lives (whether or not it is there).
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.blobs_dir().join(d.hex())
+    }
+
+    /// Whether blob `d` is in the store. Blobs only appear once verified, so
+    /// one that is there was whole when written.
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    /// Store `bytes` and return their digest. A stored copy that no longer
+    /// matches its digest is replaced.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest, ImageError> {
+        let digest = Digest::of(bytes);
+        if self.read_blob(&digest).is_ok() {
+            return Ok(digest);
+        }
+        let staged = self.stage()?;
+        let mut w = staged.file();
+        w.write_all(bytes).map_err(ImageError::io(staged.path()))?;
+        staged.commit(self, &digest)?;
+        Ok(digest)
+    }
+
+    /// Store what `reader` yields, streamed, and return its digest and size.
+    /// With `expected`, content that hashes to anything else is refused
+    /// before it appears in the store.
+    pub fn put_blob_from(
+        &self,
+        reader: impl Read,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, u64), ImageError> {
+        self.put_blob_from_source(reader, expected, Path::new("<stream>"))
+    }
+
+    /// [`Store::put_blob_from`], naming `source` in errors.
+    pub(crate) fn put_blob_from_source(
+        &self,
+        mut reader: impl Read,
+        expected: Option<&Digest>,
+        source: &Path,
+    ) -> Result<(Digest, u64), ImageError> {
+        let staged = self.stage()?;
+        let mut out = HashWriter::new(BufWriter::with_capacity(1 << 17, staged.file()));
+        let mut buf = vec![0u8; 1 << 17];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(ImageError::Io {
+                        path: source.to_path_buf(),
+                        source: e,
+                    });
+                }
+            };
+            out.write_all(&buf[..n])
+                .map_err(ImageError::io(staged.path()))?;
+        }
+        let (mut inner, digest, size) = out.finish();
+        inner.flush().map_err(ImageError::io(staged.path()))?;
+        drop(inner);
+        if let Some(expected) = expected.filter(|e| **e != digest) {
+            return Err(ImageError::DigestMismatch {
+                source_path: source.to_path_buf(),
+                expected: expected.clone(),
+                actual: digest,
+            });
+        }
+        staged.commit(self, &digest)?;
+        Ok((digest, size))
+    }
+
+    /// A temporary file for a blob being written.
+    pub(crate) fn stage(&self) -> Result<Staged, ImageError> {
+        Ok(Staged {
+            tmp: staging_file(&self.blobs_dir())?,
+        })
+    }
+
+    /// Read blob `d` whole, checking that its content hashes to `d`.
+    pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>, ImageError> {
+        let path = self.blob_path(d);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ImageError::MissingBlob {
+                    digest: d.clone(),
+                    path,
+                });
+            }
+            Err(source) => return Err(ImageError::Io { path, source }),
+        };
+        if Digest::of(&bytes) != *d {
+            return Err(ImageError::CorruptBlob {
+                digest: d.clone(),
+                path,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Open blob `d` for streaming. The content is not checked here: hash
+    /// what you read (the archive writers do) before trusting it.
+    pub fn open_blob(&self, d: &Digest) -> Result<File, ImageError> {
+        let path = self.blob_path(d);
+        File::open(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ImageError::MissingBlob {
+                    digest: d.clone(),
+                    path,
+                }
+            } else {
+                ImageError::Io { path, source: e }
+            }
+        })
+    }
+
+    /// The descriptor of manifest (or index) `d`: its media type read from
+    /// the blob, its digest and size.
+    pub fn manifest_descriptor(&self, d: &Digest) -> Result<Descriptor, ImageError> {
+        let bytes = self.read_blob(d)?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|source| ImageError::Json {
+                path: self.blob_path(d),
+                source,
+            })?;
+        let media_type = match value.get("mediaType").and_then(|m| m.as_str()) {
+            Some(m) => m.to_owned(),
+            None if value.get("manifests").is_some() => {
+                crate::descriptor::MEDIA_TYPE_OCI_INDEX.to_owned()
+            }
+            None => crate::descriptor::MEDIA_TYPE_OCI_MANIFEST.to_owned(),
+        };
+        Ok(Descriptor::new(media_type, d.clone(), bytes.len() as u64))
+    }
+
+    /// Point `ref_name` (`web:1.4.2`, `web:stable`) at `manifest` in
+    /// index.json, replacing any entry with that name. index.json stays
+    /// canonical JSON with entries sorted by ref name, and is rewritten
+    /// atomically.
+    pub fn set_ref(&self, ref_name: &str, manifest: &Descriptor) -> Result<(), ImageError> {
+        check_ref_name(ref_name)?;
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        index.manifests.retain(|d| d.ref_name() != Some(ref_name));
+        index.manifests.push(manifest.with_ref_name(ref_name));
+        self.write_index(&index)
+    }
+
+    /// Remove `ref_name` from index.json; whether it was there. The blobs
+    /// stay until [`Store::gc`].
+    pub fn remove_ref(&self, ref_name: &str) -> Result<bool, ImageError> {
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        let before = index.manifests.len();
+        index.manifests.retain(|d| d.ref_name() != Some(ref_name));
+        if index.manifests.len() == before {
+            return Ok(false);
+        }
+        self.write_index(&index)?;
+        Ok(true)
+    }
+
+    /// Every named entry of index.json, sorted by ref name.
+    pub fn refs(&self) -> Result<Vec<(String, Descriptor)>, ImageError> {
+        let index = self.read_index()?;
+        let mut refs: Vec<(String, Descriptor)> = index
+            .manifests
+            .into_iter()
+            .filter_map(|d| Some((d.ref_name()?.to_owned(), d)))
+            .collect();
+        refs.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(refs)
+    }
+
+    /// The manifest `ref_name` points at, if any.
+    pub fn resolve(&self, ref_name: &str) -> Result<Option<Descriptor>, ImageError> {
+        Ok(self
+            .refs()?
+            .into_iter()
+            .find(|(r, _)| r == ref_name)
+            .map(|(_, d)| d))
+    }
+
+    /// Remove every blob that no entry of index.json reaches (through
+    /// indexes, manifests, configs and layers), and temporary files left by
+    /// interrupted writes. A build running at the same time may lose the
+    /// blobs it wrote but has not named yet: run gc alone.
+    pub fn gc(&self) -> Result<GcReport, ImageError> {
+        let _lock = self.lock()?;
+        let index = self.read_index()?;
+        let mut reachable = BTreeSet::new();
+        for d in &index.manifests {
+            self.mark(d, &mut reachable, 0)?;
+        }
+        let dir = self.blobs_dir();
+        let mut report = GcReport::default();
+        for entry in std::fs::read_dir(&dir).map_err(ImageError::io(&dir))? {
+            let entry = entry.map_err(ImageError::io(&dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            let digest = format!("sha256:{name}").parse::<Digest>().ok();
+            let keep = digest.as_ref().is_some_and(|d| reachable.contains(d));
+            // Another process may be writing that temporary file right now.
+            let fresh_tmp = name.starts_with(".tmp-")
+                && entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_none_or(|age| age.as_secs() < 3600);
+            if keep {
+                report.kept += 1;
+                continue;
+            }
+            if fresh_tmp {
+                continue;
+            }
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            std::fs::remove_file(&path).map_err(ImageError::io(&path))?;
+            report.freed_bytes += size;
+            if let Some(d) = digest {
+                report.removed.push(d);
+            }
+        }
+        report.removed.sort();
+        crate::durable::sync_dir(&dir)?;
+        Ok(report)
+    }
+
+    /// Add `d` and everything it references to `reachable`.
+    fn mark(
+        &self,
+        d: &Descriptor,
+        reachable: &mut BTreeSet<Digest>,
+        depth: u32,
+    ) -> Result<(), ImageError> {
+        if !reachable.insert(d.digest.clone()) || depth > 8 {
+            return Ok(());
+        }
+        let bytes = match self.read_blob(&d.digest) {
+            Ok(b) => b,
+            // A ref to a missing or corrupt blob keeps nothing else alive;
+            // gc must not fail because of it.
+            Err(ImageError::MissingBlob { .. } | ImageError::CorruptBlob { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return Ok(());
+        };
+        let children = |key: &str| -> Vec<Descriptor> {
+            value
+                .get(key)
+                .and_then(|v| serde_json::from_value::<Vec<Descriptor>>(v.clone()).ok())
+                .unwrap_or_default()
+        };
+        if is_index(&d.media_type) || value.get("manifests").is_some() {
+            for child in children("manifests") {
+                self.mark(&child, reachable, depth + 1)?;
+            }
+        } else {
+            if let Some(config) = value
+                .get("config")
+                .and_then(|c| serde_json::from_value::<Descriptor>(c.clone()).ok())
+            {
+                reachable.insert(config.digest);
+            }
+            for layer in children("layers") {
+                reachable.insert(layer.digest);
+            }
+        }
+        Ok(())
+    }
+
+    fn read_index(&self) -> Result<Index, ImageError> {
+        let path = self.index_path();
+        let bytes = std::fs::read(&path).map_err(ImageError::io(&path))?;
+        serde_json::from_slice(&bytes).map_err(|source| ImageError::Json { path, source })
+    }
+
+    fn write_index(&self, index: &Index) -> Result<(), ImageError> {
+        let mut index = index.clone();
+        index.manifests.sort_by(|a, b| {
+            (a.ref_name().unwrap_or(""), &a.digest).cmp(&(b.ref_name().unwrap_or(""), &b.digest))
+        });
+        write_atomic(&self.index_path(), &to_canonical_json(&index)?)
+    }
+
+    /// An exclusive lock on the store's folder, held until dropped. flock
+    /// locks belong to the open file, so this also orders threads of one
+    /// process.
+    fn lock(&self) -> Result<File, ImageError> {
+        let dir = File::open(&self.root).map_err(ImageError::io(&self.root))?;
+        rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+            ImageError::Io {
+                path: self.root.clone(),
+                source: e.into(),
+            }
+        })?;
+        Ok(dir)
+    }
+}
+
+fn check_layout_file(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
+    let invalid = |reason: String| ImageError::InvalidLayout {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let value: BTreeMap<String, serde_json::Value> = serde_json::from_slice(bytes)
+        .map_err(|e| invalid(format!("oci-layout is not JSON: {e}")))?;
+    match value.get("imageLayoutVersion").and_then(|v| v.as_str()) {
+        Some("1.0.0") => Ok(()),
+        other => Err(invalid(format!(
+            "unsupported imageLayoutVersion {other:?}, expected \"1.0.0\""
+        ))),
+    }
+}
+
+/// Ref names go into index.json and on command lines: printable ASCII,
+/// no spaces, not empty.
+fn check_ref_name(name: &str) -> Result<(), ImageError> {
+    let reason = if name.is_empty() {
+        Some("it is empty")
+    } else if !name.bytes().all(|b| b.is_ascii_graphic()) {
+        Some("only printable ASCII without spaces is allowed")
+    } else {
+        None
+    };
+    match reason {
+        Some(r) => Err(ImageError::InvalidRefName {
+            name: name.to_owned(),
+            reason: r.to_owned(),
+        }),
+        None => Ok(()),
+    }
+}

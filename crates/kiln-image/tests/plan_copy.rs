@@ -1,0 +1,271 @@
+//! plan_copy: the context boundary, excludes, destinations and modes.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+
+use common::TestResult;
+use kiln_image::{CopySpec, EntryKind, ImageError, LayerEntry, plan_copy};
+
+fn spec(src: &str, dest: &str) -> CopySpec {
+    CopySpec {
+        src: src.into(),
+        dest: dest.into(),
+        mode: None,
+        uid: 0,
+        gid: 0,
+        exclude: vec![],
+    }
+}
+
+fn file(path: &Path, content: &str, mode: u32) -> std::io::Result<()> {
+    fs::create_dir_all(path.parent().unwrap_or(Path::new("/")))?;
+    fs::write(path, content)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+fn paths(entries: &[LayerEntry]) -> Vec<String> {
+    let mut p: Vec<String> = entries.iter().map(|e| e.path.clone()).collect();
+    p.sort();
+    p
+}
+
+/// The src an escape error names, or a description of what came back.
+fn escape_src(result: Result<Vec<LayerEntry>, ImageError>) -> String {
+    match result {
+        Err(ImageError::ContextEscape { src, .. }) => src,
+        other => format!("not an escape: {other:?}"),
+    }
+}
+
+/// A context folder inside a temporary folder that also holds a file
+/// outside the context.
+fn setup() -> std::io::Result<(tempfile::TempDir, std::path::PathBuf)> {
+    let dir = tempfile::tempdir()?;
+    let ctx = dir.path().join("ctx");
+    file(&ctx.join("app/main.sh"), "#!/bin/sh\n", 0o700)?;
+    file(&ctx.join("app/data.txt"), "data\n", 0o600)?;
+    file(&dir.path().join("outside/secret"), "secret\n", 0o644)?;
+    Ok((dir, ctx))
+}
+
+#[test]
+fn refuses_parent_components() -> TestResult {
+    let (_dir, ctx) = setup()?;
+    assert_eq!(
+        escape_src(plan_copy(&ctx, &spec("../outside/secret", "/x"))),
+        "../outside/secret"
+    );
+    assert_eq!(
+        escape_src(plan_copy(&ctx, &spec("app/../../outside/", "/x/"))),
+        "app/../../outside/"
+    );
+    Ok(())
+}
+
+#[test]
+fn refuses_absolute_src() -> TestResult {
+    let (dir, ctx) = setup()?;
+    let abs = dir
+        .path()
+        .join("outside/secret")
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(escape_src(plan_copy(&ctx, &spec(&abs, "/x"))), abs);
+    // Even an absolute path that lies inside the context: src is relative.
+    let inside = ctx.join("app/data.txt").to_string_lossy().into_owned();
+    assert_eq!(escape_src(plan_copy(&ctx, &spec(&inside, "/x"))), inside);
+    Ok(())
+}
+
+#[test]
+fn refuses_a_src_symlink_leading_out() -> TestResult {
+    let (dir, ctx) = setup()?;
+    symlink(dir.path().join("outside/secret"), ctx.join("innocent"))?;
+    assert_eq!(
+        escape_src(plan_copy(&ctx, &spec("innocent", "/x"))),
+        "innocent"
+    );
+    Ok(())
+}
+
+#[test]
+fn refuses_a_parent_symlink_leading_out() -> TestResult {
+    let (dir, ctx) = setup()?;
+    symlink(dir.path().join("outside"), ctx.join("door"))?;
+    assert_eq!(
+        escape_src(plan_copy(&ctx, &spec("door/secret", "/x"))),
+        "door/secret"
+    );
+    assert_eq!(escape_src(plan_copy(&ctx, &spec("door/", "/x/"))), "door/");
+    Ok(())
+}
+
+#[test]
+fn refuses_a_symlink_inside_a_copied_folder_leading_out() -> TestResult {
+    let (dir, ctx) = setup()?;
+    symlink(dir.path().join("outside/secret"), ctx.join("app/leak"))?;
+    assert_eq!(escape_src(plan_copy(&ctx, &spec("app/", "/app/"))), "app/");
+    Ok(())
+}
+
+#[test]
+fn refuses_a_relative_or_dangling_symlink_leading_out() -> TestResult {
+    let (_dir, ctx) = setup()?;
+    symlink("../../outside/secret", ctx.join("app/up"))?;
+    assert_eq!(escape_src(plan_copy(&ctx, &spec("app/", "/app/"))), "app/");
+    fs::remove_file(ctx.join("app/up"))?;
+    symlink("../../nowhere/at/all", ctx.join("app/dangling"))?;
+    assert_eq!(escape_src(plan_copy(&ctx, &spec("app/", "/app/"))), "app/");
+    Ok(())
+}
+
+#[test]
+fn a_symlink_staying_inside_is_copied_as_a_symlink() -> TestResult {
+    let (_dir, ctx) = setup()?;
+    symlink("data.txt", ctx.join("app/alias"))?;
+    symlink("../app/main.sh", ctx.join("app/loop-back"))?;
+    let entries = plan_copy(&ctx, &spec("app/", "/opt/app/"))?;
+    let alias = entries.iter().find(|e| e.path == "/opt/app/alias");
+    assert_eq!(
+        alias.map(|e| (&e.kind, e.mode)),
+        Some((
+            &EntryKind::Symlink {
+                target: "data.txt".into()
+            },
+            0o777
+        ))
+    );
+    assert!(entries.iter().any(|e| e.kind
+        == EntryKind::Symlink {
+            target: "../app/main.sh".into()
+        }));
+    Ok(())
+}
+
+#[test]
+fn a_symlink_as_src_inside_the_context_is_followed() -> TestResult {
+    let (_dir, ctx) = setup()?;
+    symlink("app/main.sh", ctx.join("entry"))?;
+    let entries = plan_copy(&ctx, &spec("entry", "/bin/entry"))?;
+    assert_eq!(entries.len(), 1);
+    assert!(
+        matches!(&entries[0].kind, EntryKind::File { source } if source.ends_with("app/main.sh"))
+    );
+    assert_eq!(entries[0].mode, 0o755);
+    Ok(())
+}
+
+#[test]
+fn missing_src_is_named() -> TestResult {
+    let (_dir, ctx) = setup()?;
+    match plan_copy(&ctx, &spec("app/nope.txt", "/x")) {
+        Err(e @ ImageError::SourceMissing { .. }) => {
+            assert!(e.to_string().contains("app/nope.txt"), "{e}")
+        }
+        other => panic!("expected SourceMissing, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[test]
+fn folder_copy_includes_dest_and_subfolders_and_applies_excludes() -> TestResult {
+    let (_dir, ctx) = setup()?;
+    file(&ctx.join("app/cache/big.bin"), "x", 0o644)?;
+    file(&ctx.join("app/deep/er/keep.txt"), "k", 0o644)?;
+    file(&ctx.join("app/deep/er/drop.tmp"), "t", 0o644)?;
+    file(&ctx.join("app/keep.tmp"), "t", 0o644)?;
+    fs::create_dir_all(ctx.join("app/empty"))?;
+    let mut s = spec("app/", "/srv/app/");
+    s.exclude = vec!["**/*.tmp".into(), "cache/".into(), "!keep.tmp".into()];
+    let entries = plan_copy(&ctx, &s)?;
+    assert_eq!(
+        paths(&entries),
+        [
+            "/srv/app",
+            "/srv/app/data.txt",
+            "/srv/app/deep",
+            "/srv/app/deep/er",
+            "/srv/app/deep/er/keep.txt",
+            "/srv/app/empty",
+            "/srv/app/keep.tmp",
+            "/srv/app/main.sh",
+        ]
+    );
+    for e in entries.iter().filter(|e| e.kind == EntryKind::Dir) {
+        assert_eq!(e.mode, 0o755, "{}", e.path);
+    }
+    Ok(())
+}
+
+#[test]
+fn modes_follow_git_unless_given() -> TestResult {
+    let (_dir, ctx) = setup()?;
+    let mode_of = |entries: &[LayerEntry], path: &str| {
+        entries.iter().find(|e| e.path == path).map(|e| e.mode)
+    };
+    let plain = plan_copy(&ctx, &spec("app/", "/a/"))?;
+    assert_eq!(mode_of(&plain, "/a/main.sh"), Some(0o755));
+    assert_eq!(mode_of(&plain, "/a/data.txt"), Some(0o644));
+    let mut s = spec("app/", "/a/");
+    s.mode = Some(0o640);
+    let given = plan_copy(&ctx, &s)?;
+    assert_eq!(mode_of(&given, "/a/main.sh"), Some(0o640));
+    assert_eq!(mode_of(&given, "/a"), Some(0o755));
+    Ok(())
+}
+
+#[test]
+fn file_dest_ending_in_slash_keeps_the_name() -> TestResult {
+    let (_dir, ctx) = setup()?;
+    let mut s = spec("app/data.txt", "/etc/");
+    s.uid = 7;
+    s.gid = 8;
+    let entries = plan_copy(&ctx, &s)?;
+    assert_eq!(paths(&entries), ["/etc/data.txt"]);
+    assert_eq!((entries[0].uid, entries[0].gid), (7, 8));
+    Ok(())
+}
+
+#[test]
+fn folder_and_file_mismatches_are_explained() -> TestResult {
+    let (_dir, ctx) = setup()?;
+    assert!(matches!(
+        plan_copy(&ctx, &spec("app", "/a")),
+        Err(ImageError::InvalidCopy { .. })
+    ));
+    assert!(matches!(
+        plan_copy(&ctx, &spec("app/data.txt/", "/a/")),
+        Err(ImageError::InvalidCopy { .. })
+    ));
+    assert!(matches!(
+        plan_copy(&ctx, &spec("app/", "relative/")),
+        Err(ImageError::InvalidCopy { .. })
+    ));
+    assert!(matches!(
+        plan_copy(&ctx, &spec("app/", "/a/../b/")),
+        Err(ImageError::InvalidCopy { .. })
+    ));
+    Ok(())
+}
+
+#[test]
+fn sockets_are_refused() -> TestResult {
+    let (_dir, ctx) = setup()?;
+    let _socket = std::os::unix::net::UnixListener::bind(ctx.join("app/sock"))?;
+    assert!(matches!(
+        plan_copy(&ctx, &spec("app/", "/a/")),
+        Err(ImageError::UnsupportedFileType { .. })
+    ));
+    Ok(())
+}
+
+#[test]
+fn the_whole_context_can_be_copied_to_the_root() -> TestResult {
+    let (_dir, ctx) = setup()?;
+    let entries = plan_copy(&ctx, &spec("./", "/"))?;
+    assert_eq!(paths(&entries), ["/app", "/app/data.txt", "/app/main.sh"]);
+    Ok(())
+}
