@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use crate::values::{
-    BaseRef, Duration, ImageName, Mode, Owner, Port, Protocol, SecretSource,
-};
+pub use crate::values::{BaseRef, Duration, ImageName, Mode, Owner, Port, Protocol, SecretSource};
 
 /// One golden image, as described by one recipe file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +35,7 @@ pub struct ImageSection {
     pub name: ImageName,
     /// Optional version, also stored as a tag.
     pub version: Option<String>,
-    /// What the image is built on.
+    /// What the image is built on (default `scratch`).
     pub base: BaseRef,
     /// mtime of every entry and the created time, in seconds since the Unix
     /// epoch. `SOURCE_DATE_EPOCH` overrides it at build time.

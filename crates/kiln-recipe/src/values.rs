@@ -81,7 +81,9 @@ impl FromStr for Duration {
         let mut total: u64 = 0;
         let mut rest = s;
         while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             if digits == 0 {
                 return bad();
             }
@@ -89,7 +91,9 @@ impl FromStr for Duration {
                 return bad();
             };
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let factor = match &rest[..unit_len] {
                 "ms" => 1,
                 "s" => 1_000,
@@ -202,11 +206,17 @@ impl FromStr for Port {
             "tcp" => Protocol::Tcp,
             "udp" => Protocol::Udp,
             "sctp" => Protocol::Sctp,
-            _ => return err(format!("invalid port {s:?}: the protocol is tcp, udp or sctp")),
+            _ => {
+                return err(format!(
+                    "invalid port {s:?}: the protocol is tcp, udp or sctp"
+                ));
+            }
         };
         match num.parse::<u16>() {
             Ok(number) if number > 0 => Ok(Port { number, protocol }),
-            _ => err(format!("invalid port {s:?}: a port is a number from 1 to 65535")),
+            _ => err(format!(
+                "invalid port {s:?}: a port is a number from 1 to 65535"
+            )),
         }
     }
 }
@@ -350,18 +360,26 @@ impl FromStr for BaseRef {
         if let Some(rest) = s.strip_prefix("docker://") {
             let (rest, digest) = match rest.split_once('@') {
                 Some((r, d)) if valid_digest(d) => (r, Some(d.to_owned())),
-                Some(_) => return err(format!("invalid base {s:?}: the digest must be sha256: and 64 lowercase hex digits")),
+                Some(_) => {
+                    return err(format!(
+                        "invalid base {s:?}: the digest must be sha256: and 64 lowercase hex digits"
+                    ));
+                }
                 None => (rest, None),
             };
             let Some((host, path)) = rest.split_once('/') else {
-                return err(format!("invalid base {s:?}: a registry reference is docker://HOST/REPO[:TAG]"));
+                return err(format!(
+                    "invalid base {s:?}: a registry reference is docker://HOST/REPO[:TAG]"
+                ));
             };
             let (repository, tag) = match path.rsplit_once(':') {
                 Some((r, t)) if !t.contains('/') => (r, Some(t.to_owned())),
                 _ => (path, None),
             };
             if host.is_empty() || repository.is_empty() || tag.as_deref() == Some("") {
-                return err(format!("invalid base {s:?}: a registry reference is docker://HOST/REPO[:TAG]"));
+                return err(format!(
+                    "invalid base {s:?}: a registry reference is docker://HOST/REPO[:TAG]"
+                ));
             }
             return Ok(BaseRef::Registry {
                 host: host.to_owned(),
@@ -374,7 +392,9 @@ impl FromStr for BaseRef {
             return err(format!("invalid base {s:?}: {hint}"));
         };
         if rest.is_empty() {
-            return err(format!("invalid base {s:?}: {transport}: needs a location after the colon"));
+            return err(format!(
+                "invalid base {s:?}: {transport}: needs a location after the colon"
+            ));
         }
         match transport {
             "oci" => {
@@ -393,13 +413,19 @@ impl FromStr for BaseRef {
                 if !rest.contains(':') {
                     return err(format!("invalid base {s:?}: write docker-daemon:NAME:TAG"));
                 }
-                Ok(BaseRef::DockerDaemon { reference: rest.to_owned() })
+                Ok(BaseRef::DockerDaemon {
+                    reference: rest.to_owned(),
+                })
             }
-            "recipe" => Ok(BaseRef::Recipe { path: PathBuf::from(rest) }),
+            "recipe" => Ok(BaseRef::Recipe {
+                path: PathBuf::from(rest),
+            }),
             "kiln" => {
                 let (name, tag, digest) = if let Some((n, d)) = rest.split_once('@') {
                     if !valid_digest(d) {
-                        return err(format!("invalid base {s:?}: the digest must be sha256: and 64 lowercase hex digits"));
+                        return err(format!(
+                            "invalid base {s:?}: the digest must be sha256: and 64 lowercase hex digits"
+                        ));
                     }
                     (n, None, Some(d.to_owned()))
                 } else if let Some((n, t)) = rest.split_once(':') {
@@ -407,9 +433,15 @@ impl FromStr for BaseRef {
                 } else {
                     (rest, None, None)
                 };
-                Ok(BaseRef::Kiln { name: name.parse()?, tag, digest })
+                Ok(BaseRef::Kiln {
+                    name: name.parse()?,
+                    tag,
+                    digest,
+                })
             }
-            _ => err(format!("invalid base {s:?}: unknown transport {transport:?}; {hint}")),
+            _ => err(format!(
+                "invalid base {s:?}: unknown transport {transport:?}; {hint}"
+            )),
         }
     }
 }
@@ -427,7 +459,12 @@ impl fmt::Display for BaseRef {
                 write!(f, "docker-archive:{}{}", file.display(), opt(reference))
             }
             BaseRef::DockerDaemon { reference } => write!(f, "docker-daemon:{reference}"),
-            BaseRef::Registry { host, repository, tag, digest } => {
+            BaseRef::Registry {
+                host,
+                repository,
+                tag,
+                digest,
+            } => {
                 write!(f, "docker://{host}/{repository}{}", opt(tag))?;
                 if let Some(d) = digest {
                     write!(f, "@{d}")?;
@@ -468,7 +505,10 @@ mod tests {
         assert_eq!(b("scratch"), Ok(BaseRef::Scratch));
         assert_eq!(
             b("oci:../base:v1"),
-            Ok(BaseRef::Oci { dir: "../base".into(), reference: Some("v1".into()) })
+            Ok(BaseRef::Oci {
+                dir: "../base".into(),
+                reference: Some("v1".into())
+            })
         );
         assert_eq!(
             b("docker://127.0.0.1:5000/team/web:1.2"),
@@ -482,7 +522,12 @@ mod tests {
         assert!(b("ftp:x").is_err());
         assert!(b("kiln:Bad").is_err());
         assert!(b("docker://host").is_err());
-        for ok in ["oci:dir", "kiln:web:stable", "docker-daemon:web:1", "recipe:../base"] {
+        for ok in [
+            "oci:dir",
+            "kiln:web:stable",
+            "docker-daemon:web:1",
+            "recipe:../base",
+        ] {
             assert_eq!(b(ok).map(|r| r.to_string()).as_deref(), Ok(ok));
         }
     }
@@ -491,7 +536,10 @@ mod tests {
     fn owners_ports_modes_names() {
         assert_eq!("1000:10".parse(), Ok(Owner { uid: 1000, gid: 10 }));
         assert!("root:root".parse::<Owner>().is_err());
-        assert_eq!("53/udp".parse::<Port>().map(|p| p.to_string()).as_deref(), Ok("53/udp"));
+        assert_eq!(
+            "53/udp".parse::<Port>().map(|p| p.to_string()).as_deref(),
+            Ok("53/udp")
+        );
         assert!("0".parse::<Port>().is_err());
         assert!(Mode::new(0o10000).is_err());
         assert!("web-1.x".parse::<ImageName>().is_ok());
