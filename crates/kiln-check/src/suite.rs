@@ -1,0 +1,361 @@
+//! One suite: boot the container, run every check in recipe order within
+//! the total timeout, and remove the container on every return path.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kiln_engine::{
+    ContainerId, ContainerSpec, ContainerState, Engine, EngineError, MANAGED_LABEL, NewFile,
+    RUN_LABEL,
+};
+use kiln_recipe::{Check, CheckKind};
+use tokio::time::Instant;
+
+use crate::excerpt::{human, tail};
+use crate::{BootPlan, CheckError, CheckEvents, CheckOutcome, SuiteReport};
+use crate::{command, file, identity, metadata, probe};
+
+/// How many log lines a detail shows when the container exited.
+const LOG_LINES: usize = 20;
+
+/// A check whose engine call hangs past the total timeout is abandoned this
+/// long after it: the probes stop on their own at the deadline, and this
+/// margin lets them say so before being cut off.
+const ABANDON_GRACE: Duration = Duration::from_millis(500);
+
+/// Mode of the files boot secrets are written to.
+const SECRET_FILE_MODE: u32 = 0o400;
+
+/// How one check ended, before it becomes an outcome.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// It passed; what was seen.
+    Pass(String),
+    /// It failed; what was expected and what was seen.
+    Fail(String),
+    /// The container exited (with this code) while the check waited on it.
+    Exited(i64),
+}
+
+/// The booted container and what the checks need to reach it.
+pub(crate) struct Container<'a> {
+    /// The engine it runs in.
+    pub engine: &'a dyn Engine,
+    /// Its id.
+    pub id: ContainerId,
+    /// The image it was booted from.
+    pub image: &'a str,
+    /// When the total timeout runs out.
+    pub deadline: Instant,
+    /// The total timeout, as the recipe gave it (for details).
+    pub total: Duration,
+}
+
+impl Container<'_> {
+    /// The exit code, if the container is no longer running.
+    pub async fn exit_code(&self) -> Result<Option<i64>, EngineError> {
+        Ok(match self.engine.state(&self.id).await? {
+            ContainerState::Exited { code } => Some(code),
+            ContainerState::Running | ContainerState::Created => None,
+        })
+    }
+
+    /// The detail of a check the total timeout cut short.
+    pub fn timeout_detail(&self) -> String {
+        format!("boot timeout of {} exceeded", human(self.total))
+    }
+}
+
+/// Boot `plan.image`, run `checks` against it in order, and remove the
+/// container, whatever happened.
+///
+/// A failed check, an image that does not start and a container that exits
+/// are all in the report; `Err` means the engine failed (unreachable, or
+/// refusing what it should do).
+///
+/// **Cancellation.** Dropping the returned future (Ctrl-C) skips the
+/// removal: the caller then removes the run's containers with
+/// `engine.remove_labelled(kiln_engine::RUN_LABEL, &plan.run_id)`.
+pub async fn run_suite(
+    engine: &dyn Engine,
+    plan: &BootPlan,
+    checks: &[Check],
+    events: &dyn CheckEvents,
+) -> Result<SuiteReport, CheckError> {
+    let mut container = None;
+    let result = boot_and_check(engine, plan, checks, events, &mut container).await;
+    // Removal happens on every path out of boot_and_check, errors included.
+    let removed = match &container {
+        Some(id) => engine
+            .remove_container(id)
+            .await
+            .map_err(|source| CheckError::Cleanup {
+                container: id.to_string(),
+                source,
+            }),
+        None => Ok(()),
+    };
+    let report = result?;
+    removed?;
+    Ok(report)
+}
+
+/// The container ports the http and tcp checks reach, each once, in order.
+fn check_ports(checks: &[Check]) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for check in checks {
+        let port = match &check.kind {
+            CheckKind::Http(h) => h.port,
+            CheckKind::Tcp(t) => t.port,
+            _ => continue,
+        };
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    ports
+}
+
+/// Everything but the removal; `container` is set as soon as one exists.
+async fn boot_and_check(
+    engine: &dyn Engine,
+    plan: &BootPlan,
+    checks: &[Check],
+    events: &dyn CheckEvents,
+    container: &mut Option<ContainerId>,
+) -> Result<SuiteReport, CheckError> {
+    let deadline = Instant::now() + plan.timeout;
+    let boot_error = |source| CheckError::Boot {
+        image: plan.image.clone(),
+        source,
+    };
+    let labels = BTreeMap::from([
+        (MANAGED_LABEL.to_owned(), "true".to_owned()),
+        (RUN_LABEL.to_owned(), plan.run_id.clone()),
+    ]);
+    let spec = ContainerSpec {
+        image: plan.image.clone(),
+        env: plan.env.clone(),
+        ports: check_ports(checks),
+        labels,
+        network: true,
+        ..ContainerSpec::default()
+    };
+    let id = match engine.create_container(&spec).await {
+        Ok(id) => id,
+        Err(e @ EngineError::Rejected { .. }) => return Ok(not_booted(checks, events, &e)),
+        Err(e) => return Err(boot_error(e)),
+    };
+    *container = Some(id.clone());
+
+    if !plan.files.is_empty() {
+        let (uid, gid) = secret_owner(engine, &id, &plan.image)
+            .await
+            .map_err(boot_error)?;
+        for (path, content) in &plan.files {
+            let file = NewFile {
+                path,
+                content,
+                mode: SECRET_FILE_MODE,
+                uid,
+                gid,
+            };
+            match engine.put_file(&id, &file).await {
+                Ok(()) => {}
+                Err(e @ EngineError::Rejected { .. }) => return Ok(not_booted(checks, events, &e)),
+                Err(e) => return Err(boot_error(e)),
+            }
+        }
+    }
+    match engine.start(&id).await {
+        Ok(()) => {}
+        Err(e @ EngineError::Rejected { .. }) => return Ok(not_booted(checks, events, &e)),
+        Err(e) => return Err(boot_error(e)),
+    }
+
+    let container = Container {
+        engine,
+        id,
+        image: &plan.image,
+        deadline,
+        total: plan.timeout,
+    };
+    run_checks(&container, checks, events).await
+}
+
+/// The owner of boot secret files: the image's user, in numbers.
+async fn secret_owner(
+    engine: &dyn Engine,
+    id: &ContainerId,
+    image: &str,
+) -> Result<(u32, u32), EngineError> {
+    let config = engine.image_config(image).await?;
+    let user = config.user.as_deref();
+    if !identity::needs_lookup(user) {
+        return Ok(identity::resolve_user(user, None, None));
+    }
+    let text = |info: Option<kiln_engine::PathInfo>| {
+        info.and_then(|i| i.content)
+            .map(|c| String::from_utf8_lossy(&c).into_owned())
+    };
+    let passwd = text(engine.read_path(id, "/etc/passwd").await?);
+    let group = text(engine.read_path(id, "/etc/group").await?);
+    Ok(identity::resolve_user(
+        user,
+        passwd.as_deref(),
+        group.as_deref(),
+    ))
+}
+
+/// The report of a container that never started: every check fails with
+/// the engine's reason.
+fn not_booted(checks: &[Check], events: &dyn CheckEvents, error: &EngineError) -> SuiteReport {
+    let reason = format!("the container did not start: {error}");
+    let outcomes = checks
+        .iter()
+        .map(|check| {
+            events.check_started(&check.name);
+            let outcome = outcome(check, false, Duration::ZERO, reason.clone());
+            events.check_finished(&outcome);
+            outcome
+        })
+        .collect();
+    SuiteReport {
+        passed: false,
+        checks: outcomes,
+        boot_error: Some(reason),
+    }
+}
+
+fn outcome(check: &Check, passed: bool, duration: Duration, detail: String) -> CheckOutcome {
+    CheckOutcome {
+        name: check.name.clone(),
+        kind: check.kind.key(),
+        passed,
+        duration,
+        detail,
+    }
+}
+
+/// The detail of every check failed by the container's exit: its code and
+/// the tail of its log.
+async fn exit_detail(container: &Container<'_>, code: i64, when: &str) -> String {
+    let logs = match container.engine.logs_tail(&container.id, LOG_LINES).await {
+        Ok(logs) => tail(logs.as_bytes(), LOG_LINES, 4000),
+        Err(e) => format!("(its log could not be read: {e})"),
+    };
+    if logs.trim().is_empty() {
+        format!("container exited with code {code} {when}; it logged nothing")
+    } else {
+        format!("container exited with code {code} {when}; last lines of its log:\n{logs}")
+    }
+}
+
+async fn run_checks(
+    container: &Container<'_>,
+    checks: &[Check],
+    events: &dyn CheckEvents,
+) -> Result<SuiteReport, CheckError> {
+    let mut outcomes = Vec::with_capacity(checks.len());
+    let mut exited: Option<String> = None;
+    for check in checks {
+        events.check_started(&check.name);
+        let started = Instant::now();
+        let engine_error = |source| CheckError::Engine {
+            check: check.name.clone(),
+            source,
+        };
+        let verdict = if let Some(detail) = &exited {
+            Verdict::Fail(detail.clone())
+        } else if started >= container.deadline {
+            Verdict::Fail(container.timeout_detail())
+        } else {
+            let run = async {
+                match container.exit_code().await? {
+                    Some(code) => Ok(Verdict::Exited(code)),
+                    None => run_check(container, check).await,
+                }
+            };
+            match tokio::time::timeout_at(container.deadline + ABANDON_GRACE, run).await {
+                Ok(verdict) => verdict.map_err(engine_error)?,
+                Err(_) => Verdict::Fail(container.timeout_detail()),
+            }
+        };
+        let (passed, detail) = match verdict {
+            Verdict::Pass(detail) => (true, detail),
+            Verdict::Fail(detail) => (false, detail),
+            Verdict::Exited(code) => {
+                let when = format!("before check {:?} finished", check.name);
+                let detail = exit_detail(container, code, &when).await;
+                exited = Some(detail.clone());
+                (false, detail)
+            }
+        };
+        let outcome = outcome(check, passed, started.elapsed(), detail);
+        events.check_finished(&outcome);
+        outcomes.push(outcome);
+    }
+    let boot_error = exited.map(|d| d.lines().next().unwrap_or_default().to_owned());
+    Ok(SuiteReport {
+        passed: boot_error.is_none() && outcomes.iter().all(|o| o.passed),
+        checks: outcomes,
+        boot_error,
+    })
+}
+
+async fn run_check(container: &Container<'_>, check: &Check) -> Result<Verdict, EngineError> {
+    match &check.kind {
+        CheckKind::Http(http) => probe::http(container, http).await,
+        CheckKind::Tcp(tcp) => probe::tcp(container, tcp).await,
+        CheckKind::Command(cmd) => command::run(container, cmd).await,
+        CheckKind::File(f) => file::run(container, f).await,
+        CheckKind::Metadata(m) => metadata::run(container, m).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_recipe::{FileCheck, HttpCheck, Probe, TcpCheck};
+
+    fn named(name: &str, kind: CheckKind) -> Check {
+        Check {
+            name: name.to_owned(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn every_http_and_tcp_port_is_published_once_in_order() {
+        let http = |port| {
+            CheckKind::Http(HttpCheck {
+                port,
+                path: "/".into(),
+                status: 200,
+                body_contains: None,
+                probe: Probe::default(),
+            })
+        };
+        let tcp = |port| {
+            CheckKind::Tcp(TcpCheck {
+                port,
+                probe: Probe::default(),
+            })
+        };
+        let file = CheckKind::File(FileCheck {
+            path: "/x".into(),
+            exists: true,
+            contains: None,
+            mode: None,
+            owner: None,
+        });
+        let checks = vec![
+            named("a", http(8080)),
+            named("b", tcp(5432)),
+            named("c", file),
+            named("d", tcp(8080)),
+            named("e", http(9090)),
+        ];
+        assert_eq!(check_ports(&checks), vec![8080, 5432, 9090]);
+    }
+}
