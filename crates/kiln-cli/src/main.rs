@@ -1,1 +1,411 @@
-fn main() {}
+//! The `kiln` binary: flag definitions plus glue. Every command is a few
+//! lines over the `kiln` facade; this is the only place that prints and picks
+//! exit codes (cli-contract.md: 0 ok, 1 the work failed, 2 bad input, 3 the
+//! environment lacks something).
+
+mod args;
+mod junit;
+mod render;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use kiln::{BuildOptions, Engine, ErrorKind, KilnError, Recipe, Store};
+use serde_json::json;
+
+use args::{BuildFlags, Cli, Command, store_dir};
+use render::Progress;
+
+/// How a command ended badly: the exit code and what to tell the user.
+enum Failure {
+    /// A pipeline error; its kind picks the exit code.
+    Kiln(KilnError),
+    /// The work ran and failed (a check, a refused step), already reported.
+    WorkFailed,
+    /// Recipes that did not validate, already rendered.
+    BadRecipes,
+    /// A flag or argument the facade never saw.
+    Usage(String),
+    /// Interrupted by Ctrl-C after cleaning up.
+    Interrupted,
+}
+
+impl From<KilnError> for Failure {
+    fn from(e: KilnError) -> Self {
+        Failure::Kiln(e)
+    }
+}
+
+type CmdResult = Result<(), Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => ExitCode::from(report_failure(failure)),
+    }
+}
+
+fn report_failure(failure: Failure) -> u8 {
+    match failure {
+        Failure::Kiln(KilnError::Recipe(e)) => {
+            eprintln!("{:?}", miette::Report::new(e));
+            2
+        }
+        Failure::Kiln(e) => {
+            eprintln!("error: {e}");
+            match e.kind() {
+                ErrorKind::Work => 1,
+                ErrorKind::Input => 2,
+                ErrorKind::Environment => 3,
+            }
+        }
+        Failure::WorkFailed => 1,
+        Failure::BadRecipes => 2,
+        Failure::Usage(message) => {
+            eprintln!("error: {message}");
+            2
+        }
+        Failure::Interrupted => {
+            eprintln!("interrupted: the run's containers were removed");
+            130
+        }
+    }
+}
+
+async fn run(command: Command) -> CmdResult {
+    let common = command.common().clone();
+    let store_path = store_dir(common.store.as_ref());
+    let json = common.json;
+    match command {
+        Command::Check { recipes, .. } => check(&recipes, json),
+        Command::Build { recipes, build, .. } => {
+            let store = open_store(&store_path)?;
+            let recipes = load_all(&recipes)?;
+            let options = build_options(&build)?;
+            let progress = Progress::new();
+            let reports = recipes
+                .iter()
+                .map(|r| kiln::build(&store, r, &options, &progress))
+                .collect::<Result<Vec<_>, _>>()?;
+            if json {
+                print_json(&json!({ "images": reports }));
+            } else {
+                for r in &reports {
+                    println!("{} {}", r.name, r.digest);
+                }
+            }
+            Ok(())
+        }
+        Command::Test { target, junit, .. } => {
+            let store = open_store(&store_path)?;
+            let engine = kiln::Docker::connect().await.map_err(KilnError::from)?;
+            let (recipe, digest) = test_target(&store, &target)?;
+            let run_id = kiln::new_run_id();
+            let progress = Progress::new();
+            let test = kiln::test(&store, &engine, &recipe, &digest, &run_id, &progress);
+            let report = cancellable(&engine, &run_id, test).await?;
+            if let Some(path) = junit {
+                write_file(&path, junit::render(std::slice::from_ref(&report)))?;
+            }
+            if json {
+                print_json(&report);
+            } else {
+                let verdict = if report.passed { "passed" } else { "FAILED" };
+                println!("{}@{} {verdict}", report.name, report.digest);
+            }
+            if report.passed {
+                Ok(())
+            } else {
+                Err(Failure::WorkFailed)
+            }
+        }
+        Command::Promote { image, channel, .. } => {
+            let store = open_store(&store_path)?;
+            let Some((name, digest)) = image.split_once('@') else {
+                return Err(Failure::Usage(format!("{image:?}: write NAME@sha256:HEX")));
+            };
+            let digest = digest
+                .parse()
+                .map_err(|e: kiln::DigestParseError| Failure::Usage(e.to_string()))?;
+            let resolved = kiln::resolve(&store, &format!("{name}@{digest}"))?;
+            let moved = kiln::promote(&store, &resolved.name, &digest, &channel)?;
+            print_move(json, &resolved.name, &channel, &moved);
+            Ok(())
+        }
+        Command::Release {
+            recipes,
+            junit,
+            build,
+            ..
+        } => {
+            let store = open_store(&store_path)?;
+            let recipes = load_all(&recipes)?;
+            for recipe in &recipes {
+                kiln::ensure_supported(recipe, kiln::Stage::Release)?;
+            }
+            let engine = kiln::Docker::connect().await.map_err(KilnError::from)?;
+            let options = build_options(&build)?;
+            let progress = Progress::new();
+            let mut releases = Vec::new();
+            for recipe in &recipes {
+                let run_id = kiln::new_run_id();
+                let release = kiln::release(&store, &engine, recipe, &options, &run_id, &progress);
+                releases.push(cancellable(&engine, &run_id, release).await?);
+            }
+            if let Some(path) = junit {
+                let tests: Vec<_> = releases.iter().map(|r| r.test.clone()).collect();
+                write_file(&path, junit::render(&tests))?;
+            }
+            if json {
+                print_json(&json!({ "releases": releases }));
+            } else {
+                for r in &releases {
+                    let verdict = if r.test.passed { "passed" } else { "FAILED" };
+                    let channels = if r.promoted.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        r.promoted.join(",")
+                    };
+                    println!(
+                        "{} {} {verdict} promoted: {channels}",
+                        r.build.name, r.build.digest
+                    );
+                }
+            }
+            if releases.iter().all(|r| r.test.passed) {
+                Ok(())
+            } else {
+                Err(Failure::WorkFailed)
+            }
+        }
+        Command::Rollback { name, channel, .. } => {
+            let store = open_store(&store_path)?;
+            let moved = kiln::rollback(&store, &name, &channel)?;
+            print_move(json, &name, &channel, &moved);
+            Ok(())
+        }
+        Command::Images { .. } => {
+            let store = open_store(&store_path)?;
+            let images = kiln::images(&store)?;
+            if json {
+                print_json(&json!({ "images": images }));
+            } else {
+                println!(
+                    "{:<20} {:<20} {:<16} {:<19} {:>10}  TEST",
+                    "NAME", "TAGS", "CHANNELS", "DIGEST", "SIZE"
+                );
+                for i in &images {
+                    let dash = |v: &[String]| {
+                        if v.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            v.join(",")
+                        }
+                    };
+                    println!(
+                        "{:<20} {:<20} {:<16} {:<19} {:>10}  {}",
+                        i.name,
+                        dash(&i.tags),
+                        dash(&i.channels),
+                        &i.digest[..i.digest.len().min(19)],
+                        i.size,
+                        serde_json::to_value(i.test)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Inspect { reference, .. } => {
+            let store = open_store(&store_path)?;
+            print_json(&kiln::inspect(&store, &reference)?);
+            Ok(())
+        }
+        Command::Export {
+            reference,
+            destination,
+            ..
+        } => {
+            let store = open_store(&store_path)?;
+            let destination: kiln::Destination = destination.parse()?;
+            if destination.needs_engine() {
+                let engine = kiln::Docker::connect().await.map_err(KilnError::from)?;
+                kiln::export(&store, Some(&engine), &reference, &destination).await?;
+            } else {
+                kiln::export(&store, None, &reference, &destination).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn open_store(path: &Path) -> Result<Store, Failure> {
+    Store::open(path).map_err(|e| Failure::Kiln(e.into()))
+}
+
+fn build_options(flags: &BuildFlags) -> Result<BuildOptions, Failure> {
+    // There is no layer cache yet, so every build already builds every
+    // layer anew and --no-cache asks for nothing more. -j bounds how many
+    // images build at once; one at a time stays within any bound.
+    let _ = (flags.no_cache, flags.jobs);
+    options_with_tags(flags.tags.clone())
+}
+
+fn options_with_tags(extra_tags: Vec<String>) -> Result<BuildOptions, Failure> {
+    // SOURCE_DATE_EPOCH is read here, not in the library, so embedders
+    // choose whether the environment may change their digests.
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => Some(v.trim().parse::<u64>().map_err(|_| {
+            Failure::Usage(format!(
+                "SOURCE_DATE_EPOCH={v:?} is not a whole number of seconds"
+            ))
+        })?),
+        _ => None,
+    };
+    Ok(BuildOptions {
+        source_date_epoch,
+        extra_tags,
+    })
+}
+
+/// Load every recipe; render all their diagnostics before giving up.
+fn load_all(paths: &[PathBuf]) -> Result<Vec<Recipe>, Failure> {
+    let mut recipes = Vec::new();
+    let mut bad = false;
+    for path in paths {
+        match kiln::load_recipe(path) {
+            Ok(r) => recipes.push(r),
+            Err(KilnError::Recipe(e)) => {
+                eprintln!("{:?}", miette::Report::new(e));
+                bad = true;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if bad {
+        Err(Failure::BadRecipes)
+    } else {
+        Ok(recipes)
+    }
+}
+
+fn check(paths: &[PathBuf], json: bool) -> CmdResult {
+    let mut results = Vec::new();
+    let mut all_ok = true;
+    for path in paths {
+        match kiln_recipe::load(path) {
+            Ok(recipe) => {
+                if !json {
+                    println!("ok {} ({})", path.display(), recipe.image.name);
+                }
+                results.push(json!({ "path": path, "name": recipe.image.name.as_str(), "ok": true, "errors": [] }));
+            }
+            Err(e) => {
+                all_ok = false;
+                let errors: Vec<_> = e
+                    .diagnostics()
+                    .iter()
+                    .map(|d| json!({ "line": d.line, "column": d.column, "message": d.message }))
+                    .collect();
+                let errors = if errors.is_empty() {
+                    vec![json!({ "message": e.to_string() })]
+                } else {
+                    errors
+                };
+                results.push(json!({ "path": path, "ok": false, "errors": errors }));
+                eprintln!("{:?}", miette::Report::new(e));
+            }
+        }
+    }
+    if json {
+        print_json(&json!({ "recipes": results }));
+    }
+    if all_ok {
+        Ok(())
+    } else {
+        Err(Failure::BadRecipes)
+    }
+}
+
+/// A recipe path is built first; anything else names an image in the store.
+fn test_target(store: &Store, target: &str) -> Result<(Recipe, kiln::Digest), Failure> {
+    let path = Path::new(target);
+    if path.is_file() || path.join("kiln.toml").is_file() {
+        let recipe = load_all(&[path.to_path_buf()])?.remove(0);
+        let built = kiln::build(
+            store,
+            &recipe,
+            &options_with_tags(Vec::new())?,
+            &Progress::new(),
+        )?;
+        let digest = built
+            .digest
+            .parse()
+            .map_err(|e: kiln::DigestParseError| Failure::Usage(e.to_string()))?;
+        return Ok((recipe, digest));
+    }
+    let resolved = kiln::resolve(store, target)?;
+    let recipe = kiln::recipe_of(store, &resolved.name, &resolved.digest)?;
+    Ok((recipe, resolved.digest))
+}
+
+/// Run `work`; on Ctrl-C remove every container of the run, then stop.
+async fn cancellable<T>(
+    engine: &kiln::Docker,
+    run_id: &str,
+    work: impl std::future::Future<Output = Result<T, KilnError>>,
+) -> Result<T, Failure> {
+    tokio::select! {
+        result = work => result.map_err(Failure::from),
+        _ = tokio::signal::ctrl_c() => {
+            // The work future is dropped here, mid-flight: its containers
+            // are found again by their run label.
+            if let Err(e) = engine.remove_labelled("dev.kiln.run", run_id).await {
+                eprintln!("warning: could not remove the run's containers: {e}");
+            }
+            Err(Failure::Interrupted)
+        }
+    }
+}
+
+fn print_move(json: bool, name: &str, channel: &str, moved: &kiln::Move) {
+    let from = moved.from.as_ref().map(ToString::to_string);
+    if json {
+        print_json(
+            &json!({ "name": name, "channel": channel, "from": from, "to": moved.to.to_string() }),
+        );
+    } else {
+        println!(
+            "{name}:{channel} {} -> {}",
+            from.as_deref().unwrap_or("(none)"),
+            moved.to
+        );
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("error: cannot render JSON: {e}"),
+    }
+}
+
+fn write_file(path: &Path, text: String) -> CmdResult {
+    std::fs::write(path, text).map_err(|source| {
+        Failure::Kiln(KilnError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    })
+}

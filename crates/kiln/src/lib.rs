@@ -1,1 +1,80 @@
-//! kiln (being written).
+//! kiln: the golden-image pipeline, for embedders.
+//!
+//! A recipe (see [`kiln_recipe`]) becomes a reproducible OCI image in
+//! kiln's store ([`build()`]), is booted in a real container engine and
+//! checked ([`test()`]), and only a digest that passed moves a channel
+//! ([`promote()`], [`release()`], [`rollback()`]).
+//!
+//! This crate plans and sequences; the work is done by the crates below it:
+//! `kiln-image` (layers, manifests, the store), `kiln-engine` (Docker),
+//! `kiln-check` (the checks) and `kiln-promote` (records and channels). It
+//! never prints: progress reaches the caller through [`Events`], and every
+//! failure is a [`KilnError`] whose [`KilnError::kind`] says which exit code
+//! a command line should use.
+//!
+//! ```no_run
+//! use kiln::{BuildOptions, NoEvents, Store};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let recipe = kiln::load_recipe("images/hello".as_ref())?;
+//! let store = Store::open("/tmp/kiln-store")?;
+//! let report = kiln::build(&store, &recipe, &BuildOptions::default(), &NoEvents)?;
+//! println!("{} {}", report.name, report.digest);
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod build;
+mod capability;
+mod catalog;
+mod error;
+mod events;
+mod export;
+mod plan;
+mod reference;
+mod release;
+mod report;
+mod secret;
+mod stored_recipe;
+mod test_run;
+
+use kiln_promote::channel;
+
+pub use build::{BuildOptions, build};
+pub use capability::{Stage, ensure_supported};
+pub use catalog::{ImageSummary, Inspection, TestStatus, images, inspect};
+pub use error::{ErrorKind, KilnError};
+pub use events::{Events, NoEvents};
+pub use export::{Destination, export};
+pub use kiln_check::{CheckEvents, CheckOutcome};
+pub use kiln_engine::{Docker, Engine};
+pub use kiln_image::{Digest, DigestParseError, Store};
+pub use kiln_promote::channel::Move;
+pub use kiln_recipe::Recipe;
+pub use reference::{ImageRef, resolve};
+pub use release::release;
+pub use report::{BuildReport, CheckReport, LayerReport, ReleaseReport, TestReport};
+pub use secret::{SecretValue, redact};
+pub use test_run::{engine_tag, load_into_engine, new_run_id, recipe_of, test};
+
+/// Read and validate the recipe at `path` (a file, or a folder holding
+/// `kiln.toml`).
+pub fn load_recipe(path: &std::path::Path) -> Result<Recipe, KilnError> {
+    Ok(kiln_recipe::load(path)?)
+}
+
+/// Move `channel` of `name` to `digest`; refused unless the digest passed
+/// its checks.
+pub fn promote(
+    store: &Store,
+    name: &str,
+    digest: &Digest,
+    channel: &str,
+) -> Result<Move, KilnError> {
+    Ok(channel::promote(store, name, digest, channel)?)
+}
+
+/// Move `channel` of `name` back to the previous digest that passed.
+pub fn rollback(store: &Store, name: &str, channel: &str) -> Result<Move, KilnError> {
+    Ok(channel::rollback(store, name, channel)?)
+}

@@ -1,0 +1,164 @@
+//! The command line's flags and commands (clap). Nothing here runs anything.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// kiln builds golden images from recipes, boots and checks them in a real
+/// container engine, and promotes only the digests that passed.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// kiln's store [default: $KILN_STORE, else $XDG_DATA_HOME/kiln, else
+    /// ~/.local/share/kiln].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Print one JSON document on stdout and nothing else there.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Flags of the commands that build.
+#[derive(Debug, Clone, Args)]
+pub struct BuildFlags {
+    /// Build every layer anew.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// How many images to build at once.
+    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: u16,
+    /// Another tag to give the built images (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse and validate recipes; build nothing.
+    Check {
+        /// Recipe files, or folders holding kiln.toml.
+        #[arg(required = true, value_name = "RECIPE")]
+        recipes: Vec<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Build images into the store; prints each image's name and digest.
+    Build {
+        /// Recipe files, or folders holding kiln.toml.
+        #[arg(required = true, value_name = "RECIPE")]
+        recipes: Vec<PathBuf>,
+        #[command(flatten)]
+        build: BuildFlags,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Boot an image in the container engine and run its checks.
+    Test {
+        /// A recipe (built first), or an image in the store: NAME, NAME:TAG,
+        /// NAME:CHANNEL or NAME@sha256:HEX.
+        #[arg(value_name = "RECIPE-or-IMAGE")]
+        target: String,
+        /// Also write the results as a JUnit XML file.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Move a channel to a digest that passed its checks.
+    Promote {
+        /// NAME@sha256:HEX.
+        #[arg(value_name = "NAME@DIGEST")]
+        image: String,
+        /// The channel to move.
+        #[arg(long, value_name = "C")]
+        channel: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Build, test, then promote to the recipe's channels.
+    Release {
+        /// Recipe files, or folders holding kiln.toml.
+        #[arg(required = true, value_name = "RECIPE")]
+        recipes: Vec<PathBuf>,
+        /// Also write the check results as a JUnit XML file.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        #[command(flatten)]
+        build: BuildFlags,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Move a channel back to the previous digest that passed.
+    Rollback {
+        /// The image name.
+        name: String,
+        /// The channel to move.
+        #[arg(long, value_name = "C")]
+        channel: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List what the store holds.
+    Images {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show the manifest, config, layers and history of an image.
+    Inspect {
+        /// NAME, NAME:TAG, NAME:CHANNEL or NAME@sha256:HEX.
+        reference: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Write an image out: oci:DIR, oci-archive:FILE, docker-archive:FILE,
+    /// docker-daemon:NAME:TAG.
+    Export {
+        /// NAME, NAME:TAG, NAME:CHANNEL or NAME@sha256:HEX.
+        reference: String,
+        /// Where to.
+        destination: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+impl Command {
+    /// The flags every command takes.
+    pub fn common(&self) -> &Common {
+        match self {
+            Command::Check { common, .. }
+            | Command::Build { common, .. }
+            | Command::Test { common, .. }
+            | Command::Promote { common, .. }
+            | Command::Release { common, .. }
+            | Command::Rollback { common, .. }
+            | Command::Images { common }
+            | Command::Inspect { common, .. }
+            | Command::Export { common, .. } => common,
+        }
+    }
+}
+
+/// The store folder: `--store`, else `$KILN_STORE`, else
+/// `$XDG_DATA_HOME/kiln`, else `~/.local/share/kiln`.
+pub fn store_dir(flag: Option<&PathBuf>) -> PathBuf {
+    let non_empty = |v: &str| std::env::var_os(v).filter(|s| !s.is_empty());
+    if let Some(dir) = flag {
+        dir.clone()
+    } else if let Some(dir) = non_empty("KILN_STORE") {
+        dir.into()
+    } else if let Some(dir) = non_empty("XDG_DATA_HOME") {
+        PathBuf::from(dir).join("kiln")
+    } else {
+        PathBuf::from(non_empty("HOME").unwrap_or_else(|| ".".into())).join(".local/share/kiln")
+    }
+}

@@ -1,0 +1,124 @@
+//! Progress on stderr: indicatif spinners when stderr is a terminal, plain
+//! lines otherwise (CI logs), nothing at all under `--json`... except plain
+//! lines on stderr, which never disturb the JSON on stdout.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use kiln::{BuildReport, CheckOutcome, LayerReport};
+
+/// Renders pipeline events on stderr.
+pub struct Progress {
+    bar: Mutex<Option<ProgressBar>>,
+    terminal: bool,
+}
+
+impl Progress {
+    /// Spinners when stderr is a terminal, plain lines otherwise.
+    pub fn new() -> Self {
+        Progress {
+            bar: Mutex::new(None),
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn start(&self, message: String) {
+        if !self.terminal {
+            eprintln!("{message}");
+            return;
+        }
+        let bar = ProgressBar::new_spinner();
+        if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
+            bar.set_style(style);
+        }
+        bar.enable_steady_tick(Duration::from_millis(100));
+        bar.set_message(message);
+        if let Ok(mut slot) = self.bar.lock()
+            && let Some(old) = slot.replace(bar)
+        {
+            old.finish_and_clear();
+        }
+    }
+
+    fn finish(&self, line: String) {
+        let bar = self.bar.lock().ok().and_then(|mut slot| slot.take());
+        match bar {
+            Some(bar) => {
+                bar.finish_and_clear();
+                eprintln!("{line}");
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut size = bytes as f64;
+    let mut unit = 0;
+    while size >= 1024.0 && unit + 1 < UNITS.len() {
+        size /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{size:.1} {}", UNITS[unit])
+    }
+}
+
+impl kiln::CheckEvents for Progress {
+    fn check_started(&self, name: &str) {
+        self.start(format!("  check {name}"));
+    }
+    fn check_finished(&self, outcome: &CheckOutcome) {
+        let verdict = if outcome.passed { "pass" } else { "FAIL" };
+        let mut line = format!("  {verdict} {} ({:.1?})", outcome.name, outcome.duration);
+        if !outcome.passed {
+            line.push_str(&format!(": {}", outcome.detail));
+        }
+        self.finish(line);
+    }
+}
+
+impl kiln::Events for Progress {
+    fn build_started(&self, image: &str, layers: usize) {
+        eprintln!("building {image} ({layers} layers)");
+    }
+    fn layer_started(&self, _image: &str, layer: &str) {
+        self.start(format!("  layer {layer}"));
+    }
+    fn layer_finished(&self, _image: &str, layer: &LayerReport) {
+        let how = if layer.cached { "cached" } else { "built" };
+        self.finish(format!(
+            "  {how} {} {} ({})",
+            layer.name,
+            &layer.digest[..("sha256:".len() + 12).min(layer.digest.len())],
+            human_size(layer.size)
+        ));
+    }
+    fn build_finished(&self, report: &BuildReport) {
+        eprintln!(
+            "built {}:{} {} in {} ms",
+            report.name,
+            report.tags.join(","),
+            report.digest,
+            report.duration_ms
+        );
+    }
+    fn loading_image(&self, image: &str, digest: &str) {
+        eprintln!("testing {image}@{digest}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(super::human_size(512), "512 B");
+        assert_eq!(super::human_size(1536), "1.5 KiB");
+        assert_eq!(super::human_size(3 * 1024 * 1024), "3.0 MiB");
+    }
+}

@@ -1,0 +1,566 @@
+//! The whole pipeline through the `kiln` binary, on real parts: the Docker
+//! engine, skopeo and umoci. Each test works on its own copy of
+//! `images/hello` and its own store.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Whether tests must fail, not skip, when a real part is missing.
+fn required() -> bool {
+    std::env::var("KILN_REQUIRE_ENGINE").is_ok_and(|v| v == "1")
+        || std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// The engine, or `None` after saying the test is skipped.
+async fn engine() -> Option<kiln_engine::Docker> {
+    kiln_engine::testing::engine_or_skip().await
+}
+
+fn have_tool(tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found || !required(),
+        "{tool} is required (KILN_REQUIRE_ENGINE=1 or CI=true) but missing"
+    );
+    if !found {
+        eprintln!("skipped: {tool} is not installed");
+    }
+    found
+}
+
+/// A copy of images/hello in its own folder, with busybox staged, as
+/// `version`: tests that run side by side use distinct versions, hence
+/// distinct digests, so that none sees another's containers.
+fn hello_copy(dir: &Path, version: &str) -> PathBuf {
+    let image = dir.join("hello");
+    copy_tree(&repo_root().join("images/hello"), &image);
+    let toml = std::fs::read_to_string(image.join("kiln.toml")).expect("read recipe");
+    std::fs::write(
+        image.join("kiln.toml"),
+        toml.replace("version = \"1.0.0\"", &format!("version = \"{version}\"")),
+    )
+    .expect("write recipe");
+    std::fs::create_dir_all(image.join("rootfs")).expect("mkdir rootfs");
+    std::fs::copy("/bin/busybox", image.join("rootfs/busybox"))
+        .expect("/bin/busybox (busybox-static) is needed");
+    image
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else if entry.file_name() != "busybox" {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+fn kiln(store: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .arg("--store")
+        .arg(store)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .expect("run kiln")
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "kiln failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn build_digest(store: &Path, recipe: &Path) -> String {
+    let out = ok(kiln(
+        store,
+        &["build", recipe.to_str().expect("utf8"), "--json"],
+    ));
+    json(&out)["images"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned()
+}
+
+/// Touch every file under `dir` with a different mtime.
+fn retime(dir: &Path, seconds: u64) {
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let path = entry.path();
+        if entry.file_type().expect("type").is_dir() {
+            retime(&path, seconds);
+        }
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+        let file = std::fs::File::options()
+            .read(true)
+            .open(&path)
+            .expect("open");
+        file.set_modified(when).expect("set mtime");
+    }
+}
+
+#[test]
+fn same_inputs_in_two_folders_give_the_same_digest_and_tools_read_the_store() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let a = hello_copy(&tmp.path().join("a"), "1.0.0");
+    let b = hello_copy(&tmp.path().join("somewhere/else/b"), "1.0.0");
+    retime(&a, 1_000_000);
+    retime(&b, 2_000_000_000);
+    let store_a = tmp.path().join("store-a");
+    let store_b = tmp.path().join("store-b");
+    let digest_a = build_digest(&store_a, &a);
+    let digest_b = build_digest(&store_b, &b);
+    assert_eq!(
+        digest_a, digest_b,
+        "same recipe and inputs must give the same manifest digest"
+    );
+    // A build never depends on the time of day either: build again later.
+    assert_eq!(build_digest(&store_a, &a), digest_a);
+
+    if have_tool("skopeo") {
+        let out = Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}:hello:1.0.0", store_a.display()))
+            .output()
+            .expect("skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let inspected: Value = serde_json::from_slice(&out.stdout).expect("skopeo json");
+        assert_eq!(inspected["Digest"].as_str(), Some(digest_a.as_str()));
+    }
+    if have_tool("umoci") {
+        let bundle = tmp.path().join("bundle");
+        let out = Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:hello:1.0.0", store_a.display()))
+            .arg(&bundle)
+            .output()
+            .expect("umoci");
+        assert!(
+            out.status.success(),
+            "umoci: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let page =
+            std::fs::read_to_string(bundle.join("rootfs/www/index.html")).expect("unpacked page");
+        assert!(page.contains("Hello from kiln"));
+        let meta = std::fs::symlink_metadata(bundle.join("rootfs/bin/sh")).expect("sh");
+        assert!(meta.file_type().is_symlink());
+    }
+}
+
+#[test]
+fn source_date_epoch_changes_the_digest() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = hello_copy(tmp.path(), "0.1.0-epoch");
+    let store = tmp.path().join("store");
+    let plain = build_digest(&store, &image);
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", image.to_str().expect("utf8"), "--json", "--store"])
+        .arg(&store)
+        .env("SOURCE_DATE_EPOCH", "1800000000")
+        .output()
+        .expect("kiln");
+    let with_epoch = json(&ok(out))["images"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+    assert_ne!(plain, with_epoch);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn release_promotes_a_passing_digest_and_rollback_goes_back() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = hello_copy(tmp.path(), "1.0.0");
+    let store = tmp.path().join("store");
+    let recipe = image.to_str().expect("utf8");
+
+    let out = ok(kiln(
+        &store,
+        &["release", recipe, "--json", "--junit"]
+            .into_iter()
+            .chain([tmp.path().join("junit.xml").to_str().expect("utf8")])
+            .collect::<Vec<_>>(),
+    ));
+    let first = json(&out);
+    let release = &first["releases"][0];
+    assert_eq!(release["test"]["passed"], Value::Bool(true), "{first:#}");
+    assert_eq!(release["promoted"], serde_json::json!(["stable"]));
+    let v1 = release["build"]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+    let checks = release["test"]["checks"].as_array().expect("checks");
+    assert_eq!(checks.len(), 7, "every check of images/hello is reported");
+    let junit = std::fs::read_to_string(tmp.path().join("junit.xml")).expect("junit");
+    assert!(junit.contains("tests=\"7\" failures=\"0\""), "{junit}");
+
+    // A second version with another page.
+    std::fs::write(
+        image.join("site/index.html"),
+        "<h1>Hello from kiln, v2</h1>\n",
+    )
+    .expect("write");
+    let toml = std::fs::read_to_string(image.join("kiln.toml")).expect("read");
+    std::fs::write(
+        image.join("kiln.toml"),
+        toml.replace("version = \"1.0.0\"", "version = \"2.0.0\""),
+    )
+    .expect("write");
+    let second = json(&ok(kiln(&store, &["release", recipe, "--json"])));
+    let v2 = second["releases"][0]["build"]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+    assert_ne!(v1, v2);
+
+    let images = json(&ok(kiln(&store, &["images", "--json"])));
+    let row = |digest: &str| {
+        images["images"]
+            .as_array()
+            .expect("images")
+            .iter()
+            .find(|i| i["digest"] == digest)
+            .cloned()
+            .expect("listed")
+    };
+    assert_eq!(row(&v2)["channels"], serde_json::json!(["stable"]));
+    assert_eq!(row(&v2)["tags"], serde_json::json!(["2.0.0"]));
+    assert_eq!(row(&v2)["test"], "passed");
+    assert_eq!(row(&v1)["channels"], serde_json::json!([]));
+
+    let back = json(&ok(kiln(
+        &store,
+        &["rollback", "hello", "--channel", "stable", "--json"],
+    )));
+    assert_eq!(back["from"].as_str(), Some(v2.as_str()));
+    assert_eq!(back["to"].as_str(), Some(v1.as_str()));
+    if have_tool("skopeo") {
+        let out = Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}:hello:stable", store.display()))
+            .output()
+            .expect("skopeo");
+        let inspected: Value = serde_json::from_slice(&out.stdout).expect("skopeo json");
+        assert_eq!(
+            inspected["Digest"].as_str(),
+            Some(v1.as_str()),
+            "the store's stable ref follows the rollback"
+        );
+    }
+    // Nothing earlier than v1 to go back to.
+    let out = kiln(&store, &["rollback", "hello", "--channel", "stable"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no earlier passing digest"),
+        "{}",
+        stderr(&out)
+    );
+
+    // No container is left behind by any of it.
+    assert_no_containers_of(&[&v1, &v2]);
+}
+
+/// The tag kiln loads the hello image under while testing it.
+fn engine_tag(digest: &str) -> String {
+    let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+    format!("kiln.local/hello:{}", &hex[..16])
+}
+
+/// Asks the docker CLI, an independent tool, for containers of the images.
+fn assert_no_containers_of(digests: &[&str]) {
+    for digest in digests {
+        let tag = engine_tag(digest);
+        let out = Command::new("docker")
+            .args(["ps", "-a", "-q", "--filter"])
+            .arg(format!("ancestor={tag}"))
+            .output()
+            .expect("docker ps");
+        assert!(
+            out.status.success(),
+            "docker ps: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let left = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            left.trim().is_empty(),
+            "containers left behind for {tag}: {left}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn promote_refuses_an_untested_digest_and_a_failing_one() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = hello_copy(tmp.path(), "0.2.0-refused");
+    let store = tmp.path().join("store");
+    let digest = build_digest(&store, &image);
+
+    let out = kiln(
+        &store,
+        &["promote", &format!("hello@{digest}"), "--channel", "stable"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no test record"), "{}", stderr(&out));
+
+    // Break the image: no health endpoint. Its checks fail, and neither
+    // release nor promote moves the channel.
+    std::fs::remove_file(image.join("site/health")).expect("rm");
+    let toml = std::fs::read_to_string(image.join("kiln.toml")).expect("read");
+    std::fs::write(
+        image.join("kiln.toml"),
+        toml.replace("deadline = \"20s\"", "deadline = \"2s\""),
+    )
+    .expect("write");
+    let out = kiln(
+        &store,
+        &["release", image.to_str().expect("utf8"), "--json"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = json(&out);
+    let release = &report["releases"][0];
+    assert_eq!(release["test"]["passed"], Value::Bool(false));
+    assert_eq!(release["promoted"], serde_json::json!([]));
+    let health = release["test"]["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "health endpoint")
+        .expect("health check reported");
+    assert_eq!(health["passed"], Value::Bool(false));
+    let detail = health["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("404"),
+        "the detail says what was seen: {detail}"
+    );
+    let broken = release["build"]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+    let out = kiln(
+        &store,
+        &["promote", &format!("hello@{broken}"), "--channel", "stable"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("failed its checks"),
+        "{}",
+        stderr(&out)
+    );
+    let images = json(&ok(kiln(&store, &["images", "--json"])));
+    assert!(
+        images["images"]
+            .as_array()
+            .expect("images")
+            .iter()
+            .all(|i| i["channels"] == serde_json::json!([])),
+        "no channel moved: {images:#}"
+    );
+    assert_no_containers_of(&[&digest, &broken]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_by_reference_uses_the_stored_recipe() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = hello_copy(tmp.path(), "0.3.0-by-ref");
+    let store = tmp.path().join("store");
+    let digest = build_digest(&store, &image);
+    // The recipe folder is gone: the store kept what the checks need.
+    std::fs::remove_dir_all(&image).expect("rm");
+    let out = ok(kiln(&store, &["test", "hello:0.3.0-by-ref", "--json"]));
+    let report = json(&out);
+    assert_eq!(report["digest"].as_str(), Some(digest.as_str()));
+    assert_eq!(report["passed"], Value::Bool(true), "{report:#}");
+    // Now it is promotable.
+    ok(kiln(
+        &store,
+        &["promote", &format!("hello@{digest}"), "--channel", "canary"],
+    ));
+}
+
+#[test]
+fn no_engine_is_exit_3() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = hello_copy(tmp.path(), "0.4.0");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["test", image.to_str().expect("utf8"), "--store"])
+        .arg(tmp.path().join("store"))
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}/no.sock", tmp.path().display()),
+        )
+        .output()
+        .expect("kiln");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("engine"), "{}", stderr(&out));
+}
+
+#[test]
+fn unsupported_features_are_refused_not_ignored() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = hello_copy(tmp.path(), "0.5.0");
+    let store = tmp.path().join("store");
+    let toml = std::fs::read_to_string(image.join("kiln.toml")).expect("read");
+    std::fs::write(
+        image.join("kiln.toml"),
+        format!("{toml}\n[[layer]]\nname = \"motd\"\nrun = \"echo hi > /etc/motd\"\n"),
+    )
+    .expect("write");
+    let out = kiln(&store, &["build", image.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`run` layers are not supported yet"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("motd"), "{}", stderr(&out));
+}
+
+#[test]
+fn check_reports_file_line_and_column() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bad = tmp.path().join("kiln.toml");
+    std::fs::write(
+        &bad,
+        "[image]\nname = \"x\"\nbase = \"scratch\"\nverison = \"1\"\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("check")
+        .arg(&bad)
+        .arg(repo_root().join("images/hello"))
+        .output()
+        .expect("kiln");
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("kiln.toml:4:1"), "{err}");
+    assert!(err.contains("verison"), "{err}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok "),
+        "the good recipe is reported too"
+    );
+}
+
+#[test]
+fn bad_flags_and_references_are_exit_2() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = tmp.path().join("store");
+    let out = kiln(&store, &["inspect", "nothing:here"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no such image"), "{}", stderr(&out));
+    let out = kiln(&store, &["promote", "hello", "--channel", "stable"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = kiln(&store, &["build"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_removes_the_running_container() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = hello_copy(tmp.path(), "0.6.0-interrupted");
+    // A check that waits a long time on a port nothing listens on.
+    let toml = std::fs::read_to_string(image.join("kiln.toml")).expect("read");
+    std::fs::write(
+        image.join("kiln.toml"),
+        format!(
+            "{toml}\n[[check]]\nname = \"never\"\ntcp = {{ port = 9999 }}\ndeadline = \"5m\"\n"
+        )
+        .replace("timeout = \"60s\"", "timeout = \"10m\""),
+    )
+    .expect("write");
+    let store = tmp.path().join("store");
+    let digest = build_digest(&store, &image);
+    let tag = engine_tag(&digest);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["test", image.to_str().expect("utf8"), "--store"])
+        .arg(&store)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn kiln");
+    // Wait until its container runs, then interrupt it as Ctrl-C would.
+    let running = || {
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                "label=dev.kiln.managed=true",
+                "--filter",
+            ])
+            .arg(format!("ancestor={tag}"))
+            .output()
+            .expect("docker ps");
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the test container never started"
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "kiln exited before its container ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert_no_containers_of(&[&digest]);
+}

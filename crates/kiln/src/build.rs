@@ -1,0 +1,169 @@
+//! Build one recipe into the store: base, layers, config, manifest, tags.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use kiln_image::{BaseImage, ImageSpec, LayerRecord, RuntimeConfig, Store};
+use kiln_recipe::{BaseRef, LayerKind, Recipe};
+
+use crate::capability::{Stage, ensure_supported};
+use crate::events::Events;
+use crate::plan::{context_dir, file_layer_entries, recipe_dir};
+use crate::reference::{self, ImageRef};
+use crate::report::{BuildReport, LayerReport};
+use crate::{KilnError, stored_recipe};
+
+/// How to build.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// `SOURCE_DATE_EPOCH`: overrides the recipe's `epoch`.
+    pub source_date_epoch: Option<u64>,
+    /// Tags to give the image besides its version.
+    pub extra_tags: Vec<String>,
+}
+
+/// The tags a build gives: the version (or `latest` when the recipe has
+/// none) and any extra tags.
+fn tags(recipe: &Recipe, options: &BuildOptions) -> Vec<String> {
+    let mut tags = vec![
+        recipe
+            .image
+            .version
+            .clone()
+            .unwrap_or_else(|| "latest".to_owned()),
+    ];
+    for tag in &options.extra_tags {
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
+    tags
+}
+
+fn runtime_config(recipe: &Recipe) -> RuntimeConfig {
+    let c = &recipe.config;
+    RuntimeConfig {
+        entrypoint: c.entrypoint.clone(),
+        cmd: c.cmd.clone(),
+        env: c.env.clone(),
+        workdir: c.workdir.clone(),
+        user: c.user.clone(),
+        exposed_ports: c.expose.iter().map(ToString::to_string).collect(),
+        labels: c.labels.clone(),
+        stop_signal: c.stop_signal.clone(),
+        volumes: c.volumes.clone(),
+    }
+}
+
+fn load_base(store: &Store, recipe: &Recipe) -> Result<Option<BaseImage>, KilnError> {
+    match &recipe.image.base {
+        BaseRef::Scratch => Ok(None),
+        BaseRef::Oci { dir, reference } => Ok(Some(kiln_image::import_oci_layout(
+            store,
+            &recipe_dir(recipe).join(dir),
+            reference.as_deref(),
+        )?)),
+        BaseRef::Kiln { name, tag, digest } => {
+            let image_ref = match (tag, digest) {
+                (_, Some(d)) => format!("{name}@{d}"),
+                (Some(t), None) => format!("{name}:{t}"),
+                (None, None) => name.to_string(),
+            };
+            let ImageRef { digest, .. } = reference::resolve(store, &image_ref)?;
+            Ok(Some(kiln_image::load_image(store, &digest)?))
+        }
+        // ensure_supported refused the others before anything ran.
+        other => Err(KilnError::Unsupported {
+            recipe: recipe.path.clone(),
+            feature: format!("`{}:` bases", other.transport()),
+            verb: "are",
+            detail: None,
+        }),
+    }
+}
+
+/// Build `recipe` into `store` and tag it. Same recipe and inputs give the
+/// same manifest digest, wherever and whenever it runs.
+pub fn build(
+    store: &Store,
+    recipe: &Recipe,
+    options: &BuildOptions,
+    events: &dyn Events,
+) -> Result<BuildReport, KilnError> {
+    ensure_supported(recipe, Stage::Build)?;
+    let started = Instant::now();
+    let name = recipe.image.name.to_string();
+    let epoch = options
+        .source_date_epoch
+        .or(recipe.image.epoch)
+        .unwrap_or(0);
+    events.build_started(&name, recipe.layers.len());
+
+    let base = load_base(store, recipe)?;
+    let context = context_dir(recipe);
+    let mut layers = Vec::with_capacity(recipe.layers.len());
+    let mut reports = Vec::with_capacity(recipe.layers.len());
+    for layer in &recipe.layers {
+        events.layer_started(&name, &layer.name);
+        let LayerKind::Files(files) = &layer.kind else {
+            return Err(KilnError::Unsupported {
+                recipe: recipe.path.clone(),
+                feature: "`run` layers".into(),
+                verb: "are",
+                detail: Some(format!("layer {}", layer.name)),
+            });
+        };
+        let entries = file_layer_entries(&context, files)?;
+        let blob = kiln_image::write_layer(store, entries, epoch)?;
+        let report = LayerReport {
+            name: layer.name.clone(),
+            digest: blob.digest.to_string(),
+            size: blob.size,
+            cached: false,
+        };
+        events.layer_finished(&name, &report);
+        reports.push(report);
+        layers.push(LayerRecord {
+            blob,
+            created_by: format!("kiln layer {}: files", layer.name),
+        });
+    }
+
+    let mut annotations = BTreeMap::new();
+    annotations.insert(
+        "org.opencontainers.image.created".to_owned(),
+        kiln_image::rfc3339(epoch),
+    );
+    annotations.insert("org.opencontainers.image.title".to_owned(), name.clone());
+    if let Some(version) = &recipe.image.version {
+        annotations.insert(
+            "org.opencontainers.image.version".to_owned(),
+            version.clone(),
+        );
+    }
+    let spec = ImageSpec {
+        base,
+        config: runtime_config(recipe),
+        layers,
+        created_epoch: epoch,
+        annotations,
+    };
+    let built = kiln_image::assemble(store, &spec)?;
+    let digest = built.manifest.digest.clone();
+    // The recipe is kept beside the image so that `kiln test NAME:TAG` knows
+    // its checks. It holds secret sources, never secret values.
+    stored_recipe::save(store, &digest, recipe)?;
+    let tags = tags(recipe, options);
+    for tag in &tags {
+        store.set_ref(&format!("{name}:{tag}"), &built.manifest)?;
+    }
+    let report = BuildReport {
+        name,
+        digest: digest.to_string(),
+        tags,
+        layers: reports,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    };
+    events.build_finished(&report);
+    Ok(report)
+}

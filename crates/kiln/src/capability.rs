@@ -1,0 +1,62 @@
+//! What this build of kiln can do yet. A recipe key whose feature is not
+//! built is refused up front with a clear error, never silently ignored.
+
+use kiln_recipe::{BaseRef, LayerKind, Recipe};
+
+use crate::KilnError;
+
+/// The step about to run; each needs a different part of the recipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Building layers and the image.
+    Build,
+    /// Build, test and promote (signing and pushing too).
+    Release,
+}
+
+/// Refuse a recipe that asks `stage` for something not built yet.
+pub fn ensure_supported(recipe: &Recipe, stage: Stage) -> Result<(), KilnError> {
+    let unsupported = |feature: &str, verb, detail: Option<String>| KilnError::Unsupported {
+        recipe: recipe.path.clone(),
+        feature: feature.to_owned(),
+        verb,
+        detail,
+    };
+    match &recipe.image.base {
+        BaseRef::Scratch | BaseRef::Oci { .. } | BaseRef::Kiln { .. } => {}
+        other => {
+            return Err(unsupported(
+                &format!("`{}:` bases", other.transport()),
+                "are",
+                Some(format!(
+                    "base = {:?}; use scratch, oci: or kiln:",
+                    other.to_string()
+                )),
+            ));
+        }
+    }
+    if let Some(layer) = recipe
+        .layers
+        .iter()
+        .find(|l| matches!(l.kind, LayerKind::Run(_)))
+    {
+        return Err(unsupported(
+            "`run` layers",
+            "are",
+            Some(format!("layer {}", layer.name)),
+        ));
+    }
+    if stage == Stage::Release {
+        if recipe.promote.sign.is_some() {
+            return Err(unsupported("signing", "is", Some("[promote] sign".into())));
+        }
+        if recipe.promote.push.is_some() {
+            return Err(unsupported(
+                "pushing to a registry",
+                "is",
+                Some("[promote] push".into()),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! The facade's error: every lower crate's error, plus what only the
+//! pipeline knows (a feature the recipe asks for that is not built yet, a
+//! reference that names nothing). [`KilnError::kind`] tells the binary which
+//! exit code it deserves.
+
+use std::path::PathBuf;
+
+/// Which of the contract's exit codes an error deserves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The work failed: a build step, a check, a refused promotion (exit 1).
+    Work,
+    /// The input is wrong: a recipe, a reference, a flag (exit 2).
+    Input,
+    /// The environment lacks something: no engine, no registry (exit 3).
+    Environment,
+}
+
+/// Why a pipeline step failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KilnError {
+    /// The recipe does not parse or validate.
+    #[error(transparent)]
+    Recipe(#[from] kiln_recipe::RecipeError),
+    /// Layers, blobs or the store.
+    #[error(transparent)]
+    Image(#[from] kiln_image::ImageError),
+    /// The container engine.
+    #[error(transparent)]
+    Engine(#[from] kiln_engine::EngineError),
+    /// Running the checks (not a failed check: that is a report).
+    #[error(transparent)]
+    Check(#[from] kiln_check::CheckError),
+    /// Records, channels, rollback.
+    #[error(transparent)]
+    Promote(#[from] kiln_promote::PromoteError),
+    /// The recipe uses a feature this build of kiln does not have yet.
+    #[error("{recipe}: {feature} {verb} not supported yet{}", detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Unsupported {
+        /// The recipe file.
+        recipe: PathBuf,
+        /// What is asked for, e.g. "`run` layers".
+        feature: String,
+        /// "is" or "are", for the message.
+        verb: &'static str,
+        /// Where in the recipe, e.g. "layer motd".
+        detail: Option<String>,
+    },
+    /// A reference that names nothing in the store.
+    #[error("{reference}: no such image in the store {store}{}", hint(.available))]
+    UnknownImage {
+        /// The reference as given.
+        reference: String,
+        /// The store searched.
+        store: PathBuf,
+        /// What the store does hold, for the hint.
+        available: Vec<String>,
+    },
+    /// A reference that does not parse.
+    #[error("invalid reference {reference:?}: {reason}")]
+    InvalidReference {
+        /// The reference as given.
+        reference: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A secret's source cannot be read.
+    #[error("secret {name}: cannot read {source_desc}: {reason}")]
+    SecretUnavailable {
+        /// The secret's name.
+        name: String,
+        /// `env:VAR` or `file:PATH`.
+        source_desc: String,
+        /// Why.
+        reason: String,
+    },
+    /// The image has no recipe in the store to take its checks from.
+    #[error("{name}@{digest} was not built by kiln from a recipe: test it with the recipe instead")]
+    NoRecipe {
+        /// Image name.
+        name: String,
+        /// Manifest digest.
+        digest: String,
+    },
+    /// A bookkeeping or temporary file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+fn hint(available: &[String]) -> String {
+    if available.is_empty() {
+        "; it is empty: run `kiln build` first".to_owned()
+    } else {
+        format!("; it holds {}", available.join(", "))
+    }
+}
+
+/// Whether an image error is the user's input being wrong (a `src` that
+/// leaves the context, a base that is not a valid image) rather than the
+/// work failing (I/O, a corrupt store).
+fn image_input_error(e: &kiln_image::ImageError) -> bool {
+    use kiln_image::ImageError as I;
+    matches!(
+        e,
+        I::ContextEscape { .. }
+            | I::SourceMissing { .. }
+            | I::InvalidCopy { .. }
+            | I::UnsupportedFileType { .. }
+            | I::NonUtf8Path { .. }
+            | I::InvalidExclude { .. }
+            | I::InvalidEntryPath { .. }
+            | I::DuplicatePath { .. }
+            | I::InvalidLayout { .. }
+            | I::UnknownRef { .. }
+            | I::RefRequired { .. }
+            | I::InvalidRefName { .. }
+            | I::NoMatchingPlatform { .. }
+            | I::InvalidDocument { .. }
+            | I::UnsupportedMediaType { .. }
+    )
+}
+
+impl KilnError {
+    /// Which exit code this error deserves.
+    pub fn kind(&self) -> ErrorKind {
+        use kiln_promote::PromoteError as P;
+        match self {
+            KilnError::Recipe(_)
+            | KilnError::Unsupported { .. }
+            | KilnError::UnknownImage { .. }
+            | KilnError::InvalidReference { .. }
+            | KilnError::SecretUnavailable { .. }
+            | KilnError::NoRecipe { .. } => ErrorKind::Input,
+            KilnError::Engine(e) if e.is_unreachable() => ErrorKind::Environment,
+            KilnError::Check(e) if e.is_unreachable() => ErrorKind::Environment,
+            KilnError::Image(e) if image_input_error(e) => ErrorKind::Input,
+            KilnError::Promote(P::InvalidChannel(_) | P::NotStored { .. }) => ErrorKind::Input,
+            _ => ErrorKind::Work,
+        }
+    }
+}

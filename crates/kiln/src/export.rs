@@ -1,0 +1,142 @@
+//! `kiln export`: write a stored image out to another transport.
+
+use std::path::PathBuf;
+
+use kiln_engine::Engine;
+use kiln_image::Store;
+
+use crate::KilnError;
+use crate::reference;
+use crate::test_run::load_into_engine;
+
+/// Where an image is exported to, containers-transports(5) style.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// `oci:DIR[:REF]`.
+    OciDir {
+        /// The layout folder.
+        dir: PathBuf,
+        /// Ref name in its index.json.
+        reference: Option<String>,
+    },
+    /// `oci-archive:FILE[:REF]`.
+    OciArchive {
+        /// The tar file.
+        file: PathBuf,
+        /// Ref name in its index.json.
+        reference: Option<String>,
+    },
+    /// `docker-archive:FILE[:NAME:TAG]`.
+    DockerArchive {
+        /// The tar file.
+        file: PathBuf,
+        /// `NAME:TAG` to record.
+        reference: Option<String>,
+    },
+    /// `docker-daemon:NAME:TAG`.
+    DockerDaemon {
+        /// `NAME:TAG`.
+        reference: String,
+    },
+}
+
+impl Destination {
+    /// Whether writing there needs the container engine.
+    pub fn needs_engine(&self) -> bool {
+        matches!(self, Destination::DockerDaemon { .. })
+    }
+}
+
+impl std::str::FromStr for Destination {
+    type Err = KilnError;
+    fn from_str(s: &str) -> Result<Self, KilnError> {
+        let invalid = |reason: &str| KilnError::InvalidReference {
+            reference: s.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if s.starts_with("docker://") {
+            return Err(KilnError::Unsupported {
+                recipe: PathBuf::from(s),
+                feature: "exporting to a registry".into(),
+                verb: "is",
+                detail: Some("use oci:, oci-archive:, docker-archive: or docker-daemon:".into()),
+            });
+        }
+        let (transport, rest) = s.split_once(':').ok_or_else(|| {
+            invalid(
+                "write oci:DIR, oci-archive:FILE, docker-archive:FILE or docker-daemon:NAME:TAG",
+            )
+        })?;
+        if rest.is_empty() {
+            return Err(invalid("a location is needed after the transport"));
+        }
+        let path_ref = |rest: &str| match rest.split_once(':') {
+            Some((p, r)) if !r.is_empty() => (PathBuf::from(p), Some(r.to_owned())),
+            _ => (PathBuf::from(rest.trim_end_matches(':')), None),
+        };
+        match transport {
+            "oci" => {
+                let (dir, reference) = path_ref(rest);
+                Ok(Destination::OciDir { dir, reference })
+            }
+            "oci-archive" => {
+                let (file, reference) = path_ref(rest);
+                Ok(Destination::OciArchive { file, reference })
+            }
+            "docker-archive" => {
+                let (file, reference) = path_ref(rest);
+                Ok(Destination::DockerArchive { file, reference })
+            }
+            "docker-daemon" if rest.contains(':') => Ok(Destination::DockerDaemon {
+                reference: rest.to_owned(),
+            }),
+            "docker-daemon" => Err(invalid("write docker-daemon:NAME:TAG")),
+            _ => Err(invalid(
+                "unknown transport: use oci:, oci-archive:, docker-archive: or docker-daemon:",
+            )),
+        }
+    }
+}
+
+fn create(path: &PathBuf) -> Result<std::io::BufWriter<std::fs::File>, KilnError> {
+    std::fs::File::create(path)
+        .map(std::io::BufWriter::new)
+        .map_err(|source| KilnError::Io {
+            path: path.clone(),
+            source,
+        })
+}
+
+/// Write the image `reference` names to `destination`. `engine` is needed
+/// only for `docker-daemon:`.
+pub async fn export(
+    store: &Store,
+    engine: Option<&dyn Engine>,
+    reference: &str,
+    destination: &Destination,
+) -> Result<(), KilnError> {
+    let image = reference::resolve(store, reference)?;
+    let default_ref = || format!("{}:{}", image.name, &image.digest.hex()[..16]);
+    match destination {
+        Destination::OciDir { dir, reference } => {
+            let r = reference.clone().unwrap_or_else(default_ref);
+            kiln_image::write_oci_layout_dir(store, &image.digest, &r, dir)?;
+        }
+        Destination::OciArchive { file, reference } => {
+            let r = reference.clone().unwrap_or_else(default_ref);
+            kiln_image::write_oci_archive(store, &image.digest, &r, create(file)?)?;
+        }
+        Destination::DockerArchive { file, reference } => {
+            let r = reference.clone().unwrap_or_else(default_ref);
+            kiln_image::write_docker_loadable(store, &image.digest, &[r], create(file)?)?;
+        }
+        Destination::DockerDaemon { reference } => {
+            let engine = engine.ok_or_else(|| KilnError::InvalidReference {
+                reference: reference.clone(),
+                reason: "docker-daemon: needs the container engine".into(),
+            })?;
+            load_into_engine(store, engine, &image.digest, reference.clone()).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! Release: build, test, then promote to the recipe's channels. Only a
+//! digest whose checks all passed moves a channel.
+
+use kiln_engine::Engine;
+use kiln_image::{Digest, Store};
+use kiln_promote::channel;
+use kiln_recipe::Recipe;
+
+use crate::KilnError;
+use crate::build::{BuildOptions, build};
+use crate::capability::{Stage, ensure_supported};
+use crate::events::Events;
+use crate::report::ReleaseReport;
+use crate::test_run::test;
+
+/// Build `recipe`, run its checks on the result, and when they all pass move
+/// every channel of `[promote] channels` to the new digest.
+pub async fn release(
+    store: &Store,
+    engine: &dyn Engine,
+    recipe: &Recipe,
+    options: &BuildOptions,
+    run_id: &str,
+    events: &dyn Events,
+) -> Result<ReleaseReport, KilnError> {
+    // Refuse sign/push before spending a build on a release that cannot
+    // finish.
+    ensure_supported(recipe, Stage::Release)?;
+    let built = build(store, recipe, options, events)?;
+    let digest: Digest = built
+        .digest
+        .parse()
+        .map_err(
+            |e: kiln_image::DigestParseError| KilnError::InvalidReference {
+                reference: built.digest.clone(),
+                reason: e.to_string(),
+            },
+        )?;
+    let tested = test(store, engine, recipe, &digest, run_id, events).await?;
+    let mut promoted = Vec::new();
+    if tested.passed {
+        for ch in &recipe.promote.channels {
+            channel::promote(store, &built.name, &digest, ch)?;
+            promoted.push(ch.clone());
+        }
+    }
+    Ok(ReleaseReport {
+        build: built,
+        test: tested,
+        promoted,
+    })
+}

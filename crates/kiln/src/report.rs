@@ -1,0 +1,68 @@
+//! What a build or a test run produced, shaped as the CLI contract's JSON.
+
+use serde::Serialize;
+
+/// One built image (an element of `images` in `kiln build --json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BuildReport {
+    /// Image name.
+    pub name: String,
+    /// Manifest digest, as skopeo and registries report it.
+    pub digest: String,
+    /// Tags the store gives it.
+    pub tags: Vec<String>,
+    /// The recipe's layers (the base's are not listed).
+    pub layers: Vec<LayerReport>,
+    /// Wall time of the build.
+    pub duration_ms: u64,
+}
+
+/// One layer of a build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LayerReport {
+    /// The layer's name in the recipe.
+    pub name: String,
+    /// Digest of the compressed blob.
+    pub digest: String,
+    /// Size of the compressed blob.
+    pub size: u64,
+    /// Whether it was reused from the cache rather than built.
+    pub cached: bool,
+}
+
+/// The checks of one image (`kiln test --json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TestReport {
+    /// Image name.
+    pub name: String,
+    /// Manifest digest that was booted.
+    pub digest: String,
+    /// Whether every check passed.
+    pub passed: bool,
+    /// Each check, in recipe order.
+    pub checks: Vec<CheckReport>,
+}
+
+/// One check's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckReport {
+    /// The check's name.
+    pub name: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// What was expected and what was seen, secrets redacted.
+    pub detail: String,
+}
+
+/// One image's release: its build, its checks, the channels it moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReleaseReport {
+    /// The build.
+    pub build: BuildReport,
+    /// The checks.
+    pub test: TestReport,
+    /// Channels moved to the digest (empty when a check failed).
+    pub promoted: Vec<String>,
+}

@@ -1,0 +1,161 @@
+//! Test one stored image: load it into the engine, boot it with the
+//! recipe's `[boot]`, run its checks, keep the record.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kiln_check::BootPlan;
+use kiln_engine::Engine;
+use kiln_image::{Digest, Store};
+use kiln_promote::record::{self, CheckRecord, TestRecord};
+use kiln_recipe::{BootSecretTarget, Recipe};
+
+use crate::KilnError;
+use crate::events::Events;
+use crate::report::{CheckReport, TestReport};
+use crate::secret::{self, SecretValue};
+
+/// A fresh id for one test run. Every container of the run carries it as
+/// the `dev.kiln.run` label, so that whoever cancels the run can remove
+/// them with [`kiln_engine::Engine::remove_labelled`].
+pub fn new_run_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("kiln-{}-{nanos:x}", std::process::id())
+}
+
+/// The tag the engine knows a stored image by while it is tested.
+pub fn engine_tag(name: &str, digest: &Digest) -> String {
+    format!("kiln.local/{name}:{}", &digest.hex()[..16])
+}
+
+/// Copy the image `digest` from the store into the engine, tagged `tag`.
+pub async fn load_into_engine(
+    store: &Store,
+    engine: &dyn Engine,
+    digest: &Digest,
+    tag: String,
+) -> Result<String, KilnError> {
+    // The archive is written to a temporary file by a blocking task and
+    // streamed to the engine from there: memory stays bounded whatever the
+    // image size.
+    let tmp = tempfile::NamedTempFile::new_in(store.bookkeeping_dir())
+        .or_else(|_| tempfile::NamedTempFile::new())
+        .map_err(|source| KilnError::Io {
+            path: store.bookkeeping_dir(),
+            source,
+        })?;
+    let file = tmp.reopen().map_err(|source| KilnError::Io {
+        path: tmp.path().to_owned(),
+        source,
+    })?;
+    kiln_image::write_docker_loadable(
+        store,
+        digest,
+        std::slice::from_ref(&tag),
+        std::io::BufWriter::new(file),
+    )?;
+    let reader = tokio::fs::File::open(tmp.path())
+        .await
+        .map_err(|source| KilnError::Io {
+            path: tmp.path().to_owned(),
+            source,
+        })?;
+    engine.load_image(Box::new(reader)).await?;
+    Ok(tag)
+}
+
+/// Boot the stored image `digest` of `recipe` and run the recipe's checks.
+/// A failed check is a report with `passed: false`, not an error. The
+/// record is kept in the store either way.
+pub async fn test(
+    store: &Store,
+    engine: &dyn Engine,
+    recipe: &Recipe,
+    digest: &Digest,
+    run_id: &str,
+    events: &dyn Events,
+) -> Result<TestReport, KilnError> {
+    let name = recipe.image.name.to_string();
+    // Boot secrets are read before anything starts, so a missing one stops
+    // the run early.
+    let mut secrets: Vec<SecretValue> = Vec::new();
+    let mut env: Vec<(String, String)> = recipe
+        .boot
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut files = Vec::new();
+    for (secret_name, target) in &recipe.boot.secrets {
+        let value = secret::read(recipe, secret_name)?;
+        match target {
+            BootSecretTarget::Env(var) => {
+                env.push((
+                    var.clone(),
+                    String::from_utf8_lossy(value.expose()).into_owned(),
+                ));
+            }
+            BootSecretTarget::File(path) => files.push((path.clone(), value.expose().to_vec())),
+        }
+        secrets.push(value);
+    }
+
+    events.loading_image(&name, digest.as_str());
+    let image = load_into_engine(store, engine, digest, engine_tag(&name, digest)).await?;
+    let plan = BootPlan {
+        image,
+        env,
+        files,
+        timeout: recipe.boot.timeout.as_std(),
+        run_id: run_id.to_owned(),
+    };
+    let suite = kiln_check::run_suite(engine, &plan, &recipe.checks, events).await?;
+
+    let checks: Vec<CheckReport> = suite
+        .checks
+        .iter()
+        .map(|c| CheckReport {
+            name: c.name.clone(),
+            passed: c.passed,
+            duration_ms: u64::try_from(c.duration.as_millis()).unwrap_or(u64::MAX),
+            detail: secret::redact(&c.detail, &secrets),
+        })
+        .collect();
+    let report = TestReport {
+        name: name.clone(),
+        digest: digest.to_string(),
+        passed: suite.passed,
+        checks,
+    };
+    record::save(
+        store,
+        &TestRecord {
+            name,
+            digest: digest.clone(),
+            passed: report.passed,
+            checks: report
+                .checks
+                .iter()
+                .map(|c| CheckRecord {
+                    name: c.name.clone(),
+                    passed: c.passed,
+                    duration_ms: c.duration_ms,
+                    detail: c.detail.clone(),
+                })
+                .collect(),
+            finished_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        },
+    )?;
+    Ok(report)
+}
+
+/// The recipe kept in the store for `digest`, to test an image by reference.
+pub fn recipe_of(store: &Store, name: &str, digest: &Digest) -> Result<Recipe, KilnError> {
+    crate::stored_recipe::load(store, digest)?.ok_or_else(|| KilnError::NoRecipe {
+        name: name.to_owned(),
+        digest: digest.to_string(),
+    })
+}
