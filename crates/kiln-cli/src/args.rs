@@ -129,6 +129,11 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Remove what nothing references any more.
+    Gc {
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 impl Command {
@@ -142,6 +147,7 @@ impl Command {
             | Command::Release { common, .. }
             | Command::Rollback { common, .. }
             | Command::Images { common }
+            | Command::Gc { common }
             | Command::Inspect { common, .. }
             | Command::Export { common, .. } => common,
         }

@@ -227,6 +227,25 @@ async fn run(command: Command) -> CmdResult {
             }
             Ok(())
         }
+        Command::Gc { .. } => {
+            let store = open_store(&store_path)?;
+            let report = kiln::gc(&store)?;
+            if json {
+                print_json(&json!({
+                    "removed": report.removed,
+                    "freed_bytes": report.freed_bytes,
+                    "kept": report.kept,
+                }));
+            } else {
+                println!(
+                    "removed {} blobs ({} bytes), kept {}",
+                    report.removed.len(),
+                    report.freed_bytes,
+                    report.kept
+                );
+            }
+            Ok(())
+        }
         Command::Inspect { reference, .. } => {
             let store = open_store(&store_path)?;
             print_json(&kiln::inspect(&store, &reference)?);

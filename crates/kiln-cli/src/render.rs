@@ -35,9 +35,8 @@ impl Progress {
         }
         bar.enable_steady_tick(Duration::from_millis(100));
         bar.set_message(message);
-        if let Ok(mut slot) = self.bar.lock()
-            && let Some(old) = slot.replace(bar)
-        {
+        let old = self.bar.lock().ok().and_then(|mut slot| slot.replace(bar));
+        if let Some(old) = old {
             old.finish_and_clear();
         }
     }

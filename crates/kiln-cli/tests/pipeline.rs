@@ -44,11 +44,16 @@ fn hello_copy(dir: &Path, version: &str) -> PathBuf {
     let image = dir.join("hello");
     copy_tree(&repo_root().join("images/hello"), &image);
     let toml = std::fs::read_to_string(image.join("kiln.toml")).expect("read recipe");
-    std::fs::write(
-        image.join("kiln.toml"),
-        toml.replace("version = \"1.0.0\"", &format!("version = \"{version}\"")),
-    )
-    .expect("write recipe");
+    // The version alone changes only the manifest; Docker names images by
+    // their config, so a label keeps each test's image (and containers)
+    // apart in the engine too.
+    let toml = toml
+        .replace("version = \"1.0.0\"", &format!("version = \"{version}\""))
+        .replace(
+            "labels = {",
+            &format!("labels = {{ \"test.copy\" = \"{version}\","),
+        );
+    std::fs::write(image.join("kiln.toml"), toml).expect("write recipe");
     std::fs::create_dir_all(image.join("rootfs")).expect("mkdir rootfs");
     std::fs::copy("/bin/busybox", image.join("rootfs/busybox"))
         .expect("/bin/busybox (busybox-static) is needed");
@@ -563,4 +568,130 @@ async fn ctrl_c_removes_the_running_container() {
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert_no_containers_of(&[&digest]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_keeps_what_a_rollback_needs_and_removes_orphans() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = hello_copy(tmp.path(), "0.7.0-gc");
+    let store = tmp.path().join("store");
+    let recipe = image.to_str().expect("utf8");
+    let released = json(&ok(kiln(&store, &["release", recipe, "--json"])));
+    let v1 = released["releases"][0]["build"]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+    // Rebuild under the same version with other content: the tag moves to
+    // v2 and no tag names v1 any more, but `stable` may roll back to it.
+    std::fs::write(
+        image.join("site/index.html"),
+        "<h1>Hello from kiln, again</h1>\n",
+    )
+    .expect("write");
+    let released = json(&ok(kiln(&store, &["release", recipe, "--json"])));
+    let v2 = released["releases"][0]["build"]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+    // And an orphan: built, tagged, then its tag moved by a third build.
+    std::fs::write(image.join("site/index.html"), "<h1>orphan</h1>\n").expect("write");
+    let orphan = build_digest(&store, &image);
+    std::fs::write(
+        image.join("site/index.html"),
+        "<h1>Hello from kiln, v3</h1>\n",
+    )
+    .expect("write");
+    build_digest(&store, &image);
+
+    let report = json(&ok(kiln(&store, &["gc", "--json"])));
+    let removed: Vec<&str> = report["removed"]
+        .as_array()
+        .expect("removed")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        removed.contains(&orphan.as_str()),
+        "the orphan's manifest is collected: {report:#}"
+    );
+    assert!(
+        !removed.contains(&v1.as_str()) && !removed.contains(&v2.as_str()),
+        "{report:#}"
+    );
+    let back = json(&ok(kiln(
+        &store,
+        &["rollback", "hello", "--channel", "stable", "--json"],
+    )));
+    assert_eq!(
+        back["to"].as_str(),
+        Some(v1.as_str()),
+        "v1 survived gc whole"
+    );
+    ok(kiln(
+        &store,
+        &[
+            "export",
+            &format!("hello@{v1}"),
+            &format!("oci:{}:v1", tmp.path().join("out").display()),
+        ],
+    ));
+}
+
+#[test]
+fn export_writes_what_skopeo_reads() {
+    if !have_tool("skopeo") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = hello_copy(tmp.path(), "0.8.0-export");
+    let store = tmp.path().join("store");
+    let digest = build_digest(&store, &image);
+    for (dest, read_as) in [
+        (
+            format!("oci:{}/layout:hello:x", tmp.path().display()),
+            format!("oci:{}/layout:hello:x", tmp.path().display()),
+        ),
+        (
+            format!("oci-archive:{}/hello-oci.tar:hello:x", tmp.path().display()),
+            format!("oci-archive:{}/hello-oci.tar:hello:x", tmp.path().display()),
+        ),
+        (
+            format!(
+                "docker-archive:{}/hello-docker.tar:hello:x",
+                tmp.path().display()
+            ),
+            format!("docker-archive:{}/hello-docker.tar", tmp.path().display()),
+        ),
+    ] {
+        ok(kiln(&store, &["export", "hello:0.8.0-export", &dest]));
+        let out = Command::new("skopeo")
+            .arg("inspect")
+            .arg(&read_as)
+            .output()
+            .expect("skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo {read_as}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let inspected: Value = serde_json::from_slice(&out.stdout).expect("json");
+        if !read_as.starts_with("docker-archive:") {
+            // docker-archive has no manifest of its own to digest.
+            assert_eq!(
+                inspected["Digest"].as_str(),
+                Some(digest.as_str()),
+                "{read_as}"
+            );
+        }
+        assert_eq!(
+            inspected["Layers"].as_array().map(Vec::len),
+            Some(2),
+            "{read_as}"
+        );
+    }
+    let out = kiln(&store, &["export", "hello:0.8.0-export", "ftp:somewhere"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }

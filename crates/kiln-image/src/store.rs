@@ -317,11 +317,23 @@ impl Store {
     /// interrupted writes. A build running at the same time may lose the
     /// blobs it wrote but has not named yet: run gc alone.
     pub fn gc(&self) -> Result<GcReport, ImageError> {
+        self.gc_keeping(&BTreeSet::new())
+    }
+
+    /// [`Store::gc`], also keeping the manifests in `roots` and all they
+    /// reach: images that no ref names but that bookkeeping still needs,
+    /// such as a channel's earlier digests that a rollback may return to.
+    /// A root that is not in the store is ignored.
+    pub fn gc_keeping(&self, roots: &BTreeSet<Digest>) -> Result<GcReport, ImageError> {
         let _lock = self.lock()?;
         let index = self.read_index()?;
         let mut reachable = BTreeSet::new();
         for d in &index.manifests {
             self.mark(d, &mut reachable, 0)?;
+        }
+        for root in roots.iter().filter(|d| self.has_blob(d)) {
+            let descriptor = self.manifest_descriptor(root)?;
+            self.mark(&descriptor, &mut reachable, 0)?;
         }
         let dir = self.blobs_dir();
         let mut report = GcReport::default();

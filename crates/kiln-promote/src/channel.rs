@@ -130,6 +130,45 @@ pub fn all(store: &Store, name: &str) -> Result<Vec<(String, Digest)>, PromoteEr
     Ok(channels)
 }
 
+/// Every digest any channel of any image ever pointed at: what a rollback
+/// may need, so garbage collection keeps them even when no tag names them.
+pub fn referenced(store: &Store) -> Result<std::collections::BTreeSet<Digest>, PromoteError> {
+    let root = store.bookkeeping_dir().join("channels");
+    let mut digests = std::collections::BTreeSet::new();
+    let names = match std::fs::read_dir(&root) {
+        Ok(names) => names,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(digests),
+        Err(source) => return Err(PromoteError::Io { path: root, source }),
+    };
+    for name in names {
+        let name = name.map_err(|source| PromoteError::Io {
+            path: root.clone(),
+            source,
+        })?;
+        let dir = name.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let files = std::fs::read_dir(&dir).map_err(|source| PromoteError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        for file in files {
+            let file = file.map_err(|source| PromoteError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            if file.path().extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            if let Some(history) = read_json::<History>(&file.path())? {
+                digests.extend(history.events.into_iter().map(|e| e.digest));
+            }
+        }
+    }
+    Ok(digests)
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

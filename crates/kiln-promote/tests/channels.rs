@@ -150,6 +150,25 @@ fn two_rollbacks_go_back_two_promotions() {
 }
 
 #[test]
+fn every_digest_a_channel_ever_held_is_referenced() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(tmp.path()).expect("store");
+    let [a, b, c] = [1, 2, 3].map(|n| manifest(&store, n));
+    tested(&store, "web", &a, true);
+    tested(&store, "web", &b, true);
+    tested(&store, "api", &c, true);
+    channel::promote(&store, "web", &a, "stable").expect("a");
+    channel::promote(&store, "web", &b, "stable").expect("b");
+    channel::promote(&store, "api", &c, "canary").expect("c");
+    let referenced = channel::referenced(&store).expect("referenced");
+    assert_eq!(referenced.into_iter().collect::<Vec<_>>(), {
+        let mut all = vec![a, b, c];
+        all.sort();
+        all
+    });
+}
+
+#[test]
 fn a_corrupt_history_is_an_error_not_a_reset() {
     let tmp = tempfile::tempdir().expect("tmp");
     let store = Store::open(tmp.path()).expect("store");

@@ -48,7 +48,7 @@ pub use events::{Events, NoEvents};
 pub use export::{Destination, export};
 pub use kiln_check::{CheckEvents, CheckOutcome};
 pub use kiln_engine::{Docker, Engine};
-pub use kiln_image::{Digest, DigestParseError, Store};
+pub use kiln_image::{Digest, DigestParseError, GcReport, Store};
 pub use kiln_promote::channel::Move;
 pub use kiln_recipe::Recipe;
 pub use reference::{ImageRef, resolve};
@@ -72,6 +72,13 @@ pub fn promote(
     channel: &str,
 ) -> Result<Move, KilnError> {
     Ok(channel::promote(store, name, digest, channel)?)
+}
+
+/// Remove what nothing references any more: blobs that no tag or channel
+/// reaches and that no channel's history may roll back to.
+pub fn gc(store: &Store) -> Result<kiln_image::GcReport, KilnError> {
+    let keep = channel::referenced(store)?;
+    Ok(store.gc_keeping(&keep)?)
 }
 
 /// Move `channel` of `name` back to the previous digest that passed.
