@@ -24,7 +24,9 @@ fn main() -> Result<()> {
         Some("demo") => demo(),
         _ => {
             eprintln!("usage: cargo xtask <ci|demo>");
-            eprintln!("  ci    install test prerequisites, start dockerd, run fmt, clippy and all tests");
+            eprintln!(
+                "  ci    install test prerequisites, start dockerd, run fmt, clippy and all tests"
+            );
             eprintln!("  demo  build, boot, check and promote images/hello end to end");
             std::process::exit(2);
         }
@@ -59,10 +61,20 @@ fn ci() -> Result<()> {
     let started = Instant::now();
     prerequisites::ensure_packages()?;
     ensure_dockerd()?;
-    run("cargo fmt --check", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--", "--check"]),
+    )?;
     run(
         "cargo clippy -D warnings",
-        cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
     )?;
     // The engine is required: a test that needs Docker fails rather than
     // skips when it cannot reach it.
@@ -79,7 +91,10 @@ fn ci() -> Result<()> {
 fn demo() -> Result<()> {
     prerequisites::ensure_packages()?;
     ensure_dockerd()?;
-    run("build kiln", cargo().args(["build", "--release", "-p", "kiln-cli"]))?;
+    run(
+        "build kiln",
+        cargo().args(["build", "--release", "-p", "kiln-cli"]),
+    )?;
     let kiln = root().join("target/release/kiln");
     let store = root().join("target/demo-store");
     let images = root().join("images/hello");
@@ -105,7 +120,8 @@ fn stage_busybox(image_dir: &Path) -> Result<()> {
     let rootfs = image_dir.join("rootfs");
     std::fs::create_dir_all(&rootfs)?;
     let staged = rootfs.join("busybox");
-    let fresh = std::fs::read("/bin/busybox").context("reading /bin/busybox (package busybox-static)")?;
+    let fresh =
+        std::fs::read("/bin/busybox").context("reading /bin/busybox (package busybox-static)")?;
     if std::fs::read(&staged).ok().as_deref() != Some(fresh.as_slice()) {
         std::fs::write(&staged, fresh)?;
     }
@@ -120,8 +136,7 @@ fn docker_answers() -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-    if s
-        .write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+    if s.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
         .is_err()
     {
         return false;
