@@ -695,3 +695,105 @@ fn export_writes_what_skopeo_reads() {
     let out = kiln(&store, &["export", "hello:0.8.0-export", "ftp:somewhere"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// A child recipe that adds one page on top of `base`.
+fn child_recipe(dir: &Path, base: &str) -> PathBuf {
+    let child = dir.join("child");
+    std::fs::create_dir_all(child.join("site")).expect("mkdir");
+    std::fs::write(child.join("site/child.html"), "a child of hello\n").expect("write");
+    std::fs::write(
+        child.join("kiln.toml"),
+        format!(
+            r#"[image]
+name = "hello-child"
+version = "1.0.0"
+base = "{base}"
+
+[[layer]]
+name = "child page"
+owner = "1000:1000"
+files = [{{ src = "site/child.html", dest = "/www/child.html" }}]
+
+[[check]]
+name = "the base still serves"
+http = {{ port = 8080, path = "/health" }}
+body_contains = "ok"
+interval = "100ms"
+
+[[check]]
+name = "the child page is served"
+http = {{ port = 8080, path = "/child.html" }}
+body_contains = "a child of hello"
+
+[[check]]
+name = "config is inherited"
+metadata = {{ user = "1000:1000", exposed = [8080] }}
+"#
+        ),
+    )
+    .expect("write recipe");
+    child
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn children_build_on_kiln_and_oci_bases_with_the_base_layers_underneath() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = hello_copy(tmp.path(), "0.9.0-base");
+    let store = tmp.path().join("store");
+    let base_digest = build_digest(&store, &image);
+
+    let on_kiln = child_recipe(&tmp.path().join("k"), "kiln:hello:0.9.0-base");
+    let report = json(&ok(kiln(
+        &store,
+        &["test", on_kiln.to_str().expect("utf8"), "--json"],
+    )));
+    assert_eq!(report["passed"], Value::Bool(true), "{report:#}");
+    let child_digest = report["digest"].as_str().expect("digest").to_owned();
+
+    let base = json(&ok(kiln(
+        &store,
+        &["inspect", &format!("hello@{base_digest}")],
+    )));
+    let child = json(&ok(kiln(
+        &store,
+        &["inspect", &format!("hello-child@{child_digest}")],
+    )));
+    let base_layers = base["manifest"]["layers"]
+        .as_array()
+        .expect("layers")
+        .clone();
+    let child_layers = child["manifest"]["layers"].as_array().expect("layers");
+    assert_eq!(child_layers.len(), base_layers.len() + 1);
+    assert_eq!(
+        child_layers[..base_layers.len()],
+        base_layers[..],
+        "base layers reused byte for byte"
+    );
+    assert_eq!(child["config"]["history"].as_array().map(Vec::len), Some(3));
+
+    // The same base through an OCI layout gives the very same child.
+    let layout = tmp.path().join("layout");
+    ok(kiln(
+        &store,
+        &[
+            "export",
+            "hello:0.9.0-base",
+            &format!("oci:{}:base", layout.display()),
+        ],
+    ));
+    let on_oci = child_recipe(
+        &tmp.path().join("o"),
+        &format!("oci:{}:base", layout.display()),
+    );
+    let other_store = tmp.path().join("other-store");
+    assert_eq!(build_digest(&other_store, &on_oci), child_digest);
+
+    // A base that does not exist is bad input.
+    let missing = child_recipe(&tmp.path().join("m"), "kiln:hello:9.9.9");
+    let out = kiln(&store, &["build", missing.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("hello:9.9.9"), "{}", stderr(&out));
+}
