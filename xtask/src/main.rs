@@ -41,6 +41,13 @@ fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Cargo's target folder: `CARGO_TARGET_DIR` when set, else `target/`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
 fn run(step: &str, cmd: &mut Command) -> Result<()> {
     eprintln!("==> {step}");
     let status = cmd
@@ -95,8 +102,8 @@ fn demo() -> Result<()> {
         "build kiln",
         cargo().args(["build", "--release", "-p", "kiln-cli"]),
     )?;
-    let kiln = root().join("target/release/kiln");
-    let store = root().join("target/demo-store");
+    let kiln = target_dir().join("release/kiln");
+    let store = target_dir().join("demo-store");
     let images = root().join("images/hello");
     stage_busybox(&images)?;
     run(
@@ -153,8 +160,8 @@ fn ensure_dockerd() -> Result<()> {
         return Ok(());
     }
     eprintln!("==> starting dockerd");
-    let log_path = root().join("target/dockerd.log");
-    std::fs::create_dir_all(root().join("target"))?;
+    let log_path = target_dir().join("dockerd.log");
+    std::fs::create_dir_all(target_dir())?;
     let log = std::fs::File::create(&log_path)?;
     Command::new("dockerd")
         .stdin(Stdio::null())
