@@ -1,0 +1,155 @@
+//! Cache entries: a layer key → the blob it produced.
+//!
+//! An entry is written atomically, and only after its blob is in the store.
+//! A hit is served only when the blob is there with the bytes it had: the
+//! blob file's stat is remembered when the entry is written and, if it
+//! changed since, the blob is hashed again before it is trusted.
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use kiln_image::{Digest, LayerBlob, Store, write_atomic};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::CacheError;
+use crate::key::LayerKey;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct BlobStat {
+    size: u64,
+    mtime_ns: i128,
+    ino: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    digest: Digest,
+    diff_id: Digest,
+    size: u64,
+    blob_stat: BlobStat,
+}
+
+/// The outcome of a lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The blob for this key, present and verified.
+    Hit(LayerBlob),
+    /// Build the layer.
+    Miss(MissReason),
+}
+
+/// Why a lookup missed, as far as the cache itself can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MissReason {
+    /// No layer was ever built with this key.
+    NoEntry,
+    /// The key's blob is gone from the store.
+    BlobMissing(Digest),
+    /// The key's blob is there but its bytes are not the ones recorded.
+    BlobCorrupt(Digest),
+}
+
+fn path(store: &Store, key: &LayerKey) -> PathBuf {
+    store
+        .bookkeeping_dir()
+        .join("cache")
+        .join("layers")
+        .join(format!("{}.json", key.0.hex()))
+}
+
+fn blob_stat(store: &Store, digest: &Digest) -> Option<BlobStat> {
+    let meta = std::fs::metadata(store.blob_path(digest)).ok()?;
+    Some(BlobStat {
+        size: meta.size(),
+        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        ino: meta.ino(),
+    })
+}
+
+fn blob_is_intact(store: &Store, digest: &Digest) -> Result<bool, CacheError> {
+    let path = store.blob_path(digest);
+    let io = |source| CacheError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::File::open(&path).map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(Digest::from_hasher(hasher) == *digest)
+}
+
+/// Look `key` up. Never a hit for a blob that is missing or changed.
+pub fn lookup(store: &Store, key: &LayerKey) -> Result<Lookup, CacheError> {
+    let file = path(store, key);
+    let entry: Entry = match std::fs::read(&file) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(entry) => entry,
+            // Entries are written atomically: an unreadable one was not
+            // written by kiln. Rebuilding is always right.
+            Err(_) => return Ok(Lookup::Miss(MissReason::NoEntry)),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Lookup::Miss(MissReason::NoEntry));
+        }
+        Err(source) => return Err(CacheError::Io { path: file, source }),
+    };
+    let Some(now) = blob_stat(store, &entry.digest) else {
+        return Ok(Lookup::Miss(MissReason::BlobMissing(entry.digest)));
+    };
+    if now != entry.blob_stat {
+        if now.size != entry.size || !blob_is_intact(store, &entry.digest)? {
+            return Ok(Lookup::Miss(MissReason::BlobCorrupt(entry.digest)));
+        }
+        // Same bytes, new stat (copied, touched): remember the new stat.
+        write_entry(
+            &file,
+            &Entry {
+                blob_stat: now,
+                ..entry.clone()
+            },
+        )?;
+    }
+    Ok(Lookup::Hit(LayerBlob {
+        digest: entry.digest,
+        diff_id: entry.diff_id,
+        size: entry.size,
+    }))
+}
+
+fn write_entry(file: &std::path::Path, entry: &Entry) -> Result<(), CacheError> {
+    let bytes = serde_json::to_vec_pretty(entry).map_err(|source| CacheError::Corrupt {
+        path: file.to_owned(),
+        source,
+    })?;
+    write_atomic(file, &bytes)?;
+    Ok(())
+}
+
+/// Remember that `key` produced `blob`. Call it only once the blob is in
+/// the store; a blob that is not there is refused.
+pub fn record(store: &Store, key: &LayerKey, blob: &LayerBlob) -> Result<(), CacheError> {
+    let Some(stat) = blob_stat(store, &blob.digest) else {
+        return Err(CacheError::Store(kiln_image::ImageError::MissingBlob {
+            digest: blob.digest.clone(),
+            path: store.blob_path(&blob.digest),
+        }));
+    };
+    write_entry(
+        &path(store, key),
+        &Entry {
+            digest: blob.digest.clone(),
+            diff_id: blob.diff_id.clone(),
+            size: blob.size,
+            blob_stat: stat,
+        },
+    )
+}

@@ -1,0 +1,215 @@
+//! The stat cache: (path, size, mtime, ctime, inode, device) → content
+//! digest, like git's index, so that a rebuild does not hash unchanged
+//! inputs again.
+//!
+//! An entry is trusted only when every stat field matches and the file was
+//! last modified well before it was hashed. A file written in the same
+//! instant it was hashed ("racily clean") could change again without its
+//! mtime moving, so it is hashed anew until it has been still for a while.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kiln_image::{Digest, Store, write_atomic};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::CacheError;
+
+/// How long a file must have been unmodified when it was hashed for the
+/// hash to be trusted later, in nanoseconds.
+const RACY_NS: i128 = 2_000_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Stat {
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    ino: u64,
+    dev: u64,
+}
+
+impl Stat {
+    fn of(meta: &std::fs::Metadata) -> Stat {
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Stat {
+            size: meta.size(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+            ino: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    stat: Stat,
+    hashed_at_ns: i128,
+    digest: Digest,
+}
+
+/// Content digests of input files, remembered by stat.
+#[derive(Debug)]
+pub struct StatCache {
+    file: PathBuf,
+    entries: BTreeMap<PathBuf, Entry>,
+    dirty: bool,
+    hashed: u64,
+}
+
+fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
+}
+
+impl StatCache {
+    /// Load the store's stat cache. A missing or unreadable file is an empty
+    /// cache: it only ever saves hashing, so starting over is never wrong.
+    pub fn load(store: &Store) -> StatCache {
+        let file = store.bookkeeping_dir().join("cache").join("stat.json");
+        let entries = std::fs::read(&file)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        StatCache {
+            file,
+            entries,
+            dirty: false,
+            hashed: 0,
+        }
+    }
+
+    /// The sha256 of the file at `path` (followed if a symlink), from the
+    /// cache when its stat is unchanged, else by hashing it.
+    pub fn digest(&mut self, path: &Path) -> Result<Digest, CacheError> {
+        let io = |source| CacheError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        let stat = Stat::of(&meta);
+        let trusted = self
+            .entries
+            .get(path)
+            .filter(|e| e.stat == stat && e.hashed_at_ns - stat.mtime_ns > RACY_NS);
+        if let Some(entry) = trusted {
+            return Ok(entry.digest.clone());
+        }
+        let hashed_at_ns = now_ns();
+        let digest = hash_file(path)?;
+        self.hashed += 1;
+        self.entries.insert(
+            path.to_owned(),
+            Entry {
+                stat,
+                hashed_at_ns,
+                digest: digest.clone(),
+            },
+        );
+        self.dirty = true;
+        Ok(digest)
+    }
+
+    /// How many files were hashed (not served from the cache) so far.
+    pub fn hashed(&self) -> u64 {
+        self.hashed
+    }
+
+    /// Write the cache back if it changed.
+    pub fn save(&self) -> Result<(), CacheError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec(&self.entries).map_err(|source| CacheError::Corrupt {
+            path: self.file.clone(),
+            source,
+        })?;
+        write_atomic(&self.file, &bytes)?;
+        Ok(())
+    }
+}
+
+/// The sha256 of a file's content, streamed.
+pub fn hash_file(path: &Path) -> Result<Digest, CacheError> {
+    let io = |source| CacheError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(Digest::from_hasher(hasher))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unchanged_files_are_not_hashed_again_and_changed_ones_are() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::open(tmp.path().join("store")).expect("store");
+        let file = tmp.path().join("input");
+        std::fs::write(&file, "one").expect("write");
+        // Old enough not to be racily clean.
+        let old = SystemTime::now() - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .expect("open")
+            .set_modified(old)
+            .expect("mtime");
+
+        let mut cache = StatCache::load(&store);
+        assert_eq!(cache.digest(&file).expect("digest"), Digest::of(b"one"));
+        cache.save().expect("save");
+        let mut cache = StatCache::load(&store);
+        assert_eq!(cache.digest(&file).expect("digest"), Digest::of(b"one"));
+        assert_eq!(cache.hashed(), 0, "served from the stat cache");
+
+        std::fs::write(&file, "two").expect("write");
+        assert_eq!(cache.digest(&file).expect("digest"), Digest::of(b"two"));
+        assert_eq!(cache.hashed(), 1);
+    }
+
+    #[test]
+    fn a_racily_clean_file_is_hashed_again() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::open(tmp.path().join("store")).expect("store");
+        let file = tmp.path().join("input");
+        std::fs::write(&file, "same").expect("write");
+        let mut cache = StatCache::load(&store);
+        cache.digest(&file).expect("digest");
+        // Modified just now: its stat could stay the same through another
+        // write, so it is not trusted yet.
+        cache.digest(&file).expect("digest");
+        assert_eq!(cache.hashed(), 2);
+    }
+
+    #[test]
+    fn a_corrupt_cache_file_is_an_empty_cache() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::open(tmp.path().join("store")).expect("store");
+        let file = store.bookkeeping_dir().join("cache/stat.json");
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&file, "{broken").expect("write");
+        let input = tmp.path().join("input");
+        std::fs::write(&input, "x").expect("write");
+        assert_eq!(
+            StatCache::load(&store).digest(&input).expect("digest"),
+            Digest::of(b"x")
+        );
+    }
+}
