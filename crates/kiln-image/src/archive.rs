@@ -80,7 +80,7 @@ fn image_blobs(store: &Store, manifest: &Digest) -> Result<BTreeMap<Digest, u64>
     Ok(blobs)
 }
 
-fn config_descriptor(
+pub(crate) fn config_descriptor(
     manifest: &serde_json::Value,
     digest: &Digest,
 ) -> Result<Descriptor, ImageError> {

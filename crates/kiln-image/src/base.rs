@@ -1,5 +1,7 @@
 //! Base images: importing one from an OCI image layout on disk into the
-//! store, and reading one that is already there. Input is hostile until
+//! store, and reading one that is already there. The layout resolution here
+//! (ref name, index, platform, blobs) is shared with the oci-archive
+//! importer, which differs only in where blobs come from. Input is hostile until
 //! proven otherwise: every blob is hashed while it is copied, every document
 //! is checked for the fields kiln relies on, and nothing panics.
 
@@ -8,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::descriptor::{Index, is_index, is_layer, is_manifest};
-use crate::{Descriptor, Digest, ImageError, Store};
+use crate::{Descriptor, Digest, ImageError, LayerPolicy, Store};
 
 /// A base image in the store: its manifest and config as JSON (the raw
 /// blobs stay in the store, byte for byte), its layers and their diff_ids.
@@ -33,32 +35,65 @@ pub struct BaseImage {
 /// exactly one image. An image index is followed to its linux/amd64
 /// manifest. Every blob (manifest, config, layers) is copied into the store
 /// and hashed while copying; one whose bytes do not match its digest is an
-/// error naming it. Layers must be gzip or plain tar.
+/// error naming it. Layers must be gzip or plain tar, and pass
+/// [`crate::validate_layer_entries`] with the default [`LayerPolicy`].
 pub fn import_oci_layout(
     store: &Store,
     dir: &Path,
     reference: Option<&str>,
 ) -> Result<BaseImage, ImageError> {
-    let layout = std::fs::read(dir.join("oci-layout")).map_err(|e| ImageError::InvalidLayout {
+    let layout_path = dir.join("oci-layout");
+    let layout = std::fs::read(&layout_path).map_err(|e| ImageError::InvalidLayout {
         path: dir.to_path_buf(),
         reason: format!("cannot read its oci-layout file: {e}"),
     })?;
-    let layout: Value = serde_json::from_slice(&layout).map_err(|source| ImageError::Json {
-        path: dir.join("oci-layout"),
+    check_oci_layout(&layout_path, &layout)?;
+    let index_path = dir.join("index.json");
+    let index_bytes = std::fs::read(&index_path).map_err(ImageError::io(&index_path))?;
+    let index = parse_layout_index(&index_path, &index_bytes)?;
+    resolve_layout(store, dir, &index, reference, &|d| copy_blob(store, dir, d))
+}
+
+/// Check the `oci-layout` file of a layout (read from `path`, which may lie
+/// inside an archive).
+pub(crate) fn check_oci_layout(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
+    let layout: Value = serde_json::from_slice(bytes).map_err(|source| ImageError::Json {
+        path: path.to_path_buf(),
         source,
     })?;
     if layout.get("imageLayoutVersion").and_then(Value::as_str) != Some("1.0.0") {
         return Err(ImageError::InvalidLayout {
-            path: dir.join("oci-layout"),
+            path: path.to_path_buf(),
             reason: "imageLayoutVersion is not \"1.0.0\"".into(),
         });
     }
-    let index_path = dir.join("index.json");
-    let index_bytes = std::fs::read(&index_path).map_err(ImageError::io(&index_path))?;
-    let index: Index = serde_json::from_slice(&index_bytes).map_err(|source| ImageError::Json {
-        path: index_path,
+    Ok(())
+}
+
+/// Parse a layout's `index.json` (read from `path`).
+pub(crate) fn parse_layout_index(path: &Path, bytes: &[u8]) -> Result<Index, ImageError> {
+    serde_json::from_slice(bytes).map_err(|source| ImageError::Json {
+        path: path.to_path_buf(),
         source,
-    })?;
+    })
+}
+
+/// Make blob `d` of the layout being imported available in the store,
+/// verified, or fail naming it.
+pub(crate) type FetchBlob<'a> = dyn Fn(&Descriptor) -> Result<(), ImageError> + 'a;
+
+/// The one resolution of an OCI layout, whether it lies in a folder or came
+/// out of an archive: pick the image `reference` names in `index` (the
+/// layout's index.json; `origin` is the layout, for errors), follow indexes
+/// to linux/amd64, have `fetch` bring every blob of the image into the
+/// store, check the layers' entries and read the image back.
+pub(crate) fn resolve_layout(
+    store: &Store,
+    origin: &Path,
+    index: &Index,
+    reference: Option<&str>,
+    fetch: &FetchBlob<'_>,
+) -> Result<BaseImage, ImageError> {
     let available: Vec<String> = index
         .manifests
         .iter()
@@ -71,38 +106,53 @@ pub fn import_oci_layout(
             .find(|d| d.ref_name() == Some(r))
             .ok_or_else(|| ImageError::UnknownRef {
                 reference: r.to_owned(),
-                path: dir.to_path_buf(),
+                path: origin.to_path_buf(),
                 available: available.clone(),
             })?,
         None => match index.manifests.as_slice() {
             [only] => only,
             [] => {
                 return Err(ImageError::InvalidLayout {
-                    path: dir.to_path_buf(),
+                    path: origin.to_path_buf(),
                     reason: "its index.json lists no image".into(),
                 });
             }
             _ => {
                 return Err(ImageError::RefRequired {
-                    path: dir.to_path_buf(),
+                    path: origin.to_path_buf(),
                     available,
                 });
             }
         },
     };
-    let manifest = pick_manifest(store, dir, chosen.clone())?;
-    copy_blob(store, dir, &manifest)?;
+    let manifest = pick_manifest(store, fetch, chosen.clone())?;
+    fetch(&manifest)?;
     let bytes = store.read_blob(&manifest.digest)?;
     let (config, layers) = parse_manifest(&manifest.digest, &bytes)?;
-    copy_blob(store, dir, &config)?;
+    fetch(&config)?;
     for layer in &layers {
-        copy_blob(store, dir, layer)?;
+        fetch(layer)?;
     }
-    load_image(store, &manifest.digest)
+    finish_import(store, &manifest.digest)
+}
+
+/// The last step of every import: check each base layer's entries
+/// ([`crate::validate_layer_entries`], default policy), then read the image
+/// back with all its checks.
+pub(crate) fn finish_import(store: &Store, manifest: &Digest) -> Result<BaseImage, ImageError> {
+    let image = load_image(store, manifest)?;
+    for layer in &image.layers {
+        crate::validate_layer_entries(store, layer, LayerPolicy::default())?;
+    }
+    Ok(image)
 }
 
 /// Follow `d` through image indexes to a linux/amd64 image manifest.
-fn pick_manifest(store: &Store, dir: &Path, mut d: Descriptor) -> Result<Descriptor, ImageError> {
+fn pick_manifest(
+    store: &Store,
+    fetch: &FetchBlob<'_>,
+    mut d: Descriptor,
+) -> Result<Descriptor, ImageError> {
     for _ in 0..4 {
         if is_manifest(&d.media_type) {
             return Ok(d);
@@ -114,40 +164,43 @@ fn pick_manifest(store: &Store, dir: &Path, mut d: Descriptor) -> Result<Descrip
                 hint: "expected an image manifest or an image index",
             });
         }
-        copy_blob(store, dir, &d)?;
+        fetch(&d)?;
         let bytes = store.read_blob(&d.digest)?;
-        let index: Index =
-            serde_json::from_slice(&bytes).map_err(|e| ImageError::InvalidDocument {
-                what: "image index",
-                digest: d.digest.clone(),
-                reason: e.to_string(),
-            })?;
-        let platform_of = |m: &Descriptor| {
-            m.platform.as_ref().map_or_else(
-                || "unknown".to_owned(),
-                |p| format!("{}/{}", p.os, p.architecture),
-            )
-        };
-        let found = index.manifests.iter().find(|m| {
-            m.platform
-                .as_ref()
-                .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
-        });
-        d = match found {
-            Some(m) => m.clone(),
-            None => {
-                return Err(ImageError::NoMatchingPlatform {
-                    digest: d.digest,
-                    available: index.manifests.iter().map(platform_of).collect(),
-                });
-            }
-        };
+        d = choose_platform(&d.digest, &bytes)?;
     }
     Err(ImageError::InvalidDocument {
         what: "image index",
         digest: d.digest,
         reason: "indexes nest too deep".into(),
     })
+}
+
+/// The linux/amd64 entry of the image index `bytes` (whose digest is
+/// `digest`).
+pub(crate) fn choose_platform(digest: &Digest, bytes: &[u8]) -> Result<Descriptor, ImageError> {
+    let index: Index = serde_json::from_slice(bytes).map_err(|e| ImageError::InvalidDocument {
+        what: "image index",
+        digest: digest.clone(),
+        reason: e.to_string(),
+    })?;
+    let platform_of = |m: &Descriptor| {
+        m.platform.as_ref().map_or_else(
+            || "unknown".to_owned(),
+            |p| format!("{}/{}", p.os, p.architecture),
+        )
+    };
+    let found = index.manifests.iter().find(|m| {
+        m.platform
+            .as_ref()
+            .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+    });
+    match found {
+        Some(m) => Ok(m.clone()),
+        None => Err(ImageError::NoMatchingPlatform {
+            digest: digest.clone(),
+            available: index.manifests.iter().map(platform_of).collect(),
+        }),
+    }
 }
 
 fn layout_blob(dir: &Path, d: &Digest) -> PathBuf {
@@ -267,7 +320,7 @@ pub fn load_image(store: &Store, manifest: &Digest) -> Result<BaseImage, ImageEr
 }
 
 /// The config and layer descriptors of a manifest, checked.
-fn parse_manifest(
+pub(crate) fn parse_manifest(
     digest: &Digest,
     bytes: &[u8],
 ) -> Result<(Descriptor, Vec<Descriptor>), ImageError> {

@@ -218,6 +218,109 @@ pub enum ImageError {
         source: serde_json::Error,
     },
 
+    /// A tar archive (an oci-archive or a docker-archive) that cannot be
+    /// read or lacks what its format requires.
+    #[error("{} is not a usable {format}: {reason}", path.display())]
+    InvalidArchive {
+        /// The archive file.
+        path: PathBuf,
+        /// `oci-archive` or `docker-archive`.
+        format: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A docker-archive layer whose content does not match the diff_id its
+    /// config lists for it.
+    #[error("layer {layer} of {} has diff_id {actual}, but the config lists {expected}", path.display())]
+    DiffIdMismatch {
+        /// The archive file.
+        path: PathBuf,
+        /// The layer's name in the archive.
+        layer: String,
+        /// The diff_id the config lists.
+        expected: Digest,
+        /// The digest of the layer's uncompressed tar.
+        actual: Digest,
+    },
+
+    /// A base layer that is not a readable (gzip or plain) tar.
+    #[error("layer {layer} is not a readable tar: {reason}")]
+    InvalidLayer {
+        /// The layer blob.
+        layer: Digest,
+        /// What the reader said.
+        reason: String,
+    },
+
+    /// A base layer entry refused by [`crate::validate_layer_entries`].
+    #[error("layer {layer}: entry {entry:?} is refused: {reason}")]
+    HostileLayerEntry {
+        /// The layer blob.
+        layer: Digest,
+        /// The entry's path as the archive spells it.
+        entry: String,
+        /// Why it is refused.
+        reason: String,
+    },
+
+    /// A registry host, repository or tag that cannot be used.
+    #[error("invalid registry reference {reference:?}: {reason}")]
+    InvalidRegistryReference {
+        /// The part as given.
+        reference: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A registry that cannot be reached at all (connection refused, name
+    /// not resolved, TLS handshake failed, timed out).
+    #[error("registry {host} is unreachable: {reason}")]
+    RegistryUnreachable {
+        /// The registry host as given.
+        host: String,
+        /// What the network said.
+        reason: String,
+    },
+
+    /// A registry that refused access (HTTP 401 or 403).
+    #[error("registry {host} refused access to {repository} (HTTP {status}): {hint}")]
+    RegistryAccessDenied {
+        /// The registry host.
+        host: String,
+        /// The repository.
+        repository: String,
+        /// 401 or 403.
+        status: u16,
+        /// What to do about it.
+        hint: &'static str,
+    },
+
+    /// A repository, tag, digest or blob the registry does not have.
+    #[error("registry {host} has no {reference} in repository {repository}: {detail}")]
+    RegistryNotFound {
+        /// The registry host.
+        host: String,
+        /// The repository.
+        repository: String,
+        /// What was asked for: `tag 1.0`, `manifest sha256:...`, `blob sha256:...`.
+        reference: String,
+        /// What the registry said.
+        detail: String,
+    },
+
+    /// Any other failure talking to a registry: an unexpected status, a
+    /// malformed answer, a transfer cut short.
+    #[error("registry {host}: {operation} failed: {reason}")]
+    Registry {
+        /// The registry host.
+        host: String,
+        /// What kiln was doing, e.g. `pull manifest`.
+        operation: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A value that cannot be serialised as JSON.
     #[error("cannot serialise {what} as JSON: {source}")]
     Serialize {

@@ -64,13 +64,15 @@ pub fn write_layer(
             path: e.path.clone(),
             reason,
         })?;
-        if let EntryKind::Symlink { target } = &e.kind {
-            if target.is_empty() || target.contains('\0') {
-                return Err(ImageError::InvalidEntryPath {
-                    path: e.path.clone(),
-                    reason: "a symlink target must be non-empty and free of NUL bytes".into(),
-                });
-            }
+        let bad_target = matches!(
+            &e.kind,
+            EntryKind::Symlink { target } if target.is_empty() || target.contains('\0')
+        );
+        if bad_target {
+            return Err(ImageError::InvalidEntryPath {
+                path: e.path.clone(),
+                reason: "a symlink target must be non-empty and free of NUL bytes".into(),
+            });
         }
         if e.path == "/" && e.kind != EntryKind::Dir {
             return Err(ImageError::InvalidEntryPath {

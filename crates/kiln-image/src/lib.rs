@@ -9,9 +9,18 @@
 //!   manifest as canonical JSON ([`to_canonical_json`]);
 //! - [`Store`] is an OCI image layout (skopeo and umoci read it as it is),
 //!   written atomically, blobs verified before they are trusted;
-//! - [`import_oci_layout`] and [`load_image`] read bases;
-//!   [`write_docker_loadable`], [`write_oci_archive`] and
-//!   [`write_oci_layout_dir`] write images out.
+//! - [`import_oci_layout`], [`import_oci_archive`], [`import_docker_archive`]
+//!   and [`pull_registry`] bring bases into the store, streamed and verified
+//!   blob by blob, every base layer checked by [`validate_layer_entries`];
+//!   [`load_image`] reads one back;
+//! - [`write_docker_loadable`], [`write_oci_archive`] and
+//!   [`write_oci_layout_dir`] write images out, and [`push_image`] sends one
+//!   to a registry.
+//!
+//! **Async.** Only the [`registry`] module is async, because its HTTP client
+//! (reqwest) is: it is the one reason this crate depends on tokio, and its
+//! functions must run inside a Tokio runtime. Everything else is blocking
+//! code.
 //!
 //! **API boundary.** This crate knows nothing of recipes, TOML or Docker's
 //! API; it never prints. Everything it writes is fixed by its inputs: no
@@ -47,11 +56,15 @@ pub mod base;
 pub mod canonical;
 pub mod descriptor;
 pub mod digest;
+pub mod docker_archive;
 pub mod durable;
 pub mod entry;
 pub mod error;
 pub mod image;
 pub mod layer;
+pub mod layer_policy;
+pub mod oci_archive;
+pub mod registry;
 pub mod store;
 
 pub use archive::{write_docker_loadable, write_oci_archive, write_oci_layout_dir};
@@ -59,9 +72,13 @@ pub use base::{BaseImage, import_oci_layout, load_image};
 pub use canonical::to_canonical_json;
 pub use descriptor::{Descriptor, Platform};
 pub use digest::{Digest, DigestParseError};
+pub use docker_archive::import_docker_archive;
 pub use durable::write_atomic;
 pub use entry::{CopySpec, EntryKind, LayerEntry, plan_copy};
 pub use error::ImageError;
 pub use image::{BuiltImage, ImageSpec, LayerRecord, RuntimeConfig, assemble, rfc3339};
 pub use layer::{LayerBlob, write_layer};
+pub use layer_policy::{LayerPolicy, validate_layer_entries};
+pub use oci_archive::import_oci_archive;
+pub use registry::{RegistryAuth, pull_registry, push_image};
 pub use store::{GcReport, Store};

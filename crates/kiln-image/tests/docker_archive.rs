@@ -1,0 +1,476 @@
+//! Bases from docker-archives: `docker save` and skopeo archives import
+//! with their layers byte for byte (uncompressed layers stay uncompressed),
+//! a child built on one loads and runs in Docker; hand-made archives cover
+//! gzip layers, symlinked `layer.tar` files, diff_id mismatches and
+//! references. Tool-backed tests follow the engine convention.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+use kiln_image::{
+    BaseImage, BuiltImage, Digest, EntryKind, ImageError, ImageSpec, LayerEntry, LayerRecord,
+    RuntimeConfig, Store, assemble, import_docker_archive, load_image, write_docker_loadable,
+    write_layer,
+};
+use serde_json::{Value, json};
+
+const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+const TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// Removes an image from the engine however the test ends.
+struct Rmi(String);
+
+impl Drop for Rmi {
+    fn drop(&mut self) {
+        let _ = run("docker", &["rmi", "--force", &self.0]);
+    }
+}
+
+fn entry(path: &str, kind: EntryKind, mode: u32) -> LayerEntry {
+    LayerEntry {
+        path: path.into(),
+        kind,
+        mode,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+/// A two-layer busybox image built with kiln's own API: busybox and
+/// `/bin/sh -> /bin/busybox`, then `/etc/motd`.
+fn busybox_base(store: &Store, dir: &Path) -> Result<BuiltImage, Box<dyn std::error::Error>> {
+    let motd = dir.join("motd");
+    std::fs::write(&motd, "golden base\n")?;
+    let first = write_layer(
+        store,
+        vec![
+            entry("/bin", EntryKind::Dir, 0o755),
+            entry(
+                "/bin/busybox",
+                EntryKind::File {
+                    source: "/bin/busybox".into(),
+                },
+                0o755,
+            ),
+            entry(
+                "/bin/sh",
+                EntryKind::Symlink {
+                    target: "/bin/busybox".into(),
+                },
+                0o777,
+            ),
+        ],
+        EPOCH,
+    )?;
+    let second = write_layer(
+        store,
+        vec![
+            entry("/etc", EntryKind::Dir, 0o755),
+            entry("/etc/motd", EntryKind::File { source: motd }, 0o644),
+        ],
+        EPOCH,
+    )?;
+    let built = assemble(
+        store,
+        &ImageSpec {
+            base: None,
+            config: RuntimeConfig {
+                cmd: Some(vec!["/bin/sh".into()]),
+                env: BTreeMap::from([("PATH".into(), "/bin".into())]),
+                ..Default::default()
+            },
+            layers: vec![
+                LayerRecord {
+                    blob: first,
+                    created_by: "kiln layer busybox: files".into(),
+                },
+                LayerRecord {
+                    blob: second,
+                    created_by: "kiln layer motd: files".into(),
+                },
+            ],
+            created_epoch: EPOCH,
+            annotations: annotations(EPOCH),
+        },
+    )?;
+    store.set_ref("base:1", &built.manifest)?;
+    Ok(built)
+}
+
+/// A child of `base` with one layer holding `/etc/child`.
+fn child_of(
+    store: &Store,
+    dir: &Path,
+    base: BaseImage,
+) -> Result<BuiltImage, Box<dyn std::error::Error>> {
+    let file = dir.join("child");
+    std::fs::write(&file, "built on an imported base\n")?;
+    let blob = write_layer(
+        store,
+        vec![
+            entry("/etc", EntryKind::Dir, 0o755),
+            entry("/etc/child", EntryKind::File { source: file }, 0o644),
+        ],
+        EPOCH,
+    )?;
+    Ok(assemble(
+        store,
+        &ImageSpec {
+            base: Some(base),
+            config: RuntimeConfig::default(),
+            layers: vec![LayerRecord {
+                blob,
+                created_by: "kiln layer child: files".into(),
+            }],
+            created_epoch: EPOCH,
+            annotations: annotations(EPOCH),
+        },
+    )?)
+}
+
+/// The imported base keeps the source's diff_ids, and each layer's media
+/// type says what its bytes are.
+fn check_layers(base: &BaseImage, expected_diff_ids: &[Digest]) {
+    assert_eq!(base.diff_ids, expected_diff_ids);
+    for (layer, diff_id) in base.layers.iter().zip(&base.diff_ids) {
+        if layer.media_type == TAR {
+            assert_eq!(
+                &layer.digest, diff_id,
+                "an uncompressed layer is its diff_id"
+            );
+        } else {
+            assert_eq!(layer.media_type, TAR_GZIP);
+            assert_ne!(&layer.digest, diff_id);
+        }
+    }
+}
+
+#[test]
+fn a_docker_save_archive_imports_and_a_child_runs() -> TestResult {
+    if !engine_available() {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let src = Store::open(dir.path().join("src"))?;
+    let built = busybox_base(&src, dir.path())?;
+    let source = load_image(&src, &built.manifest.digest)?;
+    let tag = format!("kiln-image-test-base:{}", built.manifest.digest.short());
+    let _base_cleanup = Rmi(tag.clone());
+    let loadable = dir.path().join("loadable.tar");
+    write_docker_loadable(
+        &src,
+        &built.manifest.digest,
+        std::slice::from_ref(&tag),
+        std::fs::File::create(&loadable)?,
+    )?;
+    run("docker", &["load", "-i", &loadable.to_string_lossy()])?;
+    let saved = dir.path().join("saved.tar");
+    run("docker", &["save", "-o", &saved.to_string_lossy(), &tag])?;
+
+    let store = Store::open(dir.path().join("store"))?;
+    let base = import_docker_archive(&store, &saved, Some(&tag))?;
+    check_layers(&base, &source.diff_ids);
+    // Docker keeps the config bytes, so the image id is unchanged.
+    assert_eq!(
+        base.manifest["config"]["digest"],
+        built.config_digest.as_str()
+    );
+    assert_eq!(
+        store.read_blob(&built.config_digest)?,
+        src.read_blob(&built.config_digest)?
+    );
+    assert!(base.layers.iter().all(|l| l.media_type == TAR));
+
+    let child = child_of(&store, dir.path(), base.clone())?;
+    let child_tag = format!("kiln-image-test-child:{}", child.manifest.digest.short());
+    let _child_cleanup = Rmi(child_tag.clone());
+    let child_archive = dir.path().join("child.tar");
+    write_docker_loadable(
+        &store,
+        &child.manifest.digest,
+        std::slice::from_ref(&child_tag),
+        std::fs::File::create(&child_archive)?,
+    )?;
+    run("docker", &["load", "-i", &child_archive.to_string_lossy()])?;
+    let out = run(
+        "docker",
+        &[
+            "run",
+            "--rm",
+            "--network=none",
+            &child_tag,
+            "/bin/busybox",
+            "cat",
+            "/etc/motd",
+            "/etc/child",
+        ],
+    )?;
+    assert_eq!(out, "golden base\nbuilt on an imported base\n");
+    let inspect: Value = serde_json::from_str(&run("docker", &["image", "inspect", &child_tag])?)?;
+    let layers: Vec<Digest> = serde_json::from_value(inspect[0]["RootFS"]["Layers"].clone())?;
+    let child_image = load_image(&store, &child.manifest.digest)?;
+    let mut expected = base.diff_ids.clone();
+    expected.push(child_image.diff_ids[2].clone());
+    assert_eq!(layers, expected);
+    assert_eq!(child_image.diff_ids, expected);
+    Ok(())
+}
+
+#[test]
+fn a_skopeo_docker_archive_imports() -> TestResult {
+    if !tool_available("skopeo", &["skopeo", "--version"]) {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let src = Store::open(dir.path().join("src"))?;
+    let built = busybox_base(&src, dir.path())?;
+    let source = load_image(&src, &built.manifest.digest)?;
+    let archive = dir.path().join("skopeo.tar");
+    run(
+        "skopeo",
+        &[
+            "copy",
+            &format!("oci:{}:base:1", src.root().display()),
+            &format!("docker-archive:{}:base:1", archive.display()),
+        ],
+    )?;
+    let store = Store::open(dir.path().join("store"))?;
+    let base = import_docker_archive(&store, &archive, Some("base:1"))?;
+    check_layers(&base, &source.diff_ids);
+    assert_eq!(base.config["config"], source.config["config"]);
+    // The archive's name is normalised as Docker normalises it.
+    let again = import_docker_archive(&store, &archive, Some("docker.io/library/base:1"))?;
+    assert_eq!(again.manifest_digest, base.manifest_digest);
+    Ok(())
+}
+
+/// A member of a hand-made archive.
+enum Member<'a> {
+    File(&'a [u8]),
+    Symlink(&'a str),
+}
+
+fn archive_of(path: &Path, members: &[(&str, Member<'_>)]) -> TestResult {
+    let mut builder = tar::Builder::new(std::fs::File::create(path)?);
+    for (name, member) in members {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        match member {
+            Member::File(data) => {
+                header.set_size(data.len() as u64);
+                builder.append_data(&mut header, name, *data)?;
+            }
+            Member::Symlink(target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                builder.append_link(&mut header, name, target)?;
+            }
+        }
+    }
+    builder.into_inner()?;
+    Ok(())
+}
+
+/// A hand-made image: the sample layer of the common helpers (gzip, as
+/// kiln writes it) and its uncompressed tar, with a config listing
+/// `diff_ids`.
+struct Parts {
+    gzip: Vec<u8>,
+    plain: Vec<u8>,
+    diff_id: Digest,
+    gzip_digest: Digest,
+}
+
+fn parts(dir: &Path) -> Result<Parts, Box<dyn std::error::Error>> {
+    make_context(&dir.join("ctx"), UMASK_002)?;
+    let store = Store::open(dir.join("parts"))?;
+    let blob = write_layer(&store, sample_entries(&dir.join("ctx"))?, EPOCH)?;
+    let gzip = store.read_blob(&blob.digest)?;
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gzip[..]), &mut plain)?;
+    assert_eq!(Digest::of(&plain), blob.diff_id);
+    Ok(Parts {
+        gzip,
+        plain,
+        diff_id: blob.diff_id,
+        gzip_digest: blob.digest,
+    })
+}
+
+fn config(diff_ids: &[&Digest]) -> Vec<u8> {
+    serde_json::to_vec_pretty(&json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap_or_default()
+}
+
+#[test]
+fn gzip_layers_in_the_new_layout_stay_gzip() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let p = parts(dir.path())?;
+    let config = config(&[&p.diff_id]);
+    let config_name = format!("blobs/sha256/{}", Digest::of(&config).hex());
+    let layer_name = format!("blobs/sha256/{}", p.gzip_digest.hex());
+    let manifest = serde_json::to_vec(&json!([{
+        "Config": config_name, "RepoTags": ["web:1"], "Layers": [layer_name],
+    }]))?;
+    let archive = dir.path().join("new.tar");
+    archive_of(
+        &archive,
+        &[
+            ("manifest.json", Member::File(&manifest)),
+            (&config_name, Member::File(&config)),
+            (&layer_name, Member::File(&p.gzip)),
+        ],
+    )?;
+    let store = Store::open(dir.path().join("store"))?;
+    let base = import_docker_archive(&store, &archive, None)?;
+    assert_eq!(base.layers.len(), 1);
+    assert_eq!(base.layers[0].media_type, TAR_GZIP);
+    assert_eq!(base.layers[0].digest, p.gzip_digest);
+    assert_eq!(base.diff_ids, std::slice::from_ref(&p.diff_id));
+    assert_eq!(store.read_blob(&p.gzip_digest)?, p.gzip);
+    // The config is kept byte for byte (pretty-printed, as written).
+    assert_eq!(store.read_blob(&Digest::of(&config))?, config);
+    // The synthesised manifest is canonical JSON.
+    let manifest_bytes = store.read_blob(&base.manifest_digest)?;
+    assert_eq!(
+        manifest_bytes,
+        kiln_image::to_canonical_json(&base.manifest)?
+    );
+    Ok(())
+}
+
+#[test]
+fn symlinked_layer_tars_of_the_classic_layout_are_followed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let p = parts(dir.path())?;
+    // The same layer twice, as `docker save` writes a repeated layer.
+    let config = config(&[&p.diff_id, &p.diff_id]);
+    let manifest = serde_json::to_vec(&json!([{
+        "Config": "cfg.json", "RepoTags": ["old:1"],
+        "Layers": ["aaa/layer.tar", "./bbb/layer.tar"],
+    }]))?;
+    let archive = dir.path().join("old.tar");
+    archive_of(
+        &archive,
+        &[
+            ("aaa/layer.tar", Member::File(&p.plain)),
+            ("bbb/layer.tar", Member::Symlink("../aaa/layer.tar")),
+            ("cfg.json", Member::File(&config)),
+            ("manifest.json", Member::File(&manifest)),
+        ],
+    )?;
+    let store = Store::open(dir.path().join("store"))?;
+    let base = import_docker_archive(&store, &archive, Some("old:1"))?;
+    assert_eq!(base.layers.len(), 2);
+    assert_eq!(base.layers[0], base.layers[1]);
+    assert_eq!(base.layers[0].media_type, TAR);
+    assert_eq!(base.layers[0].digest, p.diff_id);
+    assert_eq!(store.read_blob(&p.diff_id)?, p.plain);
+    Ok(())
+}
+
+#[test]
+fn a_wrong_diff_id_names_the_layer() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let p = parts(dir.path())?;
+    let wrong = Digest::of(b"another layer");
+    let config = config(&[&wrong]);
+    let manifest = serde_json::to_vec(&json!([{
+        "Config": "cfg.json", "RepoTags": null, "Layers": ["abc/layer.tar"],
+    }]))?;
+    let archive = dir.path().join("wrong.tar");
+    archive_of(
+        &archive,
+        &[
+            ("manifest.json", Member::File(&manifest)),
+            ("cfg.json", Member::File(&config)),
+            ("abc/layer.tar", Member::File(&p.gzip)),
+        ],
+    )?;
+    let store = Store::open(dir.path().join("store"))?;
+    match import_docker_archive(&store, &archive, None) {
+        Err(ImageError::DiffIdMismatch {
+            layer,
+            expected,
+            actual,
+            ..
+        }) => {
+            assert_eq!(layer, "abc/layer.tar");
+            assert_eq!(expected, wrong);
+            assert_eq!(actual, p.diff_id);
+        }
+        other => return Err(format!("expected DiffIdMismatch, got {other:?}").into()),
+    }
+    Ok(())
+}
+
+#[test]
+fn references_and_malformed_archives() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let p = parts(dir.path())?;
+    let config = config(&[&p.diff_id]);
+    let manifest = serde_json::to_vec(&json!([
+        {"Config": "cfg.json", "RepoTags": ["a:1", "a:latest"], "Layers": ["l.tar"]},
+        {"Config": "cfg.json", "RepoTags": ["b:1"], "Layers": ["l.tar"]},
+    ]))?;
+    let archive = dir.path().join("two.tar");
+    archive_of(
+        &archive,
+        &[
+            ("manifest.json", Member::File(&manifest)),
+            ("cfg.json", Member::File(&config)),
+            ("l.tar", Member::File(&p.plain)),
+        ],
+    )?;
+    let store = Store::open(dir.path().join("store"))?;
+    match import_docker_archive(&store, &archive, None) {
+        Err(ImageError::RefRequired { available, .. }) => {
+            assert_eq!(available, ["a:1", "a:latest", "b:1"]);
+        }
+        other => return Err(format!("expected RefRequired, got {other:?}").into()),
+    }
+    match import_docker_archive(&store, &archive, Some("c:1")) {
+        Err(e @ ImageError::UnknownRef { .. }) => {
+            assert!(e.to_string().contains("\"c:1\""), "{e}");
+            assert!(e.to_string().contains("b:1"), "{e}");
+        }
+        other => return Err(format!("expected UnknownRef, got {other:?}").into()),
+    }
+    assert!(import_docker_archive(&store, &archive, Some("a")).is_ok());
+    assert!(import_docker_archive(&store, &archive, Some("b:1")).is_ok());
+
+    let missing_layer = serde_json::to_vec(&json!([
+        {"Config": "cfg.json", "RepoTags": ["a:1"], "Layers": ["gone.tar"]},
+    ]))?;
+    let broken = dir.path().join("broken.tar");
+    archive_of(
+        &broken,
+        &[
+            ("manifest.json", Member::File(&missing_layer)),
+            ("cfg.json", Member::File(&config)),
+        ],
+    )?;
+    match import_docker_archive(&store, &broken, None) {
+        Err(e @ ImageError::InvalidArchive { .. }) => {
+            assert!(e.to_string().contains("gone.tar"), "{e}");
+        }
+        other => return Err(format!("expected InvalidArchive, got {other:?}").into()),
+    }
+
+    let no_manifest = dir.path().join("empty.tar");
+    archive_of(&no_manifest, &[("cfg.json", Member::File(&config))])?;
+    match import_docker_archive(&store, &no_manifest, None) {
+        Err(e @ ImageError::InvalidArchive { .. }) => {
+            assert!(e.to_string().contains("no manifest.json"), "{e}");
+        }
+        other => return Err(format!("expected InvalidArchive, got {other:?}").into()),
+    }
+    Ok(())
+}
