@@ -32,6 +32,9 @@ pub struct BuildFlags {
     /// Build every layer anew.
     #[arg(long)]
     pub no_cache: bool,
+    /// Say, for each layer, whether it came from the cache and, if not, why.
+    #[arg(long)]
+    pub explain: bool,
     /// How many images to build at once.
     #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: u16,

@@ -91,7 +91,7 @@ async fn run(command: Command) -> CmdResult {
             let store = open_store(&store_path)?;
             let recipes = load_all(&recipes)?;
             let options = build_options(&build)?;
-            let progress = Progress::new();
+            let progress = Progress::new().explaining(build.explain);
             let reports = recipes
                 .iter()
                 .map(|r| kiln::build(&store, r, &options, &progress))
@@ -274,11 +274,13 @@ fn open_store(path: &Path) -> Result<Store, Failure> {
 }
 
 fn build_options(flags: &BuildFlags) -> Result<BuildOptions, Failure> {
-    // There is no layer cache yet, so every build already builds every
-    // layer anew and --no-cache asks for nothing more. -j bounds how many
-    // images build at once; one at a time stays within any bound.
-    let _ = (flags.no_cache, flags.jobs);
-    options_with_tags(flags.tags.clone())
+    // -j bounds how many images build at once; one at a time stays within
+    // any bound until recipe graphs build independent images side by side.
+    let _ = flags.jobs;
+    Ok(BuildOptions {
+        no_cache: flags.no_cache,
+        ..options_with_tags(flags.tags.clone())?
+    })
 }
 
 fn options_with_tags(extra_tags: Vec<String>) -> Result<BuildOptions, Failure> {
@@ -295,6 +297,7 @@ fn options_with_tags(extra_tags: Vec<String>) -> Result<BuildOptions, Failure> {
     Ok(BuildOptions {
         source_date_epoch,
         extra_tags,
+        no_cache: false,
     })
 }
 

@@ -13,6 +13,7 @@ use kiln::{BuildReport, CheckOutcome, LayerReport};
 pub struct Progress {
     bar: Mutex<Option<ProgressBar>>,
     terminal: bool,
+    explain: bool,
 }
 
 impl Progress {
@@ -21,7 +22,13 @@ impl Progress {
         Progress {
             bar: Mutex::new(None),
             terminal: std::io::stderr().is_terminal(),
+            explain: false,
         }
+    }
+
+    /// Also say why each layer was built or reused (`--explain`).
+    pub fn explaining(self, explain: bool) -> Self {
+        Progress { explain, ..self }
     }
 
     fn start(&self, message: String) {
@@ -91,12 +98,20 @@ impl kiln::Events for Progress {
     }
     fn layer_finished(&self, _image: &str, layer: &LayerReport) {
         let how = if layer.cached { "cached" } else { "built" };
-        self.finish(format!(
+        let mut line = format!(
             "  {how} {} {} ({})",
             layer.name,
             &layer.digest[..("sha256:".len() + 12).min(layer.digest.len())],
             human_size(layer.size)
-        ));
+        );
+        if self.explain {
+            if layer.cached {
+                line.push_str(": hit, same inputs as a stored layer");
+            } else {
+                line.push_str(&format!(": miss, {}", layer.why.join("; ")));
+            }
+        }
+        self.finish(line);
     }
     fn build_finished(&self, report: &BuildReport) {
         eprintln!(

@@ -797,3 +797,162 @@ async fn children_build_on_kiln_and_oci_bases_with_the_base_layers_underneath() 
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("hello:9.9.9"), "{}", stderr(&out));
 }
+
+fn layers(report: &Value) -> Vec<(String, bool)> {
+    report["images"][0]["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| {
+            (
+                l["name"].as_str().expect("name").to_owned(),
+                l["cached"].as_bool().expect("cached"),
+            )
+        })
+        .collect()
+}
+
+fn cached(names: &[(&str, bool)]) -> Vec<(String, bool)> {
+    names.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect()
+}
+
+#[test]
+fn the_cache_reuses_unchanged_layers_and_says_why_others_were_built() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = hello_copy(tmp.path(), "0.10.0-cache");
+    let store = tmp.path().join("store");
+    let recipe = image.to_str().expect("utf8");
+
+    let first = json(&ok(kiln(&store, &["build", recipe, "--json"])));
+    assert_eq!(
+        layers(&first),
+        cached(&[("busybox", false), ("site", false)])
+    );
+    assert_eq!(
+        first["images"][0]["layers"][0]["why"][0],
+        "first build of this layer"
+    );
+
+    let again = json(&ok(kiln(&store, &["build", recipe, "--json"])));
+    assert_eq!(layers(&again), cached(&[("busybox", true), ("site", true)]));
+    assert_eq!(again["images"][0]["digest"], first["images"][0]["digest"]);
+
+    // One file changed: only its layer is built, and --explain names it.
+    std::fs::write(
+        image.join("site/index.html"),
+        "<h1>Hello from kiln, changed</h1>\n",
+    )
+    .expect("write");
+    let out = ok(kiln(&store, &["build", recipe, "--json", "--explain"]));
+    let changed = json(&out);
+    assert_eq!(
+        layers(&changed),
+        cached(&[("busybox", true), ("site", false)])
+    );
+    let why = changed["images"][0]["layers"][1]["why"].to_string();
+    assert!(
+        why.contains("/www/index.html")
+            && why.contains("site/index.html")
+            && why.contains("content"),
+        "{why}"
+    );
+    assert!(
+        stderr(&out).contains("miss, /www/index.html (from site/index.html) changed: content"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A change to the recipe's layer definition is named by key.
+    let toml = std::fs::read_to_string(image.join("kiln.toml")).expect("read");
+    std::fs::write(
+        image.join("kiln.toml"),
+        toml.replace("exclude = [\"**/*.tmp\"]", "exclude = [\"**/*.bak\"]"),
+    )
+    .expect("write");
+    let edited = json(&ok(kiln(&store, &["build", recipe, "--json"])));
+    assert_eq!(
+        layers(&edited),
+        cached(&[("busybox", true), ("site", false)])
+    );
+    let why = edited["images"][0]["layers"][1]["why"].to_string();
+    assert!(why.contains("files[0].exclude"), "{why}");
+    let digest = edited["images"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+
+    // A corrupted blob is never served: it is rebuilt, and repaired.
+    let busybox_blob = edited["images"][0]["layers"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+    let blob_path = store
+        .join("blobs/sha256")
+        .join(&busybox_blob["sha256:".len()..]);
+    let mut bytes = std::fs::read(&blob_path).expect("blob");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&blob_path, &bytes).expect("corrupt");
+    let repaired = json(&ok(kiln(&store, &["build", recipe, "--json"])));
+    assert_eq!(
+        layers(&repaired),
+        cached(&[("busybox", false), ("site", true)])
+    );
+    assert!(
+        repaired["images"][0]["layers"][0]["why"]
+            .to_string()
+            .contains("corrupt")
+    );
+    assert_eq!(
+        repaired["images"][0]["digest"].as_str(),
+        Some(digest.as_str())
+    );
+    let fixed = std::fs::read(&blob_path).expect("blob");
+    assert_eq!(
+        format!("sha256:{}", sha256_hex(&fixed)),
+        busybox_blob,
+        "the blob was rewritten whole"
+    );
+
+    // A deleted blob too.
+    std::fs::remove_file(&blob_path).expect("rm");
+    let rebuilt = json(&ok(kiln(&store, &["build", recipe, "--json"])));
+    assert_eq!(
+        layers(&rebuilt),
+        cached(&[("busybox", false), ("site", true)])
+    );
+    assert!(
+        rebuilt["images"][0]["layers"][0]["why"]
+            .to_string()
+            .contains("missing")
+    );
+
+    // --no-cache builds everything, to the same digest.
+    let fresh = json(&ok(kiln(
+        &store,
+        &["build", recipe, "--json", "--no-cache"],
+    )));
+    assert_eq!(
+        layers(&fresh),
+        cached(&[("busybox", false), ("site", false)])
+    );
+    assert_eq!(fresh["images"][0]["digest"].as_str(), Some(digest.as_str()));
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(bytes)?;
+            child.wait_with_output()
+        })
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}

@@ -3,12 +3,18 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use kiln_image::{BaseImage, ImageSpec, LayerRecord, RuntimeConfig, Store};
+use kiln_cache::entry::{self, Lookup};
+use kiln_cache::explain::{self, LastBuild, LayerSnapshot, Why};
+use kiln_cache::key::{InputRecord, KeyInput, LayerKey};
+use kiln_cache::stat::StatCache;
+use kiln_image::{
+    BaseImage, EntryKind, ImageSpec, LayerBlob, LayerEntry, LayerRecord, RuntimeConfig, Store,
+};
 use kiln_recipe::{BaseRef, LayerKind, Recipe};
 
 use crate::capability::{Stage, ensure_supported};
 use crate::events::Events;
-use crate::plan::{context_dir, file_layer_entries, recipe_dir};
+use crate::plan::{context_dir, file_layer_definition, file_layer_entries, recipe_dir};
 use crate::reference::{self, ImageRef};
 use crate::report::{BuildReport, LayerReport};
 use crate::{KilnError, stored_recipe};
@@ -20,6 +26,8 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<u64>,
     /// Tags to give the image besides its version.
     pub extra_tags: Vec<String>,
+    /// Build every layer anew, ignoring (but refreshing) the cache.
+    pub no_cache: bool,
 }
 
 /// The tags a build gives: the version (or `latest` when the recipe has
@@ -101,6 +109,12 @@ pub fn build(
 
     let base = load_base(store, recipe)?;
     let context = context_dir(recipe);
+    let mut stat = StatCache::load(store);
+    let last = explain::load_last(store, &name);
+    let mut parent = base
+        .as_ref()
+        .map_or_else(|| "scratch".to_owned(), |b| b.manifest_digest.to_string());
+    let mut snapshots = Vec::with_capacity(recipe.layers.len());
     let mut layers = Vec::with_capacity(recipe.layers.len());
     let mut reports = Vec::with_capacity(recipe.layers.len());
     for layer in &recipe.layers {
@@ -114,20 +128,46 @@ pub fn build(
             });
         };
         let entries = file_layer_entries(&context, files)?;
-        let blob = kiln_image::write_layer(store, entries, epoch)?;
-        let report = LayerReport {
-            name: layer.name.clone(),
-            digest: blob.digest.to_string(),
-            size: blob.size,
-            cached: false,
+        let snapshot = snapshot(
+            &mut stat,
+            &context,
+            &layer.name,
+            &parent,
+            epoch,
+            files,
+            &entries,
+        )?;
+        let previous = last.layers.iter().find(|l| l.name == layer.name);
+        let lookup = if options.no_cache {
+            None
+        } else {
+            Some(entry::lookup(store, &snapshot.key)?)
         };
+        let (blob, why) = match lookup {
+            Some(Lookup::Hit(blob)) => (blob, Vec::new()),
+            other => {
+                let why = match other {
+                    Some(Lookup::Miss(miss)) => explain::explain(previous, &snapshot, &miss),
+                    _ => vec![Why::NoCache],
+                };
+                let blob = kiln_image::write_layer(store, entries, epoch)?;
+                // The entry is written only now that the blob is stored.
+                entry::record(store, &snapshot.key, &blob)?;
+                (blob, why)
+            }
+        };
+        let report = layer_report(&layer.name, &blob, &why);
         events.layer_finished(&name, &report);
         reports.push(report);
         layers.push(LayerRecord {
             blob,
             created_by: format!("kiln layer {}: files", layer.name),
         });
+        parent = snapshot.key.to_string();
+        snapshots.push(snapshot);
     }
+    stat.save()?;
+    explain::save_last(store, &name, &LastBuild { layers: snapshots })?;
 
     let mut annotations = BTreeMap::new();
     annotations.insert(
@@ -166,4 +206,63 @@ pub fn build(
     };
     events.build_finished(&report);
     Ok(report)
+}
+
+fn layer_report(name: &str, blob: &LayerBlob, why: &[Why]) -> LayerReport {
+    LayerReport {
+        name: name.to_owned(),
+        digest: blob.digest.to_string(),
+        size: blob.size,
+        cached: why.is_empty(),
+        why: why.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// The layer's cache key and what it is made of: the parent's key, the
+/// epoch, the recipe's definition and every entry as it will be stored,
+/// files by content digest (from the stat cache when unchanged).
+fn snapshot(
+    stat: &mut StatCache,
+    context: &std::path::Path,
+    name: &str,
+    parent: &str,
+    epoch: u64,
+    files: &kiln_recipe::FileLayer,
+    entries: &[LayerEntry],
+) -> Result<LayerSnapshot, KilnError> {
+    let mut inputs = Vec::with_capacity(entries.len());
+    let mut sources = BTreeMap::new();
+    for e in entries {
+        let (kind, digest, target) = match &e.kind {
+            EntryKind::File { source } => {
+                let shown = source.strip_prefix(context).unwrap_or(source);
+                sources.insert(e.path.clone(), shown.display().to_string());
+                ("file", Some(stat.digest(source)?), None)
+            }
+            EntryKind::Dir => ("dir", None, None),
+            EntryKind::Symlink { target } => ("symlink", None, Some(target.clone())),
+        };
+        inputs.push(InputRecord {
+            path: e.path.clone(),
+            kind: kind.to_owned(),
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            digest,
+            target,
+        });
+    }
+    let input = KeyInput {
+        parent: parent.to_owned(),
+        epoch,
+        definition: file_layer_definition(files),
+        inputs,
+    };
+    let key = LayerKey::of(&input)?;
+    Ok(LayerSnapshot {
+        name: name.to_owned(),
+        key,
+        input,
+        sources,
+    })
 }

@@ -26,6 +26,9 @@ pub enum KilnError {
     /// Layers, blobs or the store.
     #[error(transparent)]
     Image(#[from] kiln_image::ImageError),
+    /// The layer cache.
+    #[error(transparent)]
+    Cache(#[from] kiln_cache::CacheError),
     /// The container engine.
     #[error(transparent)]
     Engine(#[from] kiln_engine::EngineError),

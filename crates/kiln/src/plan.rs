@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use kiln_image::{CopySpec, EntryKind, LayerEntry};
-use kiln_recipe::{FileLayer, Recipe};
+use kiln_recipe::{FileLayer, Owner, Recipe};
+use serde_json::{Value, json};
 
 use crate::KilnError;
 
@@ -60,4 +61,24 @@ pub fn file_layer_entries(context: &Path, layer: &FileLayer) -> Result<Vec<Layer
         });
     }
     Ok(entries)
+}
+
+/// The layer's definition from the recipe as canonical data, for its cache
+/// key and for explaining what changed. Names of secrets may appear in a
+/// definition; values never can (a file layer has none).
+pub fn file_layer_definition(layer: &FileLayer) -> Value {
+    let owner = |o: Option<Owner>| o.map(|o| o.to_string());
+    json!({
+        "owner": layer.owner.to_string(),
+        "files": layer.files.iter().map(|f| json!({
+            "src": f.src, "dest": f.dest, "mode": f.mode.map(|m| m.bits()),
+            "owner": owner(f.owner), "exclude": f.exclude,
+        })).collect::<Vec<_>>(),
+        "dirs": layer.dirs.iter().map(|d| json!({
+            "path": d.path, "mode": d.mode.map(|m| m.bits()), "owner": owner(d.owner),
+        })).collect::<Vec<_>>(),
+        "symlinks": layer.symlinks.iter().map(|l| json!({
+            "path": l.path, "target": l.target, "owner": owner(l.owner),
+        })).collect::<Vec<_>>(),
+    })
 }

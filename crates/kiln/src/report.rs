@@ -28,6 +28,9 @@ pub struct LayerReport {
     pub size: u64,
     /// Whether it was reused from the cache rather than built.
     pub cached: bool,
+    /// Why it was built rather than reused (empty when cached).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub why: Vec<String>,
 }
 
 /// The checks of one image (`kiln test --json`).
