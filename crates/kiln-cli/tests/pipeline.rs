@@ -791,6 +791,40 @@ async fn children_build_on_kiln_and_oci_bases_with_the_base_layers_underneath() 
     let other_store = tmp.path().join("other-store");
     assert_eq!(build_digest(&other_store, &on_oci), child_digest);
 
+    // And through the archive transports: same base, same child.
+    for (export, base) in [
+        (
+            format!("oci-archive:{}/base-oci.tar:base", tmp.path().display()),
+            format!("oci-archive:{}/base-oci.tar:base", tmp.path().display()),
+        ),
+        (
+            format!(
+                "docker-archive:{}/base-docker.tar:hello:base",
+                tmp.path().display()
+            ),
+            format!(
+                "docker-archive:{}/base-docker.tar:hello:base",
+                tmp.path().display()
+            ),
+        ),
+    ] {
+        ok(kiln(&store, &["export", "hello:0.9.0-base", &export]));
+        let dir = tmp.path().join(format!("a{}", base.len()));
+        let child = child_recipe(&dir, &base);
+        let report = json(&ok(kiln(
+            &tmp.path().join(format!("s{}", base.len())),
+            &["test", child.to_str().expect("utf8"), "--json"],
+        )));
+        assert_eq!(report["passed"], Value::Bool(true), "{base}: {report:#}");
+        if base.starts_with("oci-archive:") {
+            assert_eq!(
+                report["digest"].as_str(),
+                Some(child_digest.as_str()),
+                "{base}"
+            );
+        }
+    }
+
     // A base that does not exist is bad input.
     let missing = child_recipe(&tmp.path().join("m"), "kiln:hello:9.9.9");
     let out = kiln(&store, &["build", missing.to_str().expect("utf8")]);

@@ -71,6 +71,16 @@ fn load_base(store: &Store, recipe: &Recipe) -> Result<Option<BaseImage>, KilnEr
             &recipe_dir(recipe).join(dir),
             reference.as_deref(),
         )?)),
+        BaseRef::OciArchive { file, reference } => Ok(Some(kiln_image::import_oci_archive(
+            store,
+            &recipe_dir(recipe).join(file),
+            reference.as_deref(),
+        )?)),
+        BaseRef::DockerArchive { file, reference } => Ok(Some(kiln_image::import_docker_archive(
+            store,
+            &recipe_dir(recipe).join(file),
+            reference.as_deref(),
+        )?)),
         BaseRef::Kiln { name, tag, digest } => {
             let image_ref = match (tag, digest) {
                 (_, Some(d)) => format!("{name}@{d}"),

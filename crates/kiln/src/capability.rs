@@ -23,7 +23,11 @@ pub fn ensure_supported(recipe: &Recipe, stage: Stage) -> Result<(), KilnError> 
         detail,
     };
     match &recipe.image.base {
-        BaseRef::Scratch | BaseRef::Oci { .. } | BaseRef::Kiln { .. } => {}
+        BaseRef::Scratch
+        | BaseRef::Oci { .. }
+        | BaseRef::OciArchive { .. }
+        | BaseRef::DockerArchive { .. }
+        | BaseRef::Kiln { .. } => {}
         other => {
             return Err(unsupported(
                 &format!("`{}:` bases", other.transport()),
