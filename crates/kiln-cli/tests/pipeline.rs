@@ -990,3 +990,36 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+#[test]
+fn a_secret_value_changes_no_cache_key() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = hello_copy(tmp.path(), "0.11.0-secret-key");
+    let toml = std::fs::read_to_string(image.join("kiln.toml")).expect("read");
+    std::fs::write(
+        image.join("kiln.toml"),
+        format!("{toml}\n[secrets.token]\nfrom = \"env:KILN_TEST_TOKEN\"\n"),
+    )
+    .expect("write");
+    let store = tmp.path().join("store");
+    let build = |value: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["build", image.to_str().expect("utf8"), "--json", "--store"])
+            .arg(&store)
+            .env("KILN_TEST_TOKEN", value)
+            .output()
+            .expect("kiln");
+        json(&ok(out))
+    };
+    let first = build("first-value");
+    let second = build("another-value");
+    assert_eq!(
+        layers(&second),
+        cached(&[("busybox", true), ("site", true)])
+    );
+    assert_eq!(first["images"][0]["digest"], second["images"][0]["digest"]);
+    let cache = std::fs::read_dir(store.join("kiln/cache/layers"))
+        .expect("cache")
+        .count();
+    assert_eq!(cache, 2, "one entry per layer, whatever the secret's value");
+}
