@@ -86,6 +86,12 @@ pub enum KilnError {
         /// Manifest digest.
         digest: String,
     },
+    /// Recipes whose `recipe:` bases loop back on themselves.
+    #[error("recipe bases form a cycle: {}", .path.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" -> "))]
+    Cycle {
+        /// The recipes around the loop, the first repeated at the end.
+        path: Vec<PathBuf>,
+    },
     /// A bookkeeping or temporary file failed.
     #[error("{path}: {source}")]
     Io {
@@ -139,7 +145,8 @@ impl KilnError {
             | KilnError::UnknownImage { .. }
             | KilnError::InvalidReference { .. }
             | KilnError::SecretUnavailable { .. }
-            | KilnError::NoRecipe { .. } => ErrorKind::Input,
+            | KilnError::NoRecipe { .. }
+            | KilnError::Cycle { .. } => ErrorKind::Input,
             KilnError::Engine(e) if e.is_unreachable() => ErrorKind::Environment,
             KilnError::Check(e) if e.is_unreachable() => ErrorKind::Environment,
             KilnError::Image(e) if image_input_error(e) => ErrorKind::Input,

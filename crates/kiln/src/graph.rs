@@ -1,0 +1,183 @@
+//! Recipe graphs: `recipe:PATH` bases make recipes depend on each other.
+//! [`plan`] loads every recipe reachable from the ones asked for, each
+//! once, and orders them in levels: every recipe comes after the ones it is
+//! built on, and the recipes of one level are independent of each other (so
+//! they may build side by side). A cycle is an error that shows its path.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use kiln_recipe::{BaseRef, Recipe};
+
+use crate::KilnError;
+use crate::plan::recipe_dir;
+
+/// Recipes in build order.
+#[derive(Debug, Clone)]
+pub struct BuildGraph {
+    /// Every recipe, each once.
+    pub recipes: Vec<Recipe>,
+    /// Indexes into `recipes`, level by level: a level only depends on
+    /// earlier levels.
+    pub levels: Vec<Vec<usize>>,
+    /// For each recipe, the recipe its base names, if it is a `recipe:` base.
+    pub base_of: Vec<Option<usize>>,
+}
+
+/// The file a recipe path names: a folder means its `kiln.toml`. Made
+/// absolute and canonical so that two spellings of one recipe are one node.
+fn recipe_file(path: &Path) -> Result<PathBuf, KilnError> {
+    let file = kiln_recipe::recipe_file(path);
+    std::fs::canonicalize(&file).map_err(|source| KilnError::Io { path: file, source })
+}
+
+/// Load `roots` and every recipe they are built on, and order them.
+pub fn plan(roots: &[PathBuf]) -> Result<BuildGraph, KilnError> {
+    let mut index: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    let mut recipes: Vec<Recipe> = Vec::new();
+    let mut base_of: Vec<Option<usize>> = Vec::new();
+    let mut pending: Vec<PathBuf> = Vec::new();
+    for root in roots {
+        pending.push(recipe_file(root)?);
+    }
+    // Load breadth-first; edges are filled in once every node exists.
+    let mut edges: Vec<Option<PathBuf>> = Vec::new();
+    while let Some(file) = pending.pop() {
+        if index.contains_key(&file) {
+            continue;
+        }
+        let recipe = kiln_recipe::load(&file)?;
+        let base = match &recipe.image.base {
+            BaseRef::Recipe { path } => {
+                let dep = recipe_file(&recipe_dir(&recipe).join(path))?;
+                pending.push(dep.clone());
+                Some(dep)
+            }
+            _ => None,
+        };
+        index.insert(file, recipes.len());
+        recipes.push(recipe);
+        edges.push(base);
+    }
+    for edge in &edges {
+        base_of.push(edge.as_ref().and_then(|f| index.get(f).copied()));
+    }
+    // Each recipe has at most one base, so the graph is a forest of chains
+    // unless a chain loops back on itself.
+    let mut level_of: Vec<Option<usize>> = vec![None; recipes.len()];
+    for start in 0..recipes.len() {
+        let mut chain = vec![start];
+        let mut at = start;
+        while let Some(next) = base_of[at] {
+            if level_of[next].is_some() {
+                break;
+            }
+            if let Some(pos) = chain.iter().position(|&n| n == next) {
+                let mut cycle: Vec<PathBuf> = chain[pos..]
+                    .iter()
+                    .map(|&n| recipes[n].path.clone())
+                    .collect();
+                cycle.push(recipes[next].path.clone());
+                return Err(KilnError::Cycle { path: cycle });
+            }
+            chain.push(next);
+            at = next;
+        }
+        // Assign levels from the bottom of the chain up.
+        for &n in chain.iter().rev() {
+            if level_of[n].is_none() {
+                let level = base_of[n].and_then(|b| level_of[b]).map_or(0, |l| l + 1);
+                level_of[n] = Some(level);
+            }
+        }
+    }
+    let depth = level_of.iter().flatten().max().map_or(0, |m| m + 1);
+    let mut levels = vec![Vec::new(); depth];
+    for (n, level) in level_of.iter().enumerate() {
+        if let Some(level) = level {
+            levels[*level].push(n);
+        }
+    }
+    Ok(BuildGraph {
+        recipes,
+        levels,
+        base_of,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe(dir: &Path, name: &str, base: &str) {
+        let folder = dir.join(name);
+        std::fs::create_dir_all(&folder).expect("mkdir");
+        std::fs::write(
+            folder.join("kiln.toml"),
+            format!("[image]\nname = \"{name}\"\nbase = \"{base}\"\n\n[[layer]]\nname = \"d\"\ndirs = [{{ path = \"/d\" }}]\n"),
+        )
+        .expect("write");
+    }
+
+    fn names(graph: &BuildGraph) -> Vec<Vec<String>> {
+        graph
+            .levels
+            .iter()
+            .map(|level| {
+                let mut names: Vec<String> = level
+                    .iter()
+                    .map(|&n| graph.recipes[n].image.name.to_string())
+                    .collect();
+                names.sort();
+                names
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dependencies_come_first_and_each_recipe_once() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        recipe(tmp.path(), "base", "scratch");
+        recipe(tmp.path(), "mid", "recipe:../base");
+        recipe(tmp.path(), "app", "recipe:../mid");
+        recipe(tmp.path(), "tool", "recipe:../base/kiln.toml");
+        recipe(tmp.path(), "solo", "scratch");
+        let roots: Vec<PathBuf> = ["app", "tool", "solo", "base"]
+            .iter()
+            .map(|n| tmp.path().join(n))
+            .collect();
+        let graph = plan(&roots).expect("plan");
+        assert_eq!(
+            graph.recipes.len(),
+            5,
+            "base is loaded once however it is named"
+        );
+        assert_eq!(
+            names(&graph),
+            [vec!["base", "solo"], vec!["mid", "tool"], vec!["app"]]
+        );
+    }
+
+    #[test]
+    fn a_cycle_is_reported_with_its_path() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        recipe(tmp.path(), "a", "recipe:../b");
+        recipe(tmp.path(), "b", "recipe:../c");
+        recipe(tmp.path(), "c", "recipe:../a");
+        let err = plan(&[tmp.path().join("a")]).expect_err("cycle");
+        let text = err.to_string();
+        assert!(matches!(err, KilnError::Cycle { .. }), "{text}");
+        for name in ["a/kiln.toml", "b/kiln.toml", "c/kiln.toml"] {
+            assert!(text.contains(name), "{text}");
+        }
+        assert_eq!(err.kind(), crate::ErrorKind::Input);
+    }
+
+    #[test]
+    fn a_missing_base_recipe_is_named() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        recipe(tmp.path(), "a", "recipe:../nowhere");
+        let err = plan(&[tmp.path().join("a")]).expect_err("missing");
+        assert!(err.to_string().contains("nowhere"), "{err}");
+    }
+}
