@@ -1023,3 +1023,40 @@ fn a_secret_value_changes_no_cache_key() {
         .count();
     assert_eq!(cache, 2, "one entry per layer, whatever the secret's value");
 }
+
+#[test]
+fn kiln_check_locates_every_malformed_fixture() {
+    let dir = repo_root().join("fixtures/recipes/bad");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("fixtures") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let expected = std::fs::read_to_string(path.with_extension("expected")).expect("expected");
+        let (line_col, message) = expected.trim().split_once(": ").expect("LINE:COL: message");
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("check")
+            .arg(&path)
+            .output()
+            .expect("kiln");
+        assert_eq!(out.status.code(), Some(2), "{}", path.display());
+        let err = stderr(&out);
+        let located = format!("{}:{line_col}", path.display());
+        assert!(
+            err.contains(&located),
+            "{}: wants {located}:\n{err}",
+            path.display()
+        );
+        // miette wraps long messages; compare with whitespace folded.
+        let folded = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let words: String = folded(&err.replace('│', " "));
+        assert!(
+            words.contains(&folded(message)),
+            "{}: wants {message:?}:\n{err}",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} malformed recipes");
+}
