@@ -1060,3 +1060,229 @@ fn kiln_check_locates_every_malformed_fixture() {
     }
     assert!(checked >= 20, "only {checked} malformed recipes");
 }
+
+const SECRET: &str = "kiln-test-s3cr3t-value-42";
+
+/// Every file under `dir`, gzip layers decompressed, as bytes.
+fn store_contents(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            store_contents(&path, out);
+            continue;
+        }
+        let bytes = std::fs::read(&path).expect("read");
+        if bytes.starts_with(&[0x1f, 0x8b]) {
+            let unzipped = Command::new("gzip")
+                .args(["-dc"])
+                .arg(&path)
+                .output()
+                .expect("gzip");
+            out.push((path.clone(), unzipped.stdout));
+        }
+        out.push((path, bytes));
+    }
+}
+
+fn assert_store_never_saw_the_secret(store: &Path) {
+    let mut files = Vec::new();
+    store_contents(store, &mut files);
+    let b64 = Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf %s '{SECRET}' | base64 -w0"))
+        .output()
+        .expect("base64")
+        .stdout;
+    for (path, bytes) in files {
+        for needle in [SECRET.as_bytes(), b64.as_slice()] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} holds the secret",
+                path.display()
+            );
+        }
+    }
+}
+
+fn build_with_secret(image: &Path, store: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", image.to_str().expect("utf8"), "--json", "--store"])
+        .arg(store)
+        .env("KILN_TEST_SECRET", SECRET)
+        .output()
+        .expect("kiln")
+}
+
+#[test]
+fn a_secret_leaked_into_the_image_fails_the_build_and_is_not_stored() {
+    type Leak = fn(&Path) -> String;
+    let cases: [(&str, Leak, &str); 5] = [
+        (
+            "file content",
+            |image| {
+                std::fs::write(image.join("site/token.txt"), format!("token={SECRET}\n"))
+                    .expect("write");
+                String::new()
+            },
+            "/www/token.txt",
+        ),
+        (
+            "file name",
+            |image| {
+                std::fs::write(image.join(format!("site/{SECRET}.txt")), "x").expect("write");
+                String::new()
+            },
+            "/www/***.txt",
+        ),
+        (
+            "base64 in a file",
+            |image| {
+                let b64 = Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("printf 'user:%s' '{SECRET}' | base64 -w0"))
+                    .output()
+                    .expect("base64")
+                    .stdout;
+                std::fs::write(image.join("site/auth"), b64).expect("write");
+                String::new()
+            },
+            "base64",
+        ),
+        (
+            "config env",
+            |_| format!("env = {{ PATH = \"/bin\", TOKEN = \"{SECRET}\" }}"),
+            "/config/Env",
+        ),
+        (
+            "label",
+            |_| format!("labels = {{ \"leak\" = \"{SECRET}\" }}"),
+            "/config/Labels",
+        ),
+    ];
+    for (what, leak, place) in cases {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let image = hello_copy(tmp.path(), "0.12.0-leak");
+        let config_line = leak(&image);
+        let mut toml = std::fs::read_to_string(image.join("kiln.toml")).expect("read");
+        if let Some(key) = config_line
+            .split_whitespace()
+            .next()
+            .filter(|k| !k.is_empty())
+        {
+            let start = toml.find(&format!("\n{key} = ")).expect("config key") + 1;
+            let end = start + toml[start..].find('\n').expect("eol");
+            toml.replace_range(start..end, &config_line);
+        }
+        toml.push_str("\n[secrets.api_token]\nfrom = \"env:KILN_TEST_SECRET\"\n");
+        std::fs::write(image.join("kiln.toml"), toml).expect("write");
+        let store = tmp.path().join("store");
+        let out = build_with_secret(&image, &store);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert!(
+            err.contains("secret api_token") && err.contains(place),
+            "{what}: {err}"
+        );
+        assert!(
+            !err.contains(SECRET),
+            "{what}: the error shows the value: {err}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).trim().is_empty()
+                || !String::from_utf8_lossy(&out.stdout).contains(SECRET)
+        );
+        let images = json(&ok(kiln(&store, &["images", "--json"])));
+        assert_eq!(
+            images["images"],
+            serde_json::json!([]),
+            "{what}: nothing is tagged"
+        );
+        assert_store_never_saw_the_secret(&store);
+    }
+}
+
+#[test]
+fn a_declared_secret_that_does_not_leak_builds() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = hello_copy(tmp.path(), "0.13.0-no-leak");
+    let toml = std::fs::read_to_string(image.join("kiln.toml")).expect("read");
+    std::fs::write(
+        image.join("kiln.toml"),
+        format!("{toml}\n[secrets.api_token]\nfrom = \"env:KILN_TEST_SECRET\"\n"),
+    )
+    .expect("write");
+    let store = tmp.path().join("store");
+    ok(build_with_secret(&image, &store));
+    assert_store_never_saw_the_secret(&store);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boot_secrets_reach_the_container_and_no_report() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = hello_copy(tmp.path(), "0.14.0-boot-secret");
+    let toml = std::fs::read_to_string(image.join("kiln.toml")).expect("read");
+    let extra = r#"
+[secrets.db_env]
+from = "env:KILN_TEST_SECRET"
+
+[secrets.db_file]
+from = "env:KILN_TEST_SECRET"
+
+[[check]]
+name = "both boot secrets arrive"
+command = ["/bin/sh", "-c", "test -n \"$DB_PASSWORD\" && test \"$DB_PASSWORD\" = \"$(cat /run/secrets/db)\" && echo same"]
+stdout_contains = "same"
+
+[[check]]
+name = "a check that prints the secret and fails"
+command = ["/bin/sh", "-c", "echo \"password is $DB_PASSWORD\"; exit 3"]
+"#;
+    let toml = toml.replace(
+        "[boot]\ntimeout = \"60s\"",
+        "[boot]\ntimeout = \"60s\"\nsecrets = { db_env = \"env:DB_PASSWORD\", db_file = \"file:/run/secrets/db\" }",
+    );
+    std::fs::write(image.join("kiln.toml"), format!("{toml}{extra}")).expect("write");
+    let store = tmp.path().join("store");
+    let junit = tmp.path().join("junit.xml");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["test", image.to_str().expect("utf8"), "--json", "--junit"])
+        .arg(&junit)
+        .arg("--store")
+        .arg(&store)
+        .env("KILN_TEST_SECRET", SECRET)
+        .output()
+        .expect("kiln");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = json(&out);
+    let check = |name: &str| {
+        report["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .expect("check")
+    };
+    assert_eq!(
+        check("both boot secrets arrive")["passed"],
+        Value::Bool(true),
+        "{report:#}"
+    );
+    let failed = check("a check that prints the secret and fails");
+    let detail = failed["detail"].as_str().expect("detail");
+    assert!(detail.contains("password is ***"), "{detail}");
+    for text in [
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr(&out),
+        std::fs::read_to_string(&junit).expect("junit"),
+    ] {
+        assert!(
+            !text.contains(SECRET),
+            "a report shows the boot secret: {text}"
+        );
+    }
+    assert_store_never_saw_the_secret(&store);
+}

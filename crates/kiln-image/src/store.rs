@@ -320,6 +320,29 @@ impl Store {
         self.gc_keeping(&BTreeSet::new())
     }
 
+    /// Remove the blobs in `digests` that no entry of index.json reaches,
+    /// and return those removed. For discarding what one build wrote and
+    /// must not keep (an image that leaked a secret), without touching
+    /// anything else in the store.
+    pub fn remove_unreferenced(&self, digests: &[Digest]) -> Result<Vec<Digest>, ImageError> {
+        let _lock = self.lock()?;
+        let index = self.read_index()?;
+        let mut reachable = BTreeSet::new();
+        for d in &index.manifests {
+            self.mark(d, &mut reachable, 0)?;
+        }
+        let mut removed = Vec::new();
+        for d in digests.iter().filter(|d| !reachable.contains(*d)) {
+            let path = self.blob_path(d);
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed.push(d.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(ImageError::Io { path, source }),
+            }
+        }
+        Ok(removed)
+    }
+
     /// [`Store::gc`], also keeping the manifests in `roots` and all they
     /// reach: images that no ref names but that bookkeeping still needs,
     /// such as a channel's earlier digests that a rollback may return to.

@@ -176,8 +176,6 @@ pub fn build(
         parent = snapshot.key.to_string();
         snapshots.push(snapshot);
     }
-    stat.save()?;
-    explain::save_last(store, &name, &LastBuild { layers: snapshots })?;
 
     let mut annotations = BTreeMap::new();
     annotations.insert(
@@ -200,6 +198,13 @@ pub fn build(
     };
     let built = kiln_image::assemble(store, &spec)?;
     let digest = built.manifest.digest.clone();
+    // Before the image gets a name: no declared secret may be in it.
+    let base_layers = built.layers.len().saturating_sub(recipe.layers.len());
+    crate::leak::check(store, recipe, &built, base_layers)?;
+    // Only a build that passed the leak check leaves bookkeeping behind: it
+    // names host files, and a file's name may be what leaked.
+    stat.save()?;
+    explain::save_last(store, &name, &LastBuild { layers: snapshots })?;
     // The recipe is kept beside the image so that `kiln test NAME:TAG` knows
     // its checks. It holds secret sources, never secret values.
     stored_recipe::save(store, &digest, recipe)?;

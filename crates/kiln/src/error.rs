@@ -86,11 +86,46 @@ pub enum KilnError {
         /// Manifest digest.
         digest: String,
     },
+    /// A declared secret's value is in the built image.
+    #[error("secret leaked into image {image}; it was not tagged:\n  {}", .leaks.join("\n  "))]
+    SecretLeaked {
+        /// Image name.
+        image: String,
+        /// Where each leak is (never the value).
+        leaks: Vec<String>,
+    },
+    /// Reading or scanning for secrets failed.
+    #[error(transparent)]
+    Secrets(#[from] kiln_secrets::SecretError),
     /// Recipes whose `recipe:` bases loop back on themselves.
     #[error("recipe bases form a cycle: {}", .path.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" -> "))]
     Cycle {
         /// The recipes around the loop, the first repeated at the end.
         path: Vec<PathBuf>,
+    },
+    /// A run layer's command exited non-zero.
+    #[error("layer {layer}: the command exited with code {code}; its output ended with:\n{output}")]
+    RunFailed {
+        /// The layer's name.
+        layer: String,
+        /// The command's exit code.
+        code: i64,
+        /// The last lines of its stdout and stderr.
+        output: String,
+    },
+    /// What a run layer's command changed cannot become a layer.
+    #[error("layer {layer}: {source}")]
+    ChangeSet {
+        /// The layer's name.
+        layer: String,
+        /// Why.
+        source: kiln_image::change_set::ChangeSetError,
+    },
+    /// A run layer, but no container engine to run it in.
+    #[error("layer {layer}: a run layer needs a container engine, and none was given")]
+    NoEngine {
+        /// The layer's name.
+        layer: String,
     },
     /// A bookkeeping or temporary file failed.
     #[error("{path}: {source}")]
@@ -148,6 +183,7 @@ impl KilnError {
             | KilnError::NoRecipe { .. }
             | KilnError::Cycle { .. } => ErrorKind::Input,
             KilnError::Engine(e) if e.is_unreachable() => ErrorKind::Environment,
+            KilnError::NoEngine { .. } => ErrorKind::Environment,
             KilnError::Check(e) if e.is_unreachable() => ErrorKind::Environment,
             KilnError::Image(e) if image_input_error(e) => ErrorKind::Input,
             KilnError::Promote(P::InvalidChannel(_) | P::NotStored { .. }) => ErrorKind::Input,

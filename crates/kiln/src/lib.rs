@@ -31,10 +31,12 @@ mod error;
 mod events;
 mod export;
 mod graph;
+mod leak;
 mod plan;
 mod reference;
 mod release;
 mod report;
+mod run_layer;
 mod secret;
 mod stored_recipe;
 mod test_run;
@@ -56,7 +58,7 @@ pub use kiln_recipe::Recipe;
 pub use reference::{ImageRef, resolve};
 pub use release::release;
 pub use report::{BuildReport, CheckReport, LayerReport, ReleaseReport, TestReport};
-pub use secret::{SecretValue, redact};
+pub use secret::{Redactor, SecretValue, redact};
 pub use test_run::{engine_tag, load_into_engine, new_run_id, recipe_of, test};
 
 /// Read and validate the recipe at `path` (a file, or a folder holding

@@ -110,7 +110,11 @@ pub async fn test(
         timeout: recipe.boot.timeout.as_std(),
         run_id: run_id.to_owned(),
     };
-    let suite = kiln_check::run_suite(engine, &plan, &recipe.checks, events).await?;
+    let redacting = Redacting {
+        inner: events,
+        redactor: crate::secret::Redactor::new(&secrets),
+    };
+    let suite = kiln_check::run_suite(engine, &plan, &recipe.checks, &redacting).await?;
 
     let checks: Vec<CheckReport> = suite
         .checks
@@ -158,4 +162,24 @@ pub fn recipe_of(store: &Store, name: &str, digest: &Digest) -> Result<Recipe, K
         name: name.to_owned(),
         digest: digest.to_string(),
     })
+}
+
+/// Forwards check events with secret values redacted from their details:
+/// a check's output may echo a boot secret, and events reach terminals and
+/// logs.
+struct Redacting<'a> {
+    inner: &'a dyn Events,
+    redactor: crate::secret::Redactor,
+}
+
+impl kiln_check::CheckEvents for Redacting<'_> {
+    fn check_started(&self, name: &str) {
+        self.inner.check_started(name);
+    }
+
+    fn check_finished(&self, outcome: &kiln_check::CheckOutcome) {
+        let mut outcome = outcome.clone();
+        outcome.detail = self.redactor.redact(&outcome.detail);
+        self.inner.check_finished(&outcome);
+    }
 }
