@@ -90,12 +90,28 @@ async fn run(command: Command) -> CmdResult {
         Command::Build { recipes, build, .. } => {
             let store = open_store(&store_path)?;
             let recipes = load_all(&recipes)?;
-            let options = build_options(&build)?;
+            let run_id = kiln::new_run_id();
+            let options = BuildOptions {
+                run_id: Some(run_id.clone()),
+                ..build_options(&build)?
+            };
             let progress = Progress::new().explaining(build.explain);
-            let reports = recipes
-                .iter()
-                .map(|r| kiln::build(&store, r, &options, &progress))
-                .collect::<Result<Vec<_>, _>>()?;
+            // Only run layers need the engine: file-only recipes build
+            // without one.
+            let docker = if recipes.iter().any(has_run_layers) {
+                Some(kiln::Docker::connect().await.map_err(KilnError::from)?)
+            } else {
+                None
+            };
+            let mut reports = Vec::with_capacity(recipes.len());
+            for recipe in &recipes {
+                let engine = docker.as_ref().map(|e| e as &dyn Engine);
+                let work = kiln::build(&store, recipe, &options, engine, &progress);
+                reports.push(match &docker {
+                    Some(docker) => cancellable(docker, &run_id, work).await?,
+                    None => work.await?,
+                });
+            }
             if json {
                 print_json(&json!({ "images": reports }));
             } else {
@@ -108,8 +124,8 @@ async fn run(command: Command) -> CmdResult {
         Command::Test { target, junit, .. } => {
             let store = open_store(&store_path)?;
             let engine = kiln::Docker::connect().await.map_err(KilnError::from)?;
-            let (recipe, digest) = test_target(&store, &target)?;
             let run_id = kiln::new_run_id();
+            let (recipe, digest) = test_target(&store, &engine, &target, &run_id).await?;
             let progress = Progress::new();
             let test = kiln::test(&store, &engine, &recipe, &digest, &run_id, &progress);
             let report = cancellable(&engine, &run_id, test).await?;
@@ -158,6 +174,10 @@ async fn run(command: Command) -> CmdResult {
             let mut releases = Vec::new();
             for recipe in &recipes {
                 let run_id = kiln::new_run_id();
+                let options = BuildOptions {
+                    run_id: Some(run_id.clone()),
+                    ..options.clone()
+                };
                 let release = kiln::release(&store, &engine, recipe, &options, &run_id, &progress);
                 releases.push(cancellable(&engine, &run_id, release).await?);
             }
@@ -298,6 +318,7 @@ fn options_with_tags(extra_tags: Vec<String>) -> Result<BuildOptions, Failure> {
         source_date_epoch,
         extra_tags,
         no_cache: false,
+        run_id: None,
     })
 }
 
@@ -361,16 +382,22 @@ fn check(paths: &[PathBuf], json: bool) -> CmdResult {
 }
 
 /// A recipe path is built first; anything else names an image in the store.
-fn test_target(store: &Store, target: &str) -> Result<(Recipe, kiln::Digest), Failure> {
+async fn test_target(
+    store: &Store,
+    engine: &kiln::Docker,
+    target: &str,
+    run_id: &str,
+) -> Result<(Recipe, kiln::Digest), Failure> {
     let path = Path::new(target);
     if path.is_file() || path.join("kiln.toml").is_file() {
         let recipe = load_all(&[path.to_path_buf()])?.remove(0);
-        let built = kiln::build(
-            store,
-            &recipe,
-            &options_with_tags(Vec::new())?,
-            &Progress::new(),
-        )?;
+        let options = BuildOptions {
+            run_id: Some(run_id.to_owned()),
+            ..options_with_tags(Vec::new())?
+        };
+        let progress = Progress::new();
+        let work = kiln::build(store, &recipe, &options, Some(engine), &progress);
+        let built = cancellable(engine, run_id, work).await?;
         let digest = built
             .digest
             .parse()
@@ -380,6 +407,13 @@ fn test_target(store: &Store, target: &str) -> Result<(Recipe, kiln::Digest), Fa
     let resolved = kiln::resolve(store, target)?;
     let recipe = kiln::recipe_of(store, &resolved.name, &resolved.digest)?;
     Ok((recipe, resolved.digest))
+}
+
+fn has_run_layers(recipe: &Recipe) -> bool {
+    recipe
+        .layers
+        .iter()
+        .any(|l| matches!(l.kind, kiln_recipe::LayerKind::Run(_)))
 }
 
 /// Run `work`; on Ctrl-C remove every container of the run, then stop.

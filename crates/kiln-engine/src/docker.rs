@@ -10,7 +10,8 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as ApiError;
 use bollard::exec::StartExecResults;
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, ExecConfig, HostConfig, PortBinding,
+    ContainerCreateBody, ContainerStateStatusEnum, ExecConfig, HostConfig, Mount, MountType,
+    PortBinding,
 };
 use bollard::query_parameters::{
     ContainerArchiveInfoOptionsBuilder, DownloadFromContainerOptionsBuilder,
@@ -19,12 +20,15 @@ use bollard::query_parameters::{
 };
 use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, TryStreamExt};
-use tokio::io::AsyncReadExt;
+use std::path::Path;
+
+use bollard::models::ChangeType;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::archive::{self, FirstEntry};
 use crate::engine::{
-    Archive, ContainerId, ContainerSpec, ContainerState, Engine, ExecOutput, ImageConfig, NewFile,
-    PathInfo,
+    Archive, Change, ChangeKind, ContainerId, ContainerSpec, ContainerState, Engine, ExecOutput,
+    ImageConfig, NewFile, PathInfo,
 };
 use crate::error::EngineError;
 
@@ -276,6 +280,18 @@ impl Engine for Docker {
         let host_config = HostConfig {
             network_mode: Some(if spec.network { "bridge" } else { "none" }.to_owned()),
             port_bindings: (!bindings.is_empty()).then_some(bindings),
+            mounts: (!spec.read_only_mounts.is_empty()).then(|| {
+                spec.read_only_mounts
+                    .iter()
+                    .map(|m| Mount {
+                        target: Some(m.target.clone()),
+                        source: Some(m.source.to_string_lossy().into_owned()),
+                        typ: Some(MountType::BIND),
+                        read_only: Some(true),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
             ..Default::default()
         };
         let body = ContainerCreateBody {
@@ -583,6 +599,95 @@ impl Engine for Docker {
             self.remove_container(id).await?;
         }
         Ok(containers.len())
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<(), EngineError> {
+        match self
+            .client
+            .remove_image(
+                image,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(ApiError::DockerResponseServerError {
+                status_code: 404 | 409,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(self.fail("remove", &format!("image {image}"), e)),
+        }
+    }
+
+    async fn wait(&self, id: &ContainerId) -> Result<i64, EngineError> {
+        // A build step may run for a long time: no request timeout here.
+        let client = self.client.clone().with_timeout(LOAD_TIMEOUT);
+        let mut stream = client.wait_container(
+            id.as_str(),
+            None::<bollard::query_parameters::WaitContainerOptions>,
+        );
+        let mut code = None;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(response) => code = Some(response.status_code),
+                // bollard reports a non-zero exit as an error carrying the
+                // code: for kiln it is an answer.
+                Err(ApiError::DockerContainerWaitError { code: c, .. }) => code = Some(c),
+                Err(e) => return Err(self.fail("wait for", &format!("container {id}"), e)),
+            }
+        }
+        match code {
+            Some(code) => Ok(code),
+            // The stream ended without an answer: ask for the state instead.
+            None => match self.state(id).await? {
+                ContainerState::Exited { code } => Ok(code),
+                _ => Err(EngineError::Rejected {
+                    operation: format!("wait for container {id}"),
+                    status: 0,
+                    message: "the engine gave no exit code".into(),
+                }),
+            },
+        }
+    }
+
+    async fn changes(&self, id: &ContainerId) -> Result<Vec<Change>, EngineError> {
+        let changes = self
+            .client
+            .container_changes(id.as_str())
+            .await
+            .map_err(|e| self.fail("list changes of", &format!("container {id}"), e))?;
+        Ok(changes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| Change {
+                path: c.path,
+                kind: match c.kind {
+                    ChangeType::_0 => ChangeKind::Modified,
+                    ChangeType::_1 => ChangeKind::Added,
+                    ChangeType::_2 => ChangeKind::Deleted,
+                },
+            })
+            .collect())
+    }
+
+    async fn export_to_file(&self, id: &ContainerId, dest: &Path) -> Result<u64, EngineError> {
+        let archive_error = |source: std::io::Error| EngineError::Archive {
+            container: id.to_string(),
+            path: "/".to_owned(),
+            source,
+        };
+        let client = self.client.clone().with_timeout(LOAD_TIMEOUT);
+        let mut stream = client.export_container(id.as_str());
+        let mut file = tokio::fs::File::create(dest).await.map_err(archive_error)?;
+        let mut written = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.fail("export", &format!("container {id}"), e))?;
+            file.write_all(&chunk).await.map_err(archive_error)?;
+            written += chunk.len() as u64;
+        }
+        file.flush().await.map_err(archive_error)?;
+        Ok(written)
     }
 }
 

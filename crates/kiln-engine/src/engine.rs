@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -76,6 +77,47 @@ pub trait Engine: Send + Sync {
     /// Remove every container, in any state, labelled `label=value`; how
     /// many were removed.
     async fn remove_labelled(&self, label: &str, value: &str) -> Result<usize, EngineError>;
+
+    /// Remove the image name `image` (a tag) from the engine. A name that
+    /// is already gone, or an image a container still uses, is not an
+    /// error: the name stays for whoever uses it.
+    async fn remove_image(&self, image: &str) -> Result<(), EngineError>;
+
+    /// Wait until the container's main process ends; its exit code
+    /// (non-zero codes are answers, not errors).
+    async fn wait(&self, id: &ContainerId) -> Result<i64, EngineError>;
+
+    /// What the container changed in its filesystem since it was created,
+    /// as the engine reports it (`docker diff`): every added or modified
+    /// path, and every deleted one (a deleted folder's content is not
+    /// listed below it).
+    async fn changes(&self, id: &ContainerId) -> Result<Vec<Change>, EngineError>;
+
+    /// Write the container's whole filesystem as a tar stream (`docker
+    /// export`) to the host file `dest`, streamed: memory stays bounded
+    /// whatever its size. How many bytes were written.
+    async fn export_to_file(&self, id: &ContainerId, dest: &Path) -> Result<u64, EngineError>;
+}
+
+/// One path a container changed, as [`Engine::changes`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Change {
+    /// Absolute path in the container.
+    pub path: String,
+    /// What happened to it.
+    pub kind: ChangeKind,
+}
+
+/// What happened to a changed path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChangeKind {
+    /// It existed and was changed (content, mode, owner, or a folder's
+    /// entries).
+    Modified,
+    /// It is new.
+    Added,
+    /// It was removed.
+    Deleted,
 }
 
 /// A container's id as the engine knows it.
@@ -129,6 +171,17 @@ pub struct ContainerSpec {
     pub user: Option<String>,
     /// Overrides the image's working directory.
     pub workdir: Option<String>,
+    /// Host folders bind-mounted read-only into the container.
+    pub read_only_mounts: Vec<ReadOnlyMount>,
+}
+
+/// A host folder bind-mounted read-only into a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOnlyMount {
+    /// The host folder.
+    pub source: std::path::PathBuf,
+    /// Absolute path in the container.
+    pub target: String,
 }
 
 /// One file to write into a container with [`Engine::put_file`].

@@ -43,8 +43,8 @@ pub mod testing;
 
 pub use docker::Docker;
 pub use engine::{
-    Archive, ContainerId, ContainerSpec, ContainerState, Engine, ExecOutput, ImageConfig, NewFile,
-    PathInfo, PathKind,
+    Archive, Change, ChangeKind, ContainerId, ContainerSpec, ContainerState, Engine, ExecOutput,
+    ImageConfig, NewFile, PathInfo, PathKind, ReadOnlyMount,
 };
 pub use error::{Cause, EngineError};
 

@@ -8,8 +8,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use kiln_engine::testing::{TestImage, engine_or_skip};
-use kiln_engine::{ContainerState, Docker, Engine, EngineError, NewFile, PathKind, RUN_LABEL};
+use kiln_engine::{
+    ChangeKind, ContainerState, Docker, Engine, EngineError, NewFile, PathKind, RUN_LABEL,
+};
+use std::io::Read;
 use support::{run_id, spec, with_cleanup};
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn busybox() -> TestImage {
@@ -513,6 +517,82 @@ async fn remove_labelled_leaves_nothing_of_the_run() {
                 .await
                 .expect("list"),
             vec![bystander]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_finished_container_reports_its_code_changes_and_filesystem() {
+    let Some(docker) = engine_or_skip().await else {
+        return;
+    };
+    let image = busybox()
+        .file("/data/old", "old\n", 0o644)
+        .file("/data/mod", "a\n", 0o644)
+        .load(&docker)
+        .await
+        .expect("load");
+    let host = tempfile::tempdir().expect("tmp");
+    std::fs::write(host.path().join("token"), "t0ken").expect("write");
+    let run = run_id("changes");
+    with_cleanup(&docker, &run, async {
+        let mut s = spec(&image, &run);
+        s.network = false;
+        s.entrypoint = Some(argv(&["/bin/busybox", "sh", "-c"]));
+        s.cmd = Some(argv(&[
+            "cp /mnt/ro/token /data/new && echo b >> /data/mod && rm /data/old \
+             && ! echo x 2>/dev/null > /mnt/ro/token && exit 5",
+        ]));
+        s.read_only_mounts = vec![kiln_engine::ReadOnlyMount {
+            source: host.path().to_owned(),
+            target: "/mnt/ro".into(),
+        }];
+        let id = docker.create_container(&s).await.expect("create");
+        docker.start(&id).await.expect("start");
+        // A non-zero exit is an answer, not an error.
+        assert_eq!(docker.wait(&id).await.expect("wait"), 5);
+
+        let mut changes: Vec<(String, ChangeKind)> = docker
+            .changes(&id)
+            .await
+            .expect("changes")
+            .into_iter()
+            .map(|c| (c.path, c.kind))
+            .filter(|(p, _)| p.starts_with("/data"))
+            .collect();
+        changes.sort();
+        assert_eq!(
+            changes,
+            vec![
+                ("/data".into(), ChangeKind::Modified),
+                ("/data/mod".into(), ChangeKind::Modified),
+                ("/data/new".into(), ChangeKind::Added),
+                ("/data/old".into(), ChangeKind::Deleted),
+            ]
+        );
+
+        let export = host.path().join("export.tar");
+        let size = docker.export_to_file(&id, &export).await.expect("export");
+        assert_eq!(std::fs::metadata(&export).expect("export").len(), size);
+        let mut archive = tar::Archive::new(std::fs::File::open(&export).expect("open"));
+        let mut seen = Vec::new();
+        for entry in archive.entries().expect("entries") {
+            let mut entry = entry.expect("entry");
+            let path = entry.path().expect("path").to_string_lossy().into_owned();
+            if path.starts_with("data/") && path != "data/" {
+                let mut content = String::new();
+                entry.read_to_string(&mut content).expect("content");
+                seen.push((path, content));
+            }
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                ("data/mod".into(), "a\nb\n".into()),
+                ("data/new".into(), "t0ken".into()),
+            ]
         );
     })
     .await;

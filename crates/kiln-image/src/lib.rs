@@ -54,6 +54,7 @@
 pub mod archive;
 pub mod base;
 pub mod canonical;
+pub mod change_set;
 pub mod descriptor;
 pub mod digest;
 pub mod docker_archive;

@@ -7,6 +7,7 @@ use kiln_cache::entry::{self, Lookup};
 use kiln_cache::explain::{self, LastBuild, LayerSnapshot, Why};
 use kiln_cache::key::{InputRecord, KeyInput, LayerKey};
 use kiln_cache::stat::StatCache;
+use kiln_engine::Engine;
 use kiln_image::{
     BaseImage, EntryKind, ImageSpec, LayerBlob, LayerEntry, LayerRecord, RuntimeConfig, Store,
 };
@@ -17,6 +18,8 @@ use crate::events::Events;
 use crate::plan::{context_dir, file_layer_definition, file_layer_entries, recipe_dir};
 use crate::reference::{self, ImageRef};
 use crate::report::{BuildReport, LayerReport};
+use crate::run_layer::{ImageSoFar, build_run_layer, read_run_secrets, run_layer_definition};
+use crate::test_run::new_run_id;
 use crate::{KilnError, stored_recipe};
 
 /// How to build.
@@ -28,6 +31,9 @@ pub struct BuildOptions {
     pub extra_tags: Vec<String>,
     /// Build every layer anew, ignoring (but refreshing) the cache.
     pub no_cache: bool,
+    /// The `dev.kiln.run` label of the containers that run layers use:
+    /// whoever cancels the build removes them by it. A fresh id when `None`.
+    pub run_id: Option<String>,
 }
 
 /// The tags a build gives: the version (or `latest` when the recipe has
@@ -102,13 +108,28 @@ fn load_base(store: &Store, recipe: &Recipe) -> Result<Option<BaseImage>, KilnEr
 
 /// Build `recipe` into `store` and tag it. Same recipe and inputs give the
 /// same manifest digest, wherever and whenever it runs.
-pub fn build(
+///
+/// Run layers run in `engine`; a recipe with one and no engine is
+/// [`KilnError::NoEngine`] before any work starts.
+pub async fn build(
     store: &Store,
     recipe: &Recipe,
     options: &BuildOptions,
+    engine: Option<&dyn Engine>,
     events: &dyn Events,
 ) -> Result<BuildReport, KilnError> {
     ensure_supported(recipe, Stage::Build)?;
+    if engine.is_none() {
+        if let Some(layer) = recipe
+            .layers
+            .iter()
+            .find(|l| matches!(l.kind, LayerKind::Run(_)))
+        {
+            return Err(KilnError::NoEngine {
+                layer: layer.name.clone(),
+            });
+        }
+    }
     let started = Instant::now();
     let name = recipe.image.name.to_string();
     let epoch = options
@@ -127,26 +148,31 @@ pub fn build(
     let mut snapshots = Vec::with_capacity(recipe.layers.len());
     let mut layers = Vec::with_capacity(recipe.layers.len());
     let mut reports = Vec::with_capacity(recipe.layers.len());
+    let config = runtime_config(recipe);
+    // Read before any layer runs: a missing secret stops the build early.
+    let run_secrets = read_run_secrets(recipe)?;
+    let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
     for layer in &recipe.layers {
         events.layer_started(&name, &layer.name);
-        let LayerKind::Files(files) = &layer.kind else {
-            return Err(KilnError::Unsupported {
-                recipe: recipe.path.clone(),
-                feature: "`run` layers".into(),
-                verb: "are",
-                detail: Some(format!("layer {}", layer.name)),
-            });
+        let (snapshot, entries) = match &layer.kind {
+            LayerKind::Files(files) => {
+                let entries = file_layer_entries(&context, files)?;
+                let snapshot = snapshot(
+                    &mut stat,
+                    &context,
+                    &layer.name,
+                    &parent,
+                    epoch,
+                    files,
+                    &entries,
+                )?;
+                (snapshot, entries)
+            }
+            LayerKind::Run(run) => (
+                run_snapshot(&layer.name, &parent, epoch, run, &config)?,
+                Vec::new(),
+            ),
         };
-        let entries = file_layer_entries(&context, files)?;
-        let snapshot = snapshot(
-            &mut stat,
-            &context,
-            &layer.name,
-            &parent,
-            epoch,
-            files,
-            &entries,
-        )?;
         let previous = last.layers.iter().find(|l| l.name == layer.name);
         let lookup = if options.no_cache {
             None
@@ -160,7 +186,34 @@ pub fn build(
                     Some(Lookup::Miss(miss)) => explain::explain(previous, &snapshot, &miss),
                     _ => vec![Why::NoCache],
                 };
-                let blob = kiln_image::write_layer(store, entries, epoch)?;
+                let blob = match (&layer.kind, engine) {
+                    (LayerKind::Run(run), Some(engine)) => {
+                        let so_far = ImageSoFar {
+                            base: base.as_ref(),
+                            layers: &layers,
+                            config: &config,
+                            epoch,
+                        };
+                        build_run_layer(
+                            store,
+                            engine,
+                            &name,
+                            &layer.name,
+                            run,
+                            &snapshot.key,
+                            &so_far,
+                            &run_secrets,
+                            &run_id,
+                        )
+                        .await?
+                    }
+                    (LayerKind::Run(_), None) => {
+                        return Err(KilnError::NoEngine {
+                            layer: layer.name.clone(),
+                        });
+                    }
+                    (LayerKind::Files(_), _) => kiln_image::write_layer(store, entries, epoch)?,
+                };
                 // The entry is written only now that the blob is stored.
                 entry::record(store, &snapshot.key, &blob)?;
                 (blob, why)
@@ -171,7 +224,10 @@ pub fn build(
         reports.push(report);
         layers.push(LayerRecord {
             blob,
-            created_by: format!("kiln layer {}: files", layer.name),
+            created_by: match &layer.kind {
+                LayerKind::Files(_) => format!("kiln layer {}: files", layer.name),
+                LayerKind::Run(run) => format!("kiln layer {}: run {}", layer.name, run.run),
+            },
         });
         parent = snapshot.key.to_string();
         snapshots.push(snapshot);
@@ -191,7 +247,7 @@ pub fn build(
     }
     let spec = ImageSpec {
         base,
-        config: runtime_config(recipe),
+        config,
         layers,
         created_epoch: epoch,
         annotations,
@@ -231,6 +287,31 @@ fn layer_report(name: &str, blob: &LayerBlob, why: &[Why]) -> LayerReport {
         cached: why.is_empty(),
         why: why.iter().map(ToString::to_string).collect(),
     }
+}
+
+/// A run layer's cache key: the parent's key, the epoch and the layer's
+/// definition (command, env, network, secret names). It has no inputs: the
+/// command's output is a function of the image so far, which the parent's
+/// key stands for.
+fn run_snapshot(
+    name: &str,
+    parent: &str,
+    epoch: u64,
+    run: &kiln_recipe::RunLayer,
+    config: &RuntimeConfig,
+) -> Result<LayerSnapshot, KilnError> {
+    let input = KeyInput {
+        parent: parent.to_owned(),
+        epoch,
+        definition: run_layer_definition(run, config),
+        inputs: Vec::new(),
+    };
+    Ok(LayerSnapshot {
+        name: name.to_owned(),
+        key: LayerKey::of(&input)?,
+        input,
+        sources: BTreeMap::new(),
+    })
 }
 
 /// The layer's cache key and what it is made of: the parent's key, the

@@ -1,7 +1,7 @@
 //! What this build of kiln can do yet. A recipe key whose feature is not
 //! built is refused up front with a clear error, never silently ignored.
 
-use kiln_recipe::{BaseRef, LayerKind, Recipe};
+use kiln_recipe::{BaseRef, Recipe};
 
 use crate::KilnError;
 
@@ -38,17 +38,6 @@ pub fn ensure_supported(recipe: &Recipe, stage: Stage) -> Result<(), KilnError> 
                 )),
             ));
         }
-    }
-    if let Some(layer) = recipe
-        .layers
-        .iter()
-        .find(|l| matches!(l.kind, LayerKind::Run(_)))
-    {
-        return Err(unsupported(
-            "`run` layers",
-            "are",
-            Some(format!("layer {}", layer.name)),
-        ));
     }
     if stage == Stage::Release {
         if recipe.promote.sign.is_some() {

@@ -15,10 +15,11 @@
 //! ```no_run
 //! use kiln::{BuildOptions, NoEvents, Store};
 //!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let recipe = kiln::load_recipe("images/hello".as_ref())?;
 //! let store = Store::open("/tmp/kiln-store")?;
-//! let report = kiln::build(&store, &recipe, &BuildOptions::default(), &NoEvents)?;
+//! // A recipe with `run` layers needs an engine: `Some(&docker)`.
+//! let report = kiln::build(&store, &recipe, &BuildOptions::default(), None, &NoEvents).await?;
 //! println!("{} {}", report.name, report.digest);
 //! # Ok(()) }
 //! ```

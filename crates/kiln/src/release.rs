@@ -26,7 +26,7 @@ pub async fn release(
     // Refuse sign/push before spending a build on a release that cannot
     // finish.
     ensure_supported(recipe, Stage::Release)?;
-    let built = build(store, recipe, options, events)?;
+    let built = build(store, recipe, options, Some(engine), events).await?;
     let digest: Digest = built
         .digest
         .parse()

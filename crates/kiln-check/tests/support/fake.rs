@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use kiln_engine::{
-    Archive, ContainerId, ContainerSpec, ContainerState, Engine, EngineError, ExecOutput,
+    Archive, Change, ContainerId, ContainerSpec, ContainerState, Engine, EngineError, ExecOutput,
     ImageConfig, NewFile, PathInfo, PathKind,
 };
 use tokio::time::Instant;
@@ -300,5 +301,35 @@ impl Engine for FakeEngine {
     async fn remove_labelled(&self, label: &str, value: &str) -> Result<usize, EngineError> {
         self.record(format!("remove_labelled {label}={value}"))?;
         Ok(0)
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<(), EngineError> {
+        self.record(format!("remove_image {image}"))?;
+        Ok(())
+    }
+
+    async fn wait(&self, id: &ContainerId) -> Result<i64, EngineError> {
+        self.record(format!("wait {id}"))?;
+        match self.current_state() {
+            ContainerState::Exited { code } => Ok(code),
+            _ => Err(not_scripted("wait")),
+        }
+    }
+
+    async fn changes(&self, _id: &ContainerId) -> Result<Vec<Change>, EngineError> {
+        Err(not_scripted("changes"))
+    }
+
+    async fn export_to_file(&self, _id: &ContainerId, _dest: &Path) -> Result<u64, EngineError> {
+        Err(not_scripted("export_to_file"))
+    }
+}
+
+/// The checks never build run layers: a call the fake has no script for.
+fn not_scripted(operation: &str) -> EngineError {
+    EngineError::Rejected {
+        operation: operation.to_owned(),
+        status: 501,
+        message: "the fake engine has no script for this".to_owned(),
     }
 }

@@ -1,0 +1,581 @@
+//! Run layers through the `kiln` binary on the real Docker engine: what a
+//! command changed becomes exactly one reproducible layer (whiteouts for
+//! deletions, nothing the engine put into the container), tools read it,
+//! the image boots with the changes, and a failing command fails the build
+//! with its output and leaves no container behind.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Whether tests must fail, not skip, when a real part is missing.
+fn required() -> bool {
+    std::env::var("KILN_REQUIRE_ENGINE").is_ok_and(|v| v == "1")
+        || std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// The engine, or `None` after saying the test is skipped.
+async fn engine() -> Option<kiln_engine::Docker> {
+    kiln_engine::testing::engine_or_skip().await
+}
+
+fn have_tool(tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found || !required(),
+        "{tool} is required (KILN_REQUIRE_ENGINE=1 or CI=true) but missing"
+    );
+    if !found {
+        eprintln!("skipped: {tool} is not installed");
+    }
+    found
+}
+
+fn kiln(store: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .arg("--store")
+        .arg(store)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .expect("run kiln")
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "kiln failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn write(path: &Path, content: &str) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, content).expect("write");
+}
+
+/// A recipe named `name`: busybox and some seed files as file layers, then
+/// a run layer `changes` running `run` (a TOML string), then `checks`.
+fn run_recipe(dir: &Path, name: &str, run: &str, checks: &str) -> PathBuf {
+    let image = dir.join(name);
+    std::fs::create_dir_all(image.join("rootfs")).expect("mkdir");
+    std::fs::copy("/bin/busybox", image.join("rootfs/busybox"))
+        .expect("/bin/busybox (busybox-static) is needed");
+    write(&image.join("seed/data/keep.txt"), "keep\n");
+    write(&image.join("seed/data/old.txt"), "old\n");
+    write(&image.join("seed/data/mod.txt"), "original\n");
+    write(&image.join("seed/cfg/a"), "a\n");
+    write(&image.join("seed/cfg/b"), "b\n");
+    write(
+        &image.join("kiln.toml"),
+        &format!(
+            r#"
+[image]
+name = "{name}"
+version = "1.0.0"
+base = "scratch"
+epoch = 1700000000
+
+[config]
+entrypoint = ["/bin/busybox", "sleep", "3600"]
+env = {{ PATH = "/bin" }}
+
+[[layer]]
+name = "busybox"
+files = [{{ src = "rootfs/busybox", dest = "/bin/busybox", mode = 0o755 }}]
+symlinks = [{{ path = "/bin/sh", target = "busybox" }}]
+
+[[layer]]
+name = "seed"
+files = [{{ src = "seed/", dest = "/" }}]
+
+[[layer]]
+name = "changes"
+run = {run}
+env = {{ MODE = "build-only" }}
+
+[boot]
+timeout = "60s"
+{checks}
+"#
+        ),
+    );
+    image
+}
+
+/// What the run layer's command does: add, modify, delete, replace a
+/// folder, add a symlink, and record its env and network interfaces.
+const CHANGES: &str = r#""echo new > /data/new.txt && echo changed >> /data/mod.txt && rm /data/old.txt && rm -rf /cfg && mkdir /cfg && echo fresh > /cfg/c && ln -s new.txt /data/link && echo $MODE > /data/mode.txt && ls /sys/class/net > /data/net.txt""#;
+
+const CHECKS: &str = r#"
+[[check]]
+name = "new file"
+file = "/data/new.txt"
+contains = "new"
+
+[[check]]
+name = "modified file"
+file = "/data/mod.txt"
+contains = "original\nchanged"
+
+[[check]]
+name = "deleted file is gone"
+file = "/data/old.txt"
+exists = false
+
+[[check]]
+name = "replaced folder lost its old content"
+file = "/cfg/a"
+exists = false
+
+[[check]]
+name = "replaced folder has the new content"
+command = ["/bin/busybox", "cat", "/cfg/c"]
+stdout_contains = "fresh"
+
+[[check]]
+name = "untouched file stays"
+file = "/data/keep.txt"
+contains = "keep"
+
+[[check]]
+name = "build-time env is not in the config"
+metadata = { env = { PATH = "/bin" } }
+"#;
+
+/// One tar entry as the test compares it: kind, mode, owner, content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    kind: char,
+    mode: u32,
+    owner: (u64, u64),
+    mtime: u64,
+    content: String,
+}
+
+/// The entries of a gzip layer blob, read with the tar crate.
+fn layer_entries(blob: &Path) -> BTreeMap<String, Seen> {
+    let file = std::fs::File::open(blob).expect("blob");
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut out = BTreeMap::new();
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let header = entry.header().clone();
+        let path = entry.path().expect("path").to_string_lossy().into_owned();
+        let kind = match header.entry_type() {
+            tar::EntryType::Regular => 'f',
+            tar::EntryType::Directory => 'd',
+            tar::EntryType::Symlink => 'l',
+            other => panic!("{path}: unexpected entry type {other:?}"),
+        };
+        let mut content = String::new();
+        entry.read_to_string(&mut content).expect("content");
+        if kind == 'l' {
+            content = header
+                .link_name()
+                .expect("link")
+                .expect("target")
+                .to_string_lossy()
+                .into_owned();
+        }
+        out.insert(
+            path,
+            Seen {
+                kind,
+                mode: header.mode().expect("mode"),
+                owner: (header.uid().expect("uid"), header.gid().expect("gid")),
+                mtime: header.mtime().expect("mtime"),
+                content,
+            },
+        );
+    }
+    out
+}
+
+fn layer_digest(report: &Value, name: &str) -> String {
+    report["images"][0]["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .find(|l| l["name"] == name)
+        .and_then(|l| l["digest"].as_str())
+        .expect("layer digest")
+        .to_owned()
+}
+
+fn blob_path(store: &Path, digest: &str) -> PathBuf {
+    store
+        .join("blobs/sha256")
+        .join(digest.strip_prefix("sha256:").expect("sha256"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_layer_holds_exactly_what_the_command_changed() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = run_recipe(tmp.path(), "runchanges", CHANGES, CHECKS);
+    let recipe = image.to_str().expect("utf8");
+    let store = tmp.path().join("store");
+    let first = json(&ok(kiln(&store, &["build", recipe, "--json"])));
+    let digest = first["images"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+
+    let layer = layer_entries(&blob_path(&store, &layer_digest(&first, "changes")));
+    let file = |mode: u32, content: &str| Seen {
+        kind: 'f',
+        mode,
+        owner: (0, 0),
+        mtime: 1_700_000_000,
+        content: content.to_owned(),
+    };
+    let dir = Seen {
+        kind: 'd',
+        mode: 0o755,
+        owner: (0, 0),
+        mtime: 1_700_000_000,
+        content: String::new(),
+    };
+    let whiteout = file(0, "");
+    let expected: BTreeMap<String, Seen> = [
+        ("cfg/", dir.clone()),
+        ("cfg/.wh.a", whiteout.clone()),
+        ("cfg/.wh.b", whiteout.clone()),
+        ("cfg/c", file(0o644, "fresh\n")),
+        ("data/", dir.clone()),
+        ("data/.wh.old.txt", whiteout.clone()),
+        (
+            "data/link",
+            Seen {
+                kind: 'l',
+                mode: 0o777,
+                owner: (0, 0),
+                mtime: 1_700_000_000,
+                content: "new.txt".into(),
+            },
+        ),
+        ("data/mod.txt", file(0o644, "original\nchanged\n")),
+        ("data/mode.txt", file(0o644, "build-only\n")),
+        // No network: the loopback interface only.
+        ("data/net.txt", file(0o644, "lo\n")),
+        ("data/new.txt", file(0o644, "new\n")),
+    ]
+    .into_iter()
+    .map(|(p, s)| (p.to_owned(), s))
+    .collect();
+    assert_eq!(layer, expected);
+    for engine_file in ["etc/hostname", "etc/hosts", "etc/resolv.conf", ".dockerenv"] {
+        assert!(
+            !layer.contains_key(engine_file),
+            "{engine_file} in the layer"
+        );
+    }
+
+    assert_no_build_images("runchanges");
+
+    // The same digest again: from the cache, and run anew.
+    let cached = json(&ok(kiln(&store, &["build", recipe, "--json"])));
+    assert_eq!(
+        cached["images"][0]["digest"].as_str(),
+        Some(digest.as_str())
+    );
+    assert_eq!(
+        cached["images"][0]["layers"][2]["cached"],
+        Value::Bool(true)
+    );
+    let rebuilt = json(&ok(kiln(
+        &store,
+        &["build", recipe, "--json", "--no-cache"],
+    )));
+    assert_eq!(
+        rebuilt["images"][0]["digest"].as_str(),
+        Some(digest.as_str()),
+        "running the command again gives the same bytes"
+    );
+    assert_eq!(
+        rebuilt["images"][0]["layers"][2]["cached"],
+        Value::Bool(false)
+    );
+
+    if have_tool("skopeo") {
+        let out = Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}:runchanges:1.0.0", store.display()))
+            .output()
+            .expect("skopeo");
+        assert!(out.status.success(), "skopeo: {}", stderr(&out));
+        let inspected: Value = serde_json::from_slice(&out.stdout).expect("skopeo json");
+        assert_eq!(inspected["Digest"].as_str(), Some(digest.as_str()));
+        assert_eq!(inspected["Layers"].as_array().map(Vec::len), Some(3));
+    }
+    if have_tool("umoci") {
+        let bundle = tmp.path().join("bundle");
+        let out = Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:runchanges:1.0.0", store.display()))
+            .arg(&bundle)
+            .output()
+            .expect("umoci");
+        assert!(out.status.success(), "umoci: {}", stderr(&out));
+        let root = bundle.join("rootfs");
+        assert!(!root.join("data/old.txt").exists(), "whiteout applied");
+        assert!(!root.join("cfg/a").exists() && !root.join("cfg/b").exists());
+        assert_eq!(
+            std::fs::read_to_string(root.join("cfg/c")).expect("cfg/c"),
+            "fresh\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("data/keep.txt")).expect("keep"),
+            "keep\n"
+        );
+        assert!(
+            !root.join("data/.wh.old.txt").exists(),
+            "a whiteout is not a file"
+        );
+    }
+
+    // Docker boots it and sees the changes.
+    let out = ok(kiln(&store, &["test", "runchanges:1.0.0", "--json"]));
+    let report = json(&out);
+    assert_eq!(report["passed"], Value::Bool(true), "{report:#}");
+    assert_eq!(report["digest"].as_str(), Some(digest.as_str()));
+}
+
+/// Images of kiln-managed containers, from the docker CLI.
+fn managed_container_images() -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "label=dev.kiln.managed=true",
+            "--format",
+            "{{.Image}}",
+        ])
+        .output()
+        .expect("docker ps");
+    assert!(out.status.success(), "docker ps: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_command_fails_the_build_with_its_output() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = run_recipe(
+        tmp.path(),
+        "runfails",
+        r#""echo about to fail; echo trouble on stderr >&2; exit 7""#,
+        "",
+    );
+    let store = tmp.path().join("store");
+    let out = kiln(&store, &["build", image.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("layer changes"), "{err}");
+    assert!(err.contains("exited with code 7"), "{err}");
+    assert!(err.contains("about to fail"), "{err}");
+    assert!(err.contains("trouble on stderr"), "{err}");
+    // Nothing was tagged.
+    let images = json(&ok(kiln(&store, &["images", "--json"])));
+    assert_eq!(images["images"], serde_json::json!([]));
+    let left: Vec<String> = managed_container_images()
+        .into_iter()
+        .filter(|i| i.starts_with("kiln.local/build-runfails"))
+        .collect();
+    assert!(left.is_empty(), "build containers left behind: {left:?}");
+    assert_no_build_images("runfails");
+}
+
+/// The temporary images run layers start from are gone after the build.
+fn assert_no_build_images(name: &str) {
+    let out = Command::new("docker")
+        .args(["images", "-q"])
+        .arg(format!("kiln.local/build-{name}"))
+        .output()
+        .expect("docker images");
+    assert!(out.status.success(), "docker images: {}", stderr(&out));
+    let left = String::from_utf8_lossy(&out.stdout);
+    assert!(left.trim().is_empty(), "build images left behind: {left}");
+}
+
+#[test]
+fn a_run_layer_without_an_engine_is_exit_3() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = run_recipe(tmp.path(), "runnoengine", r#""true""#, "");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", image.to_str().expect("utf8"), "--store"])
+        .arg(tmp.path().join("store"))
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}/no.sock", tmp.path().display()),
+        )
+        .output()
+        .expect("kiln");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("engine"), "{}", stderr(&out));
+}
+
+const TOKEN: &str = "kiln-run-s3cr3t-7f3a";
+
+/// A recipe whose run layer `changes` reads the secret `token` (from
+/// `KILN_RUN_TOKEN`), and a later run layer that does not list it.
+fn secret_recipe(dir: &Path, name: &str, run: &str) -> PathBuf {
+    run_recipe(
+        dir,
+        name,
+        &format!("{run}\nsecrets = [\"token\"]"),
+        r#"
+[secrets.token]
+from = "env:KILN_RUN_TOKEN"
+
+[[layer]]
+name = "after"
+run = "test ! -e /run/secrets/token && echo unseen > /data/after.txt"
+"#,
+    )
+}
+
+fn kiln_with_token(store: &Path, args: &[&str], token: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.args(args)
+        .arg("--store")
+        .arg(store)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("KILN_RUN_TOKEN");
+    if let Some(token) = token {
+        cmd.env("KILN_RUN_TOKEN", token);
+    }
+    cmd.output().expect("run kiln")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_layer_reads_only_its_own_secrets_as_read_only_files() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = secret_recipe(
+        tmp.path(),
+        "runsecret",
+        r#""wc -c < /run/secrets/token > /data/len.txt && if echo x 2>/dev/null > /run/secrets/token; then echo writable; else echo read-only; fi > /data/ro.txt && ls /run/secrets > /data/listing.txt""#,
+    );
+    let store = tmp.path().join("store");
+    let recipe = image.to_str().expect("utf8");
+    let report = json(&ok(kiln_with_token(
+        &store,
+        &["build", recipe, "--json"],
+        Some(TOKEN),
+    )));
+    let layer = layer_entries(&blob_path(&store, &layer_digest(&report, "changes")));
+    let paths: Vec<&str> = layer.keys().map(String::as_str).collect();
+    assert_eq!(
+        paths,
+        ["data/", "data/len.txt", "data/listing.txt", "data/ro.txt"],
+        "the secrets' mount point stays out of the layer"
+    );
+    assert_eq!(
+        layer["data/len.txt"].content.trim(),
+        TOKEN.len().to_string()
+    );
+    assert_eq!(layer["data/ro.txt"].content, "read-only\n");
+    assert_eq!(layer["data/listing.txt"].content, "token\n");
+    let after = layer_entries(&blob_path(&store, &layer_digest(&report, "after")));
+    assert_eq!(after["data/after.txt"].content, "unseen\n");
+
+    // A failing step's output is shown with the secret redacted.
+    let image = secret_recipe(
+        tmp.path(),
+        "runsecretfails",
+        r#""echo token is $(cat /run/secrets/token); exit 3""#,
+    );
+    let out = kiln_with_token(
+        &store,
+        &["build", image.to_str().expect("utf8")],
+        Some(TOKEN),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("exited with code 3"), "{err}");
+    assert!(err.contains("token is ***"), "{err}");
+    assert!(
+        !err.contains(TOKEN),
+        "the secret leaked into the error: {err}"
+    );
+
+    // A missing secret stops the build before any layer is built.
+    let out = kiln_with_token(&store, &["build", recipe], None);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("secret token"), "{err}");
+    assert!(!err.contains("layer busybox"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_motd_example_builds_and_passes_its_checks() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = tmp.path().join("motd");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images/motd");
+    std::fs::create_dir_all(image.join("rootfs")).expect("mkdir");
+    // A version of its own keeps this test's images apart in the engine.
+    let toml = std::fs::read_to_string(example.join("kiln.toml")).expect("read");
+    write(
+        &image.join("kiln.toml"),
+        &toml.replace("version = \"1.0.0\"", "version = \"0.0.1-test\""),
+    );
+    std::fs::copy("/bin/busybox", image.join("rootfs/busybox"))
+        .expect("/bin/busybox (busybox-static) is needed");
+    let store = tmp.path().join("store");
+    let recipe = image.to_str().expect("utf8");
+    let build = |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.args(["build", recipe, "--json", "--store"])
+            .arg(&store)
+            .args(extra)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env("MOTD_BUILD_TOKEN", TOKEN);
+        json(&ok(cmd.output().expect("kiln")))["images"][0]["digest"]
+            .as_str()
+            .expect("digest")
+            .to_owned()
+    };
+    let digest = build(&[]);
+    assert_eq!(build(&["--no-cache"]), digest);
+    let out = kiln_with_token(&store, &["test", "motd:0.0.1-test", "--json"], None);
+    let report = json(&ok(out));
+    assert_eq!(report["passed"], Value::Bool(true), "{report:#}");
+}

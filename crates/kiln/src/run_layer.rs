@@ -1,0 +1,341 @@
+//! Run layers: a command run in the container engine on the image built so
+//! far; what it changed in the filesystem becomes exactly one layer.
+//!
+//! The image so far (base, layers, config) is assembled in the store and
+//! loaded into the engine; the command runs in a container of it, with the
+//! layer's build-time env and no network unless asked; the engine's list of
+//! changes and a tar of the container's filesystem become layer entries
+//! (kiln-image's `change_set`), written like every other layer. The
+//! container is removed on every return path.
+
+use std::collections::BTreeMap;
+
+use kiln_cache::key::LayerKey;
+use kiln_engine::{
+    ChangeKind, ContainerId, ContainerSpec, Engine, MANAGED_LABEL, RUN_LABEL, ReadOnlyMount,
+};
+use kiln_image::change_set::{self, PathChange, PathChangeKind};
+use kiln_image::{BaseImage, ImageSpec, LayerBlob, LayerRecord, RuntimeConfig, Store};
+use kiln_recipe::{LayerKind, Recipe, RunCommand, RunLayer};
+use serde_json::{Value, json};
+
+use crate::KilnError;
+use crate::secret::{self, SecretValue};
+use crate::test_run::load_into_engine;
+
+/// Paths the engine itself puts into every container (mount points for its
+/// own files, its marker file, the secrets mount): never part of a layer,
+/// whatever the command did to them.
+const ENGINE_PATHS: &[&str] = &[
+    "/.dockerenv",
+    "/etc/hostname",
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/run/secrets",
+    "/dev",
+    "/proc",
+    "/sys",
+];
+
+/// How many lines of a failed command's output its error shows.
+const OUTPUT_TAIL_LINES: usize = 20;
+
+/// The run layer's definition as canonical data, for its cache key: the
+/// command, its env, its network and the NAMES of its secrets (a value
+/// never reaches a key).
+///
+/// The configuration the command runs with (env, user, working folder) is
+/// part of it too: the parent's key stands for the filesystem so far, not
+/// for the recipe's `[config]`.
+pub fn run_layer_definition(run: &RunLayer, config: &RuntimeConfig) -> Value {
+    let command = match &run.run {
+        RunCommand::Shell(s) => json!({ "shell": s }),
+        RunCommand::Exec(argv) => json!({ "exec": argv }),
+    };
+    json!({
+        "run": command,
+        "env": run.env,
+        "network": run.network,
+        "secrets": run.secrets,
+        "config": {
+            "env": config.env,
+            "user": config.user,
+            "workdir": config.workdir,
+        },
+    })
+}
+
+/// The image a run layer's command runs on.
+pub struct ImageSoFar<'a> {
+    /// The base, if any.
+    pub base: Option<&'a BaseImage>,
+    /// kiln's layers built before this one.
+    pub layers: &'a [LayerRecord],
+    /// The image's runtime configuration (env, user, workdir apply to the
+    /// command).
+    pub config: &'a RuntimeConfig,
+    /// The build's epoch.
+    pub epoch: u64,
+}
+
+/// Where a run layer's secrets appear in its container.
+const SECRETS_DIR: &str = "/run/secrets";
+
+/// Read every secret that some run layer of `recipe` lists, before any
+/// layer runs: a missing one stops the build early.
+pub fn read_run_secrets(recipe: &Recipe) -> Result<BTreeMap<String, SecretValue>, KilnError> {
+    let mut secrets = BTreeMap::new();
+    for layer in &recipe.layers {
+        if let LayerKind::Run(run) = &layer.kind {
+            for name in &run.secrets {
+                if !secrets.contains_key(name) {
+                    secrets.insert(name.clone(), secret::read(recipe, name)?);
+                }
+            }
+        }
+    }
+    Ok(secrets)
+}
+
+/// A run layer's secrets as files on the host, for a read-only bind mount
+/// at `/run/secrets`: `PRIVATE/secrets/NAME`, where PRIVATE is a fresh
+/// 0700 folder only kiln's user can enter (the inner folder and files are
+/// world-readable so that a command running as any user can read them
+/// inside the container). Removed when dropped.
+struct SecretFiles {
+    private: tempfile::TempDir,
+}
+
+impl SecretFiles {
+    fn write(secrets: &[SecretValue]) -> Result<SecretFiles, KilnError> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let io = |path: std::path::PathBuf| move |source| KilnError::Io { path, source };
+        // tempfile creates the folder with mode 0700.
+        let private = tempfile::Builder::new()
+            .prefix("kiln-secrets-")
+            .tempdir()
+            .map_err(io(std::env::temp_dir()))?;
+        let dir = private.path().join("secrets");
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&dir)
+            .map_err(io(dir.clone()))?;
+        for s in secrets {
+            let path = dir.join(s.name());
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o444)
+                .open(&path)
+                .map_err(io(path.clone()))?;
+            file.write_all(s.expose()).map_err(io(path.clone()))?;
+        }
+        Ok(SecretFiles { private })
+    }
+
+    fn mount(&self) -> ReadOnlyMount {
+        ReadOnlyMount {
+            source: self.private.path().join("secrets"),
+            target: SECRETS_DIR.to_owned(),
+        }
+    }
+}
+
+/// Run `run` (layer `layer` of image `image`) on `so_far` in `engine` and
+/// write what it changed as one layer blob into `store`. The secrets it
+/// lists are taken from `secrets` (see [`read_run_secrets`]); its container
+/// is labelled with `run_id`.
+#[allow(clippy::too_many_arguments)]
+pub async fn build_run_layer(
+    store: &Store,
+    engine: &dyn Engine,
+    image: &str,
+    layer: &str,
+    run: &RunLayer,
+    key: &LayerKey,
+    so_far: &ImageSoFar<'_>,
+    secrets: &BTreeMap<String, SecretValue>,
+    run_id: &str,
+) -> Result<LayerBlob, KilnError> {
+    let secrets: Vec<SecretValue> = run
+        .secrets
+        .iter()
+        .filter_map(|name| secrets.get(name).cloned())
+        .collect();
+    let secret_files = if secrets.is_empty() {
+        None
+    } else {
+        Some(SecretFiles::write(&secrets)?)
+    };
+    let spec = ImageSpec {
+        base: so_far.base.cloned(),
+        config: so_far.config.clone(),
+        layers: so_far.layers.to_vec(),
+        created_epoch: so_far.epoch,
+        annotations: BTreeMap::new(),
+    };
+    // The temporary image's blobs are unreferenced: `kiln gc` removes them.
+    let built = kiln_image::assemble(store, &spec)?;
+    let tag = format!("kiln.local/build-{image}:{}", &key.0.hex()[..16]);
+    let tag = load_into_engine(store, engine, &built.manifest.digest, tag).await?;
+    let result = run_in_container(
+        store,
+        engine,
+        layer,
+        run,
+        so_far.epoch,
+        &tag,
+        &secrets,
+        secret_files,
+        run_id,
+    )
+    .await;
+    // The temporary name goes whatever happened (and with it the image,
+    // once no container uses it): builds must not pile up images.
+    let untagged = engine.remove_image(&tag).await;
+    let blob = result?;
+    untagged?;
+    Ok(blob)
+}
+
+/// Run the step in a container of `tag`, capture its changes, remove the
+/// container.
+#[allow(clippy::too_many_arguments)]
+async fn run_in_container(
+    store: &Store,
+    engine: &dyn Engine,
+    layer: &str,
+    run: &RunLayer,
+    epoch: u64,
+    tag: &str,
+    secrets: &[SecretValue],
+    secret_files: Option<SecretFiles>,
+    run_id: &str,
+) -> Result<LayerBlob, KilnError> {
+    let (entrypoint, cmd) = match &run.run {
+        RunCommand::Shell(s) => (vec!["/bin/sh".to_owned(), "-c".to_owned()], vec![s.clone()]),
+        RunCommand::Exec(argv) => match argv.split_first() {
+            Some((first, rest)) => (vec![first.clone()], rest.to_vec()),
+            None => (Vec::new(), Vec::new()),
+        },
+    };
+    let container = ContainerSpec {
+        image: tag.to_owned(),
+        env: run
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        labels: BTreeMap::from([
+            (MANAGED_LABEL.to_owned(), "true".to_owned()),
+            (RUN_LABEL.to_owned(), run_id.to_owned()),
+        ]),
+        network: run.network,
+        entrypoint: Some(entrypoint),
+        cmd: Some(cmd),
+        read_only_mounts: secret_files.iter().map(SecretFiles::mount).collect(),
+        ..ContainerSpec::default()
+    };
+    let id = engine.create_container(&container).await?;
+    let mounted = secret_files.is_some();
+    let result = run_and_capture(store, engine, &id, layer, epoch, mounted).await;
+    // The step's output is shown only with every secret it saw redacted.
+    let result = result.map_err(|e| match e {
+        KilnError::RunFailed {
+            layer,
+            code,
+            output,
+        } => KilnError::RunFailed {
+            layer,
+            code,
+            output: secret::redact(&output, secrets),
+        },
+        other => other,
+    });
+    // Removed whatever happened; a failure to remove does not hide the
+    // step's own error.
+    let removed = engine.remove_container(&id).await;
+    // The secrets' host folder goes once nothing mounts it.
+    drop(secret_files);
+    let blob = result?;
+    removed?;
+    Ok(blob)
+}
+
+async fn run_and_capture(
+    store: &Store,
+    engine: &dyn Engine,
+    id: &ContainerId,
+    layer: &str,
+    epoch: u64,
+    secrets_mounted: bool,
+) -> Result<LayerBlob, KilnError> {
+    engine.start(id).await?;
+    let code = engine.wait(id).await?;
+    if code != 0 {
+        let output = engine.logs_tail(id, OUTPUT_TAIL_LINES).await?;
+        return Err(KilnError::RunFailed {
+            layer: layer.to_owned(),
+            code,
+            output,
+        });
+    }
+    let changes: Vec<PathChange> = engine
+        .changes(id)
+        .await?
+        .into_iter()
+        .map(|c| PathChange {
+            path: c.path,
+            kind: match c.kind {
+                ChangeKind::Added => PathChangeKind::Added,
+                ChangeKind::Modified => PathChangeKind::Modified,
+                ChangeKind::Deleted => PathChangeKind::Deleted,
+            },
+        })
+        .collect();
+    let changes = if secrets_mounted {
+        without_secrets_mount_point(changes)
+    } else {
+        changes
+    };
+    let io = |path: std::path::PathBuf| move |source| KilnError::Io { path, source };
+    // The export and the staged files live in the store's bookkeeping
+    // folder (same filesystem as the blobs) and go when this returns.
+    let tmp = tempfile::Builder::new()
+        .prefix("run-layer-")
+        .tempdir_in(store.bookkeeping_dir())
+        .or_else(|_| tempfile::tempdir())
+        .map_err(io(store.bookkeeping_dir()))?;
+    let export = tmp.path().join("export.tar");
+    let staging = tmp.path().join("staged");
+    std::fs::create_dir(&staging).map_err(io(staging.clone()))?;
+    engine.export_to_file(id, &export).await?;
+    let entries = change_set::change_set_entries(&export, &changes, &staging, ENGINE_PATHS)
+        .map_err(|source| KilnError::ChangeSet {
+            layer: layer.to_owned(),
+            source,
+        })?;
+    // The export is no longer needed: free its space before the layer is
+    // written.
+    std::fs::remove_file(&export).map_err(io(export.clone()))?;
+    Ok(kiln_image::write_layer(store, entries, epoch)?)
+}
+
+/// The engine creates the secrets' mount point (`/run`, `/run/secrets`)
+/// in the container when the image has none: when the command changed
+/// nothing else under `/run`, that folder is the engine's doing, not the
+/// command's, and stays out of the layer.
+fn without_secrets_mount_point(changes: Vec<PathChange>) -> Vec<PathChange> {
+    let parent = SECRETS_DIR.rsplit_once('/').map_or("", |(p, _)| p);
+    let other_under_parent = changes.iter().any(|c| {
+        c.path
+            .strip_prefix(parent)
+            .is_some_and(|rest| rest.starts_with('/'))
+            && !(c.path == SECRETS_DIR || c.path.starts_with(&format!("{SECRETS_DIR}/")))
+    });
+    changes
+        .into_iter()
+        .filter(|c| other_under_parent || c.path != parent || c.kind == PathChangeKind::Deleted)
+        .collect()
+}
