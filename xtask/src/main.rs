@@ -6,6 +6,8 @@
 //!   `-D warnings`, and the whole test suite with the engine required.
 //! - `demo`: the README's end-to-end job on `images/hello`: build, boot,
 //!   check and promote with the release binary.
+//! - `bench`: kiln beside `docker build` and `tar | gzip` on ~300 MB, medians
+//!   and the targets into docs/benchmarks.md.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
 mod prerequisites;
 
 fn main() -> Result<()> {
@@ -22,12 +25,16 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("demo") => demo(),
+        Some("bench") => bench::bench(),
         _ => {
-            eprintln!("usage: cargo xtask <ci|demo>");
+            eprintln!("usage: cargo xtask <ci|demo|bench>");
             eprintln!(
                 "  ci    install test prerequisites, start dockerd, run fmt, clippy and all tests"
             );
             eprintln!("  demo  build, boot, check and promote images/hello end to end");
+            eprintln!(
+                "  bench time kiln against docker build and tar | gzip; write docs/benchmarks.md"
+            );
             std::process::exit(2);
         }
     }

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::CacheError;
 
 /// Bumped whenever the layer format changes, so that old entries miss.
-pub const FORMAT: u32 = 1;
+/// 2: layers are gzipped in fixed 1 MiB blocks by `kiln_gzip`.
+pub const FORMAT: u32 = 2;
 
 /// One entry of a layer, as it will be stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -115,6 +115,73 @@ impl StatCache {
         Ok(digest)
     }
 
+    /// Hash, on every core, the files among `paths` whose digest the cache
+    /// cannot serve, so that the [`digest`](Self::digest) calls that follow
+    /// are served from memory. A cold build otherwise hashes its inputs one
+    /// by one on one core before compressing can start.
+    ///
+    /// Errors are left for `digest` to report, on the path it was asked
+    /// for; a file modified within the racy window is hashed again there.
+    pub fn prefetch<'a>(&mut self, paths: impl IntoIterator<Item = &'a Path>) {
+        let todo: Vec<(&Path, Stat)> = paths
+            .into_iter()
+            .filter_map(|path| {
+                let stat = Stat::of(&std::fs::metadata(path).ok()?);
+                let known = self
+                    .entries
+                    .get(path)
+                    .is_some_and(|e| e.stat == stat && e.hashed_at_ns - stat.mtime_ns > RACY_NS);
+                (!known).then_some((path, stat))
+            })
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .min(todo.len());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let hashed: Vec<Vec<(usize, i128, Digest)>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((path, _)) = todo.get(i) else {
+                                break done;
+                            };
+                            let hashed_at_ns = now_ns();
+                            if let Ok(digest) = hash_file(path) {
+                                done.push((i, hashed_at_ns, digest));
+                            }
+                        }
+                    })
+                })
+                .collect();
+            // A worker that panicked only leaves its files to `digest`.
+            workers.into_iter().filter_map(|w| w.join().ok()).collect()
+        });
+        for (i, hashed_at_ns, digest) in hashed.into_iter().flatten() {
+            let (path, stat) = &todo[i];
+            // The file must not have changed while it was hashed.
+            let still = std::fs::metadata(path).is_ok_and(|m| Stat::of(&m) == *stat);
+            if !still {
+                continue;
+            }
+            self.hashed += 1;
+            self.dirty = true;
+            self.entries.insert(
+                path.to_path_buf(),
+                Entry {
+                    stat: stat.clone(),
+                    hashed_at_ns,
+                    digest,
+                },
+            );
+        }
+    }
+
     /// How many files were hashed (not served from the cache) so far.
     pub fn hashed(&self) -> u64 {
         self.hashed
@@ -182,6 +249,44 @@ mod tests {
         std::fs::write(&file, "two").expect("write");
         assert_eq!(cache.digest(&file).expect("digest"), Digest::of(b"two"));
         assert_eq!(cache.hashed(), 1);
+    }
+
+    #[test]
+    fn prefetched_digests_are_served_without_hashing_again() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::open(tmp.path().join("store")).expect("store");
+        let old = SystemTime::now() - std::time::Duration::from_secs(60);
+        let mut files = Vec::new();
+        for i in 0..9 {
+            let file = tmp.path().join(format!("input{i}"));
+            std::fs::write(&file, format!("content {i}")).expect("write");
+            std::fs::File::options()
+                .write(true)
+                .open(&file)
+                .expect("open")
+                .set_modified(old)
+                .expect("mtime");
+            files.push(file);
+        }
+        let missing = tmp.path().join("missing");
+        let mut cache = StatCache::load(&store);
+        cache.prefetch(
+            files
+                .iter()
+                .map(PathBuf::as_path)
+                .chain([missing.as_path()]),
+        );
+        assert_eq!(cache.hashed(), 9);
+        for (i, file) in files.iter().enumerate() {
+            assert_eq!(
+                cache.digest(file).expect("digest"),
+                Digest::of(format!("content {i}").as_bytes())
+            );
+        }
+        assert_eq!(cache.hashed(), 9, "every digest came from the prefetch");
+        assert!(cache.digest(&missing).is_err(), "errors are left to digest");
+        cache.prefetch(files.iter().map(PathBuf::as_path));
+        assert_eq!(cache.hashed(), 9, "known files are not hashed again");
     }
 
     #[test]

@@ -7,14 +7,16 @@
 //! mtime = epoch, nothing else), GNU long-name and long-link records for
 //! names over 100 bytes, no xattrs, no sparse files, no device nodes,
 //! symlinks never followed, and the two zero blocks that end an archive.
-//! The gzip stream is level 1 from zlib-rs with mtime 0, no file name and OS
-//! byte 255, so its bytes are the same on every platform.
+//! The gzip stream comes from `kiln_gzip`: level 1 (zlib-rs), fixed 1 MiB
+//! blocks compressed on every core and joined into one member with mtime 0,
+//! no file name and OS byte 255, so its bytes are the same on every
+//! platform and for any thread count.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
-use flate2::{Compression, GzBuilder};
+use kiln_gzip::{GzipOptions, ParallelGzEncoder};
 use tar::{EntryType, Header};
 
 use crate::digest::HashWriter;
@@ -37,8 +39,9 @@ pub struct LayerBlob {
 /// size (see field-notes.md), and part of the format: changing it changes
 /// every digest.
 const GZIP_LEVEL: u32 = 1;
-/// "Unknown" operating system: the same gzip header on every platform.
-const GZIP_OS_UNKNOWN: u8 = 255;
+/// Bytes of tar per independently compressed gzip block: part of the format
+/// too (the thread count is not).
+const GZIP_BLOCK: usize = 1 << 20;
 const BLOCK: usize = 512;
 const NAME_FIELD: usize = 100;
 
@@ -56,8 +59,22 @@ const NAME_FIELD: usize = 100;
 /// the layer's size; the blob appears under its digest only when complete.
 pub fn write_layer(
     store: &Store,
+    entries: Vec<LayerEntry>,
+    epoch: u64,
+) -> Result<LayerBlob, ImageError> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    write_layer_with_threads(store, entries, epoch, threads)
+}
+
+/// [`write_layer`] compressing on `threads` threads instead of one per core.
+///
+/// The bytes do not depend on `threads`; this exists so tests can show it.
+#[doc(hidden)]
+pub fn write_layer_with_threads(
+    store: &Store,
     mut entries: Vec<LayerEntry>,
     epoch: u64,
+    threads: usize,
 ) -> Result<LayerBlob, ImageError> {
     for e in &entries {
         check_image_path(&e.path).map_err(|reason| ImageError::InvalidEntryPath {
@@ -93,10 +110,14 @@ pub fn write_layer(
     let staged = store.stage()?;
     let staged_path = staged.path().to_path_buf();
     let file_out = HashWriter::new(BufWriter::with_capacity(1 << 17, staged.file()));
-    let gz = GzBuilder::new()
-        .mtime(0)
-        .operating_system(GZIP_OS_UNKNOWN)
-        .write(file_out, Compression::new(GZIP_LEVEL));
+    let gz = ParallelGzEncoder::new(
+        file_out,
+        GzipOptions {
+            level: GZIP_LEVEL,
+            block_size: GZIP_BLOCK,
+            threads,
+        },
+    );
     let mut tar = TarWriter {
         out: HashWriter::new(gz),
         staged: &staged_path,

@@ -78,6 +78,8 @@ pub use durable::write_atomic;
 pub use entry::{CopySpec, EntryKind, LayerEntry, plan_copy};
 pub use error::ImageError;
 pub use image::{BuiltImage, ImageSpec, LayerRecord, RuntimeConfig, assemble, rfc3339};
+#[doc(hidden)]
+pub use layer::write_layer_with_threads;
 pub use layer::{LayerBlob, write_layer};
 pub use layer_policy::{LayerPolicy, validate_layer_entries};
 pub use oci_archive::import_oci_archive;

@@ -121,13 +121,13 @@ fn snapshot_of_a_fixed_layer_and_image() -> TestResult {
     let blob = write_layer(&store, entries, 0)?;
     assert_eq!(
         blob.digest.as_str(),
-        "sha256:f00ec7e55dc72b608d4f66e7bc6b281a454393e9bbcedda2ef4a5d1c8f84a502"
+        "sha256:05f2acd71dfdc32e63030755b8a3d4e77c30e586efe78cae9fb6cda4c7ac200c"
     );
     assert_eq!(
         blob.diff_id.as_str(),
         "sha256:a1e6cd1c515c5d47702cae43d5f51607cc4138e017398eb9136a88d42cb3492f"
     );
-    assert_eq!(blob.size, 203);
+    assert_eq!(blob.size, 206);
 
     let built = assemble(
         &store,
@@ -147,7 +147,70 @@ fn snapshot_of_a_fixed_layer_and_image() -> TestResult {
     )?;
     assert_eq!(
         built.manifest.digest.as_str(),
-        "sha256:c89ef9f4f9f339ebb1267496d43fc068965643792e2bf8446e97706e13d08713"
+        "sha256:c012e95ea57907a6f085c97210d3d6f41e8322b59247a755e9ead0123b8bf16d"
+    );
+    Ok(())
+}
+
+/// A layer of several gzip blocks is the same whatever the number of
+/// compression threads, and any gzip reader gives back the tar its diff_id
+/// names.
+#[test]
+fn a_multi_block_layer_is_the_same_on_any_thread_count() -> TestResult {
+    use std::io::Read;
+
+    use sha2::{Digest as _, Sha256};
+
+    let dir = tempfile::tempdir()?;
+    let ctx = dir.path().join("ctx");
+    fs::create_dir_all(&ctx)?;
+    // 5 MiB over a few files: some compressible, some not (xorshift noise),
+    // so blocks differ in how well they compress.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut entries = Vec::new();
+    for i in 0..5u32 {
+        let mut content = Vec::with_capacity(1 << 20);
+        while content.len() < (1 << 20) + 777 * i as usize {
+            if i % 2 == 0 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                content.extend_from_slice(&state.to_le_bytes());
+            } else {
+                content
+                    .extend_from_slice(format!("line {} of file {i}\n", content.len()).as_bytes());
+            }
+        }
+        let source = ctx.join(format!("part{i}"));
+        fs::write(&source, &content)?;
+        entries.push(LayerEntry {
+            path: format!("/data/part{i}"),
+            kind: EntryKind::File { source },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        });
+    }
+    let store = Store::open(dir.path().join("store"))?;
+    let one = kiln_image::write_layer_with_threads(&store, entries.clone(), EPOCH, 1)?;
+    let two = kiln_image::write_layer_with_threads(&store, entries.clone(), EPOCH, 2)?;
+    let four = kiln_image::write_layer_with_threads(&store, entries.clone(), EPOCH, 4)?;
+    let default = write_layer(&store, entries, EPOCH)?;
+    assert_eq!(one, two);
+    assert_eq!(one, four);
+    assert_eq!(one, default);
+    assert!(one.size > 2 << 20, "the layer spans several blocks");
+
+    let blob = fs::read(store.blob_path(&one.digest))?;
+    assert_eq!(
+        format!("sha256:{}", hex::encode(Sha256::digest(&blob))),
+        one.digest.as_str()
+    );
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(&blob[..]).read_to_end(&mut tar)?;
+    assert_eq!(
+        format!("sha256:{}", hex::encode(Sha256::digest(&tar))),
+        one.diff_id.as_str()
     );
     Ok(())
 }
