@@ -326,6 +326,12 @@ fn snapshot(
     files: &kiln_recipe::FileLayer,
     entries: &[LayerEntry],
 ) -> Result<LayerSnapshot, KilnError> {
+    // Hash the files the stat cache does not vouch for on every core first;
+    // the loop below then finds them cached.
+    stat.prefetch(entries.iter().filter_map(|e| match &e.kind {
+        EntryKind::File { source } => Some(source.as_path()),
+        _ => None,
+    }));
     let mut inputs = Vec::with_capacity(entries.len());
     let mut sources = BTreeMap::new();
     for e in entries {
