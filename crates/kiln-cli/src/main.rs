@@ -89,7 +89,10 @@ async fn run(command: Command) -> CmdResult {
         Command::Check { recipes, .. } => check(&recipes, json),
         Command::Build { recipes, build, .. } => {
             let store = open_store(&store_path)?;
-            let recipes = load_all(&recipes)?;
+            // Render every root's diagnostics at once, then plan the graph
+            // (recipe: bases built first, each recipe once).
+            load_all(&recipes)?;
+            let graph = kiln::plan_graph(&recipes)?;
             let run_id = kiln::new_run_id();
             let options = BuildOptions {
                 run_id: Some(run_id.clone()),
@@ -98,20 +101,17 @@ async fn run(command: Command) -> CmdResult {
             let progress = Progress::new().explaining(build.explain);
             // Only run layers need the engine: file-only recipes build
             // without one.
-            let docker = if recipes.iter().any(has_run_layers) {
+            let docker = if graph.recipes.iter().any(has_run_layers) {
                 Some(kiln::Docker::connect().await.map_err(KilnError::from)?)
             } else {
                 None
             };
-            let mut reports = Vec::with_capacity(recipes.len());
-            for recipe in &recipes {
-                let engine = docker.as_ref().map(|e| e as &dyn Engine);
-                let work = kiln::build(&store, recipe, &options, engine, &progress);
-                reports.push(match &docker {
-                    Some(docker) => cancellable(docker, &run_id, work).await?,
-                    None => work.await?,
-                });
-            }
+            let engine = docker.as_ref().map(|e| e as &dyn Engine);
+            let work = kiln::build_all(&store, &recipes, &options, engine, &progress);
+            let reports = match &docker {
+                Some(docker) => cancellable(docker, &run_id, work).await?,
+                None => work.await?,
+            };
             if json {
                 print_json(&json!({ "images": reports }));
             } else {

@@ -1288,3 +1288,65 @@ command = ["/bin/sh", "-c", "echo \"password is $DB_PASSWORD\"; exit 3"]
     }
     assert_store_never_saw_the_secret(&store);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recipe_bases_build_first_each_once_and_cycles_are_refused() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let hello = hello_copy(tmp.path(), "0.15.0-graph");
+    let child = child_recipe(&tmp.path().join("c"), "recipe:../../hello");
+    let store = tmp.path().join("store");
+
+    // Asking for the child builds its base first.
+    let report = json(&ok(kiln(
+        &store,
+        &["build", child.to_str().expect("utf8"), "--json"],
+    )));
+    let names: Vec<&str> = report["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(names, ["hello", "hello-child"]);
+    // Asking for both builds each once.
+    let both = json(&ok(kiln(
+        &store,
+        &[
+            "build",
+            child.to_str().expect("utf8"),
+            hello.to_str().expect("utf8"),
+            "--json",
+        ],
+    )));
+    let names: Vec<&str> = both["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(names, ["hello", "hello-child"]);
+    // The child boots with its base underneath.
+    let tested = json(&ok(kiln(
+        &store,
+        &["test", child.to_str().expect("utf8"), "--json"],
+    )));
+    assert_eq!(tested["passed"], Value::Bool(true), "{tested:#}");
+
+    // A loop back to the child is a cycle, reported with its path.
+    let toml = std::fs::read_to_string(hello.join("kiln.toml")).expect("read");
+    std::fs::write(
+        hello.join("kiln.toml"),
+        toml.replace("base = \"scratch\"", "base = \"recipe:../c/child\""),
+    )
+    .expect("write");
+    let out = kiln(&store, &["build", child.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cycle") && err.contains("hello/kiln.toml") && err.contains("child/kiln.toml"),
+        "{err}"
+    );
+}

@@ -69,9 +69,25 @@ fn runtime_config(recipe: &Recipe) -> RuntimeConfig {
     }
 }
 
-fn load_base(store: &Store, recipe: &Recipe) -> Result<Option<BaseImage>, KilnError> {
+fn load_base(
+    store: &Store,
+    recipe: &Recipe,
+    built: &BuiltRecipes,
+) -> Result<Option<BaseImage>, KilnError> {
     match &recipe.image.base {
         BaseRef::Scratch => Ok(None),
+        BaseRef::Recipe { path } => {
+            let file = kiln_recipe::recipe_file(&recipe_dir(recipe).join(path));
+            let file = std::fs::canonicalize(&file)
+                .map_err(|source| KilnError::Io { path: file, source })?;
+            let digest = built
+                .get(&file)
+                .ok_or_else(|| KilnError::InvalidReference {
+                    reference: format!("recipe:{}", path.display()),
+                    reason: "that recipe was not built first".into(),
+                })?;
+            Ok(Some(kiln_image::load_image(store, digest)?))
+        }
         BaseRef::Oci { dir, reference } => Ok(Some(kiln_image::import_oci_layout(
             store,
             &recipe_dir(recipe).join(dir),
@@ -106,8 +122,13 @@ fn load_base(store: &Store, recipe: &Recipe) -> Result<Option<BaseImage>, KilnEr
     }
 }
 
+/// Recipes built so far in this run, by canonical recipe file: what
+/// `recipe:` bases resolve to.
+type BuiltRecipes = BTreeMap<std::path::PathBuf, kiln_image::Digest>;
+
 /// Build `recipe` into `store` and tag it. Same recipe and inputs give the
-/// same manifest digest, wherever and whenever it runs.
+/// same manifest digest, wherever and whenever it runs. A `recipe:` base is
+/// built first (and its own, down the chain).
 ///
 /// Run layers run in `engine`; a recipe with one and no engine is
 /// [`KilnError::NoEngine`] before any work starts.
@@ -117,6 +138,69 @@ pub async fn build(
     options: &BuildOptions,
     engine: Option<&dyn Engine>,
     events: &dyn Events,
+) -> Result<BuildReport, KilnError> {
+    if !matches!(recipe.image.base, BaseRef::Recipe { .. }) {
+        return build_one(store, recipe, options, engine, events, &BuiltRecipes::new()).await;
+    }
+    let mut reports = build_all(
+        store,
+        std::slice::from_ref(&recipe.path),
+        options,
+        engine,
+        events,
+    )
+    .await?;
+    // The graph puts the recipe asked for last: everything else is below it.
+    reports.pop().ok_or_else(|| KilnError::InvalidReference {
+        reference: recipe.path.display().to_string(),
+        reason: "nothing was built".into(),
+    })
+}
+
+/// Build the recipes at `paths` and every recipe they are built on, each
+/// once, dependencies first ([`crate::plan_graph`]). Reports come in build
+/// order.
+pub async fn build_all(
+    store: &Store,
+    paths: &[std::path::PathBuf],
+    options: &BuildOptions,
+    engine: Option<&dyn Engine>,
+    events: &dyn Events,
+) -> Result<Vec<BuildReport>, KilnError> {
+    let graph = crate::graph::plan(paths)?;
+    // Refuse what cannot be built before building anything.
+    for recipe in &graph.recipes {
+        ensure_supported(recipe, Stage::Build)?;
+    }
+    let mut built = BuiltRecipes::new();
+    let mut reports = Vec::with_capacity(graph.recipes.len());
+    for level in &graph.levels {
+        for &n in level {
+            let recipe = &graph.recipes[n];
+            let report = build_one(store, recipe, options, engine, events, &built).await?;
+            let digest = report
+                .digest
+                .parse()
+                .map_err(
+                    |e: kiln_image::DigestParseError| KilnError::InvalidReference {
+                        reference: report.digest.clone(),
+                        reason: e.to_string(),
+                    },
+                )?;
+            built.insert(recipe.path.clone(), digest);
+            reports.push(report);
+        }
+    }
+    Ok(reports)
+}
+
+async fn build_one(
+    store: &Store,
+    recipe: &Recipe,
+    options: &BuildOptions,
+    engine: Option<&dyn Engine>,
+    events: &dyn Events,
+    built: &BuiltRecipes,
 ) -> Result<BuildReport, KilnError> {
     ensure_supported(recipe, Stage::Build)?;
     if engine.is_none() {
@@ -138,7 +222,7 @@ pub async fn build(
         .unwrap_or(0);
     events.build_started(&name, recipe.layers.len());
 
-    let base = load_base(store, recipe)?;
+    let base = load_base(store, recipe, built)?;
     let context = context_dir(recipe);
     let mut stat = StatCache::load(store);
     let last = explain::load_last(store, &name);

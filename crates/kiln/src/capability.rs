@@ -27,6 +27,7 @@ pub fn ensure_supported(recipe: &Recipe, stage: Stage) -> Result<(), KilnError> 
         | BaseRef::Oci { .. }
         | BaseRef::OciArchive { .. }
         | BaseRef::DockerArchive { .. }
+        | BaseRef::Recipe { .. }
         | BaseRef::Kiln { .. } => {}
         other => {
             return Err(unsupported(

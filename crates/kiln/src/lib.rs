@@ -44,7 +44,7 @@ mod test_run;
 
 use kiln_promote::channel;
 
-pub use build::{BuildOptions, build};
+pub use build::{BuildOptions, build, build_all};
 pub use capability::{Stage, ensure_supported};
 pub use catalog::{ImageSummary, Inspection, TestStatus, images, inspect};
 pub use error::{ErrorKind, KilnError};
