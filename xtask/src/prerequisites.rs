@@ -11,6 +11,9 @@ const NEEDED: &[(&str, &str)] = &[
     ("/bin/busybox", "busybox-static"),
     ("/usr/bin/skopeo", "skopeo"),
     ("/usr/bin/umoci", "umoci"),
+    // A CNCF distribution registry; tests start their own on a loopback
+    // port (the package's own service, where systemd runs it, is not used).
+    ("/usr/bin/docker-registry", "docker-registry"),
 ];
 
 /// Install every missing package with apt-get (as root); elsewhere say what

@@ -1350,3 +1350,133 @@ async fn recipe_bases_build_first_each_once_and_cycles_are_refused() {
         "{err}"
     );
 }
+
+/// A CNCF distribution registry on a free loopback port, stopped on drop.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Option<Registry> {
+        if !have_tool_at("/usr/bin/docker-registry") {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tmp");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("config");
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry");
+        let registry = Registry {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the registry did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(registry)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn have_tool_at(path: &str) -> bool {
+    let found = Path::new(path).exists();
+    assert!(
+        found || !required(),
+        "{path} is required (KILN_REQUIRE_ENGINE=1 or CI=true) but missing"
+    );
+    if !found {
+        eprintln!("skipped: {path} is not installed");
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_builds_on_a_registry_base() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    if !have_tool("skopeo") {
+        return;
+    }
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = hello_copy(tmp.path(), "0.16.0-registry");
+    let store = tmp.path().join("store");
+    build_digest(&store, &image);
+    let remote = format!("127.0.0.1:{}/team/hello", registry.port);
+    let out = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:hello:0.16.0-registry", store.display()))
+        .arg(format!("docker://{remote}:base"))
+        .output()
+        .expect("skopeo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let on_kiln = child_recipe(&tmp.path().join("k"), "kiln:hello:0.16.0-registry");
+    let local = build_digest(&store, &on_kiln);
+    let on_registry = child_recipe(&tmp.path().join("r"), &format!("docker://{remote}:base"));
+    let other = tmp.path().join("other-store");
+    let report = json(&ok(kiln(
+        &other,
+        &["test", on_registry.to_str().expect("utf8"), "--json"],
+    )));
+    assert_eq!(report["passed"], Value::Bool(true), "{report:#}");
+    assert_eq!(
+        report["digest"].as_str(),
+        Some(local.as_str()),
+        "the pulled base is byte-identical"
+    );
+
+    // An unknown tag is bad input; a registry that is not there is exit 3.
+    let missing = child_recipe(&tmp.path().join("m"), &format!("docker://{remote}:nope"));
+    let out = kiln(&other, &["build", missing.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let port = registry.port;
+    drop(registry);
+    let gone = child_recipe(
+        &tmp.path().join("g"),
+        &format!("docker://127.0.0.1:{port}/team/hello:base"),
+    );
+    let out = kiln(
+        &tmp.path().join("third-store"),
+        &["build", gone.to_str().expect("utf8")],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+}

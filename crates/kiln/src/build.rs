@@ -69,13 +69,40 @@ fn runtime_config(recipe: &Recipe) -> RuntimeConfig {
     }
 }
 
-fn load_base(
+async fn load_base(
     store: &Store,
     recipe: &Recipe,
     built: &BuiltRecipes,
 ) -> Result<Option<BaseImage>, KilnError> {
     match &recipe.image.base {
         BaseRef::Scratch => Ok(None),
+        BaseRef::Registry {
+            host,
+            repository,
+            tag,
+            digest,
+        } => {
+            let digest = digest
+                .as_deref()
+                .map(str::parse::<kiln_image::Digest>)
+                .transpose()
+                .map_err(|e| KilnError::InvalidReference {
+                    reference: recipe.image.base.to_string(),
+                    reason: e.to_string(),
+                })?;
+            // Anonymous pulls; a tag is resolved to the digest the registry
+            // serves, and every blob is verified as it streams in.
+            let image = kiln_image::pull_registry(
+                store,
+                host,
+                repository,
+                tag.as_deref(),
+                digest.as_ref(),
+                kiln_image::RegistryAuth::Anonymous,
+            )
+            .await?;
+            Ok(Some(image))
+        }
         BaseRef::Recipe { path } => {
             let file = kiln_recipe::recipe_file(&recipe_dir(recipe).join(path));
             let file = std::fs::canonicalize(&file)
@@ -222,7 +249,7 @@ async fn build_one(
         .unwrap_or(0);
     events.build_started(&name, recipe.layers.len());
 
-    let base = load_base(store, recipe, built)?;
+    let base = load_base(store, recipe, built).await?;
     let context = context_dir(recipe);
     let mut stat = StatCache::load(store);
     let last = explain::load_last(store, &name);

@@ -28,6 +28,7 @@ pub fn ensure_supported(recipe: &Recipe, stage: Stage) -> Result<(), KilnError> 
         | BaseRef::OciArchive { .. }
         | BaseRef::DockerArchive { .. }
         | BaseRef::Recipe { .. }
+        | BaseRef::Registry { .. }
         | BaseRef::Kiln { .. } => {}
         other => {
             return Err(unsupported(

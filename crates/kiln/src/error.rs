@@ -167,6 +167,8 @@ fn image_input_error(e: &kiln_image::ImageError) -> bool {
             | I::NoMatchingPlatform { .. }
             | I::InvalidDocument { .. }
             | I::UnsupportedMediaType { .. }
+            | I::InvalidRegistryReference { .. }
+            | I::RegistryNotFound { .. }
     )
 }
 
@@ -185,6 +187,9 @@ impl KilnError {
             KilnError::Engine(e) if e.is_unreachable() => ErrorKind::Environment,
             KilnError::NoEngine { .. } => ErrorKind::Environment,
             KilnError::Check(e) if e.is_unreachable() => ErrorKind::Environment,
+            KilnError::Image(kiln_image::ImageError::RegistryUnreachable { .. }) => {
+                ErrorKind::Environment
+            }
             KilnError::Image(e) if image_input_error(e) => ErrorKind::Input,
             KilnError::Promote(P::InvalidChannel(_) | P::NotStored { .. }) => ErrorKind::Input,
             _ => ErrorKind::Work,
