@@ -101,7 +101,7 @@ async fn run(command: Command) -> CmdResult {
             let progress = Progress::new().explaining(build.explain);
             // Only run layers need the engine: file-only recipes build
             // without one.
-            let docker = if graph.recipes.iter().any(has_run_layers) {
+            let docker = if graph.recipes.iter().any(needs_engine) {
                 Some(kiln::Docker::connect().await.map_err(KilnError::from)?)
             } else {
                 None
@@ -409,11 +409,14 @@ async fn test_target(
     Ok((recipe, resolved.digest))
 }
 
-fn has_run_layers(recipe: &Recipe) -> bool {
-    recipe
-        .layers
-        .iter()
-        .any(|l| matches!(l.kind, kiln_recipe::LayerKind::Run(_)))
+/// Whether building `recipe` needs the container engine: run layers run
+/// there, and `docker-daemon:` bases are read from it.
+fn needs_engine(recipe: &Recipe) -> bool {
+    matches!(recipe.image.base, kiln_recipe::BaseRef::DockerDaemon { .. })
+        || recipe
+            .layers
+            .iter()
+            .any(|l| matches!(l.kind, kiln_recipe::LayerKind::Run(_)))
 }
 
 /// Run `work`; on Ctrl-C remove every container of the run, then stop.

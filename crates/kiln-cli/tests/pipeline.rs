@@ -453,17 +453,23 @@ fn unsupported_features_are_refused_not_ignored() {
     std::fs::write(
         image.join("kiln.toml"),
         toml.replace(
-            "base = \"scratch\"",
-            "base = \"docker-daemon:busybox:latest\"",
+            "channels = [\"stable\"]",
+            "channels = [\"stable\"]\nsign = \"env:KILN_SIGNING_KEY\"",
         ),
     )
     .expect("write");
-    let out = kiln(&store, &["build", image.to_str().expect("utf8")]);
+    let out = kiln(&store, &["release", image.to_str().expect("utf8")]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("`docker-daemon:` bases are not supported yet"),
+        stderr(&out).contains("signing is not supported yet"),
         "{}",
         stderr(&out)
+    );
+    let images = json(&ok(kiln(&store, &["images", "--json"])));
+    assert_eq!(
+        images["images"],
+        serde_json::json!([]),
+        "refused before any work"
     );
 }
 
@@ -1479,4 +1485,48 @@ async fn a_child_builds_on_a_registry_base() {
         &["build", gone.to_str().expect("utf8")],
     );
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_builds_on_a_docker_daemon_base() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = hello_copy(tmp.path(), "0.17.0-daemon");
+    let store = tmp.path().join("store");
+    build_digest(&store, &image);
+    let tag = "kiln-test/hello-daemon:0.17.0";
+    ok(kiln(
+        &store,
+        &[
+            "export",
+            "hello:0.17.0-daemon",
+            &format!("docker-daemon:{tag}"),
+        ],
+    ));
+    let child = child_recipe(&tmp.path().join("d"), &format!("docker-daemon:{tag}"));
+    let report = json(&ok(kiln(
+        &tmp.path().join("other"),
+        &["test", child.to_str().expect("utf8"), "--json"],
+    )));
+    assert_eq!(report["passed"], Value::Bool(true), "{report:#}");
+    let inspected = json(&ok(kiln(
+        &tmp.path().join("other"),
+        &["inspect", "hello-child:1.0.0"],
+    )));
+    assert_eq!(
+        inspected["manifest"]["layers"].as_array().map(Vec::len),
+        Some(3),
+        "base layers underneath"
+    );
+    let _ = Command::new("docker").args(["rmi", tag]).output();
+
+    let missing = child_recipe(&tmp.path().join("m"), "docker-daemon:kiln-test/not-there:1");
+    let out = kiln(
+        &tmp.path().join("third"),
+        &["build", missing.to_str().expect("utf8")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not-there"), "{}", stderr(&out));
 }

@@ -689,6 +689,28 @@ impl Engine for Docker {
         file.flush().await.map_err(archive_error)?;
         Ok(written)
     }
+
+    async fn save_image(&self, image: &str, dest: &Path) -> Result<u64, EngineError> {
+        // Asking first turns an unknown image into NotFound rather than an
+        // error in the middle of a stream.
+        self.image_config(image).await?;
+        let archive_error = |source: std::io::Error| EngineError::Archive {
+            container: format!("image {image}"),
+            path: dest.display().to_string(),
+            source,
+        };
+        let client = self.client.clone().with_timeout(LOAD_TIMEOUT);
+        let mut stream = client.export_image(image);
+        let mut file = tokio::fs::File::create(dest).await.map_err(archive_error)?;
+        let mut written = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.fail("save", &format!("image {image}"), e))?;
+            file.write_all(&chunk).await.map_err(archive_error)?;
+            written += chunk.len() as u64;
+        }
+        file.flush().await.map_err(archive_error)?;
+        Ok(written)
+    }
 }
 
 #[cfg(test)]

@@ -97,6 +97,11 @@ pub trait Engine: Send + Sync {
     /// export`) to the host file `dest`, streamed: memory stays bounded
     /// whatever its size. How many bytes were written.
     async fn export_to_file(&self, id: &ContainerId, dest: &Path) -> Result<u64, EngineError>;
+
+    /// Write the image `image` (`NAME:TAG` or an id) as a `docker save`
+    /// archive to the host file `dest`, streamed. How many bytes were
+    /// written. An image the engine does not hold is [`EngineError::NotFound`].
+    async fn save_image(&self, image: &str, dest: &Path) -> Result<u64, EngineError>;
 }
 
 /// One path a container changed, as [`Engine::changes`] reports it.

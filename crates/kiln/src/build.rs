@@ -73,6 +73,7 @@ async fn load_base(
     store: &Store,
     recipe: &Recipe,
     built: &BuiltRecipes,
+    engine: Option<&dyn Engine>,
 ) -> Result<Option<BaseImage>, KilnError> {
     match &recipe.image.base {
         BaseRef::Scratch => Ok(None),
@@ -102,6 +103,34 @@ async fn load_base(
             )
             .await?;
             Ok(Some(image))
+        }
+        BaseRef::DockerDaemon { reference } => {
+            let engine = engine.ok_or_else(|| KilnError::NoEngineForBase {
+                base: recipe.image.base.to_string(),
+            })?;
+            // `docker save` into a temporary file in the store, then the
+            // same import as any docker-archive: layers byte for byte.
+            let tmp = tempfile::NamedTempFile::new_in(store.bookkeeping_dir())
+                .or_else(|_| tempfile::NamedTempFile::new())
+                .map_err(|source| KilnError::Io {
+                    path: store.bookkeeping_dir(),
+                    source,
+                })?;
+            engine
+                .save_image(reference, tmp.path())
+                .await
+                .map_err(|e| match e {
+                    kiln_engine::EngineError::NotFound { .. } => KilnError::InvalidReference {
+                        reference: recipe.image.base.to_string(),
+                        reason: "the container engine holds no such image".into(),
+                    },
+                    other => other.into(),
+                })?;
+            Ok(Some(kiln_image::import_docker_archive(
+                store,
+                tmp.path(),
+                Some(reference),
+            )?))
         }
         BaseRef::Recipe { path } => {
             let file = kiln_recipe::recipe_file(&recipe_dir(recipe).join(path));
@@ -249,7 +278,7 @@ async fn build_one(
         .unwrap_or(0);
     events.build_started(&name, recipe.layers.len());
 
-    let base = load_base(store, recipe, built).await?;
+    let base = load_base(store, recipe, built, engine).await?;
     let context = context_dir(recipe);
     let mut stat = StatCache::load(store);
     let last = explain::load_last(store, &name);

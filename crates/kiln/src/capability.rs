@@ -29,6 +29,7 @@ pub fn ensure_supported(recipe: &Recipe, stage: Stage) -> Result<(), KilnError> 
         | BaseRef::DockerArchive { .. }
         | BaseRef::Recipe { .. }
         | BaseRef::Registry { .. }
+        | BaseRef::DockerDaemon { .. }
         | BaseRef::Kiln { .. } => {}
         other => {
             return Err(unsupported(

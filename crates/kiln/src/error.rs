@@ -97,6 +97,12 @@ pub enum KilnError {
     /// Reading or scanning for secrets failed.
     #[error(transparent)]
     Secrets(#[from] kiln_secrets::SecretError),
+    /// A `docker-daemon:` base, and no container engine to read it from.
+    #[error("base {base} is read from the container engine, and none was given")]
+    NoEngineForBase {
+        /// The base as written.
+        base: String,
+    },
     /// Recipes whose `recipe:` bases loop back on themselves.
     #[error("recipe bases form a cycle: {}", .path.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" -> "))]
     Cycle {
@@ -185,7 +191,9 @@ impl KilnError {
             | KilnError::NoRecipe { .. }
             | KilnError::Cycle { .. } => ErrorKind::Input,
             KilnError::Engine(e) if e.is_unreachable() => ErrorKind::Environment,
-            KilnError::NoEngine { .. } => ErrorKind::Environment,
+            KilnError::NoEngine { .. } | KilnError::NoEngineForBase { .. } => {
+                ErrorKind::Environment
+            }
             KilnError::Check(e) if e.is_unreachable() => ErrorKind::Environment,
             KilnError::Image(kiln_image::ImageError::RegistryUnreachable { .. }) => {
                 ErrorKind::Environment

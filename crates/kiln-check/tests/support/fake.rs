@@ -323,6 +323,10 @@ impl Engine for FakeEngine {
     async fn export_to_file(&self, _id: &ContainerId, _dest: &Path) -> Result<u64, EngineError> {
         Err(not_scripted("export_to_file"))
     }
+
+    async fn save_image(&self, _image: &str, _dest: &Path) -> Result<u64, EngineError> {
+        Err(not_scripted("save_image"))
+    }
 }
 
 /// The checks never build run layers: a call the fake has no script for.
