@@ -168,13 +168,6 @@ async fn load_base(
             let ImageRef { digest, .. } = reference::resolve(store, &image_ref)?;
             Ok(Some(kiln_image::load_image(store, &digest)?))
         }
-        // ensure_supported refused the others before anything ran.
-        other => Err(KilnError::Unsupported {
-            recipe: recipe.path.clone(),
-            feature: format!("`{}:` bases", other.transport()),
-            verb: "are",
-            detail: None,
-        }),
     }
 }
 

@@ -1,7 +1,7 @@
 //! What this build of kiln can do yet. A recipe key whose feature is not
 //! built is refused up front with a clear error, never silently ignored.
 
-use kiln_recipe::{BaseRef, Recipe};
+use kiln_recipe::Recipe;
 
 use crate::KilnError;
 
@@ -22,26 +22,8 @@ pub fn ensure_supported(recipe: &Recipe, stage: Stage) -> Result<(), KilnError> 
         verb,
         detail,
     };
-    match &recipe.image.base {
-        BaseRef::Scratch
-        | BaseRef::Oci { .. }
-        | BaseRef::OciArchive { .. }
-        | BaseRef::DockerArchive { .. }
-        | BaseRef::Recipe { .. }
-        | BaseRef::Registry { .. }
-        | BaseRef::DockerDaemon { .. }
-        | BaseRef::Kiln { .. } => {}
-        other => {
-            return Err(unsupported(
-                &format!("`{}:` bases", other.transport()),
-                "are",
-                Some(format!(
-                    "base = {:?}; use scratch, oci: or kiln:",
-                    other.to_string()
-                )),
-            ));
-        }
-    }
+    // Every base transport and layer kind builds; what remains is
+    // release-only.
     if stage == Stage::Release {
         if recipe.promote.sign.is_some() {
             return Err(unsupported("signing", "is", Some("[promote] sign".into())));
