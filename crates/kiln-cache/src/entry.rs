@@ -5,13 +5,11 @@
 //! blob file's stat is remembered when the entry is written and, if it
 //! changed since, the blob is hashed again before it is trusted.
 
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use kiln_image::{Digest, LayerBlob, Store, write_atomic};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use crate::CacheError;
 use crate::key::LayerKey;
@@ -69,22 +67,7 @@ fn blob_stat(store: &Store, digest: &Digest) -> Option<BlobStat> {
 }
 
 fn blob_is_intact(store: &Store, digest: &Digest) -> Result<bool, CacheError> {
-    let path = store.blob_path(digest);
-    let io = |source| CacheError::Io {
-        path: path.clone(),
-        source,
-    };
-    let mut file = std::fs::File::open(&path).map_err(io)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(Digest::from_hasher(hasher) == *digest)
+    Ok(crate::stat::hash_file(&store.blob_path(digest))? == *digest)
 }
 
 /// Look `key` up. Never a hit for a blob that is missing or changed.

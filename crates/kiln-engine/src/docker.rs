@@ -672,39 +672,42 @@ impl Engine for Docker {
     }
 
     async fn export_to_file(&self, id: &ContainerId, dest: &Path) -> Result<u64, EngineError> {
-        let archive_error = |source: std::io::Error| EngineError::Archive {
-            container: id.to_string(),
-            path: "/".to_owned(),
-            source,
-        };
         let client = self.client.clone().with_timeout(LOAD_TIMEOUT);
-        let mut stream = client.export_container(id.as_str());
-        let mut file = tokio::fs::File::create(dest).await.map_err(archive_error)?;
-        let mut written = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.fail("export", &format!("container {id}"), e))?;
-            file.write_all(&chunk).await.map_err(archive_error)?;
-            written += chunk.len() as u64;
-        }
-        file.flush().await.map_err(archive_error)?;
-        Ok(written)
+        let stream = client.export_container(id.as_str());
+        self.stream_to_file(stream, "export", &format!("container {id}"), dest)
+            .await
     }
 
     async fn save_image(&self, image: &str, dest: &Path) -> Result<u64, EngineError> {
         // Asking first turns an unknown image into NotFound rather than an
         // error in the middle of a stream.
         self.image_config(image).await?;
-        let archive_error = |source: std::io::Error| EngineError::Archive {
-            container: format!("image {image}"),
-            path: dest.display().to_string(),
+        let client = self.client.clone().with_timeout(LOAD_TIMEOUT);
+        let stream = client.export_image(image);
+        self.stream_to_file(stream, "save", &format!("image {image}"), dest)
+            .await
+    }
+}
+
+impl Docker {
+    /// Write a byte stream from the engine (an export or a save) to the
+    /// host file `dest`, bounded in memory. How many bytes were written.
+    async fn stream_to_file(
+        &self,
+        mut stream: impl futures_util::Stream<Item = Result<bytes::Bytes, ApiError>> + Unpin,
+        operation: &str,
+        what: &str,
+        dest: &Path,
+    ) -> Result<u64, EngineError> {
+        let archive_error = |source: std::io::Error| EngineError::HostFile {
+            what: what.to_owned(),
+            path: dest.to_owned(),
             source,
         };
-        let client = self.client.clone().with_timeout(LOAD_TIMEOUT);
-        let mut stream = client.export_image(image);
         let mut file = tokio::fs::File::create(dest).await.map_err(archive_error)?;
         let mut written = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.fail("save", &format!("image {image}"), e))?;
+            let chunk = chunk.map_err(|e| self.fail(operation, what, e))?;
             file.write_all(&chunk).await.map_err(archive_error)?;
             written += chunk.len() as u64;
         }

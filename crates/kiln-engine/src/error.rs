@@ -61,6 +61,17 @@ pub enum EngineError {
         /// The time it was given.
         timeout: Duration,
     },
+    /// A host file the engine's output was being written to failed.
+    #[error("{what}: writing {path}: {source}")]
+    HostFile {
+        /// What was being written: `container ID` or `image NAME`.
+        what: String,
+        /// The host file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The tar archive of a path in a container could not be read or built.
     #[error("container {container}: archive of {path}: {source}")]
     Archive {

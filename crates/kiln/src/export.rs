@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use kiln_engine::Engine;
 use kiln_image::Store;
+use kiln_recipe::BaseRef;
 
 use crate::KilnError;
 use crate::reference;
@@ -49,51 +50,32 @@ impl Destination {
 
 impl std::str::FromStr for Destination {
     type Err = KilnError;
+    /// Destinations are spelled as bases are (containers-transports(5)), so
+    /// they are parsed by the same code.
     fn from_str(s: &str) -> Result<Self, KilnError> {
-        let invalid = |reason: &str| KilnError::InvalidReference {
+        let invalid = |reason: String| KilnError::InvalidReference {
             reference: s.to_owned(),
-            reason: reason.to_owned(),
+            reason,
         };
-        if s.starts_with("docker://") {
-            return Err(KilnError::Unsupported {
+        match s.parse::<BaseRef>().map_err(|e| invalid(e.to_string()))? {
+            BaseRef::Oci { dir, reference } => Ok(Destination::OciDir { dir, reference }),
+            BaseRef::OciArchive { file, reference } => {
+                Ok(Destination::OciArchive { file, reference })
+            }
+            BaseRef::DockerArchive { file, reference } => {
+                Ok(Destination::DockerArchive { file, reference })
+            }
+            BaseRef::DockerDaemon { reference } => Ok(Destination::DockerDaemon { reference }),
+            BaseRef::Registry { .. } => Err(KilnError::Unsupported {
                 recipe: PathBuf::from(s),
                 feature: "exporting to a registry".into(),
                 verb: "is",
                 detail: Some("use oci:, oci-archive:, docker-archive: or docker-daemon:".into()),
-            });
-        }
-        let (transport, rest) = s.split_once(':').ok_or_else(|| {
-            invalid(
-                "write oci:DIR, oci-archive:FILE, docker-archive:FILE or docker-daemon:NAME:TAG",
-            )
-        })?;
-        if rest.is_empty() {
-            return Err(invalid("a location is needed after the transport"));
-        }
-        let path_ref = |rest: &str| match rest.split_once(':') {
-            Some((p, r)) if !r.is_empty() => (PathBuf::from(p), Some(r.to_owned())),
-            _ => (PathBuf::from(rest.trim_end_matches(':')), None),
-        };
-        match transport {
-            "oci" => {
-                let (dir, reference) = path_ref(rest);
-                Ok(Destination::OciDir { dir, reference })
-            }
-            "oci-archive" => {
-                let (file, reference) = path_ref(rest);
-                Ok(Destination::OciArchive { file, reference })
-            }
-            "docker-archive" => {
-                let (file, reference) = path_ref(rest);
-                Ok(Destination::DockerArchive { file, reference })
-            }
-            "docker-daemon" if rest.contains(':') => Ok(Destination::DockerDaemon {
-                reference: rest.to_owned(),
             }),
-            "docker-daemon" => Err(invalid("write docker-daemon:NAME:TAG")),
-            _ => Err(invalid(
-                "unknown transport: use oci:, oci-archive:, docker-archive: or docker-daemon:",
-            )),
+            other => Err(invalid(format!(
+                "{}: is not a place to export to: use oci:, oci-archive:, docker-archive: or docker-daemon:",
+                other.transport()
+            ))),
         }
     }
 }
