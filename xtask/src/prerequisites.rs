@@ -16,10 +16,23 @@ const NEEDED: &[(&str, &str)] = &[
     ("/usr/bin/docker-registry", "docker-registry"),
 ];
 
-/// Install every missing package with apt-get (as root); elsewhere say what
-/// to install.
+/// What the benchmark needs besides: `/usr/bin/time` for peak memory.
+const NEEDED_BY_BENCH: &[(&str, &str)] = &[("/usr/bin/time", "time")];
+
+/// Install every missing package the tests need with apt-get (as root);
+/// elsewhere say what to install.
 pub fn ensure_packages() -> Result<()> {
-    let missing: Vec<&str> = NEEDED
+    ensure(NEEDED)
+}
+
+/// [`ensure_packages`], plus what `cargo xtask bench` needs.
+pub fn ensure_bench_packages() -> Result<()> {
+    ensure(NEEDED)?;
+    ensure(NEEDED_BY_BENCH)
+}
+
+fn ensure(needed: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = needed
         .iter()
         .filter(|(path, _)| !Path::new(path).exists())
         .map(|(_, package)| *package)
