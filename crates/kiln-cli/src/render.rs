@@ -114,6 +114,9 @@ impl kiln::Events for Progress {
         self.finish(line);
     }
     fn build_finished(&self, report: &BuildReport) {
+        if let Some(base) = &report.base {
+            eprintln!("  on {} = {}", base.reference, base.digest);
+        }
         eprintln!(
             "built {}:{} {} in {} ms",
             report.name,

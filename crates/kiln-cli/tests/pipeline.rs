@@ -1441,7 +1441,7 @@ async fn a_child_builds_on_a_registry_base() {
     let tmp = tempfile::tempdir().expect("tmp");
     let image = hello_copy(tmp.path(), "0.16.0-registry");
     let store = tmp.path().join("store");
-    build_digest(&store, &image);
+    let base_digest = build_digest(&store, &image);
     let remote = format!("127.0.0.1:{}/team/hello", registry.port);
     let out = Command::new("skopeo")
         .args(["copy", "--dest-tls-verify=false"])
@@ -1468,6 +1468,20 @@ async fn a_child_builds_on_a_registry_base() {
         report["digest"].as_str(),
         Some(local.as_str()),
         "the pulled base is byte-identical"
+    );
+    // The build output names the base by the digest its tag resolved to.
+    let built = json(&ok(kiln(
+        &other,
+        &["build", on_registry.to_str().expect("utf8"), "--json"],
+    )));
+    let child_build = &built["images"][0];
+    assert_eq!(
+        child_build["base"]["reference"].as_str(),
+        Some(format!("docker://{remote}:base").as_str())
+    );
+    assert_eq!(
+        child_build["base"]["digest"].as_str(),
+        Some(base_digest.as_str())
     );
 
     // An unknown tag is bad input; a registry that is not there is exit 3.

@@ -17,7 +17,7 @@ use crate::capability::{Stage, ensure_supported};
 use crate::events::Events;
 use crate::plan::{context_dir, file_layer_definition, file_layer_entries, recipe_dir};
 use crate::reference::{self, ImageRef};
-use crate::report::{BuildReport, LayerReport};
+use crate::report::{BaseReport, BuildReport, LayerReport};
 use crate::run_layer::{ImageSoFar, build_run_layer, read_run_secrets, run_layer_definition};
 use crate::test_run::new_run_id;
 use crate::{KilnError, stored_recipe};
@@ -272,6 +272,10 @@ async fn build_one(
     events.build_started(&name, recipe.layers.len());
 
     let base = load_base(store, recipe, built, engine).await?;
+    let base_report = base.as_ref().map(|b| BaseReport {
+        reference: recipe.image.base.to_string(),
+        digest: b.manifest_digest.to_string(),
+    });
     let context = context_dir(recipe);
     let mut stat = StatCache::load(store);
     let last = explain::load_last(store, &name);
@@ -405,6 +409,7 @@ async fn build_one(
         name,
         digest: digest.to_string(),
         tags,
+        base: base_report,
         layers: reports,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     };

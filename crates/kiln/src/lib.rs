@@ -58,7 +58,7 @@ pub use kiln_promote::channel::Move;
 pub use kiln_recipe::Recipe;
 pub use reference::{ImageRef, resolve};
 pub use release::release;
-pub use report::{BuildReport, CheckReport, LayerReport, ReleaseReport, TestReport};
+pub use report::{BaseReport, BuildReport, CheckReport, LayerReport, ReleaseReport, TestReport};
 pub use secret::{Redactor, SecretValue, redact};
 pub use test_run::{engine_tag, load_into_engine, new_run_id, recipe_of, test};
 

@@ -11,10 +11,23 @@ pub struct BuildReport {
     pub digest: String,
     /// Tags the store gives it.
     pub tags: Vec<String>,
+    /// What it was built on, resolved to a digest (absent for `scratch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseReport>,
     /// The recipe's layers (the base's are not listed).
     pub layers: Vec<LayerReport>,
     /// Wall time of the build.
     pub duration_ms: u64,
+}
+
+/// The base an image was built on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BaseReport {
+    /// The base as the recipe names it (a tag, a path...).
+    pub reference: String,
+    /// The manifest digest it resolved to: the same recipe and base digest
+    /// always give the same image.
+    pub digest: String,
 }
 
 /// One layer of a build.
