@@ -294,11 +294,9 @@ fn open_store(path: &Path) -> Result<Store, Failure> {
 }
 
 fn build_options(flags: &BuildFlags) -> Result<BuildOptions, Failure> {
-    // -j bounds how many images build at once; one at a time stays within
-    // any bound until recipe graphs build independent images side by side.
-    let _ = flags.jobs;
     Ok(BuildOptions {
         no_cache: flags.no_cache,
+        jobs: usize::from(flags.jobs),
         ..options_with_tags(flags.tags.clone())?
     })
 }
@@ -318,6 +316,7 @@ fn options_with_tags(extra_tags: Vec<String>) -> Result<BuildOptions, Failure> {
         source_date_epoch,
         extra_tags,
         no_cache: false,
+        jobs: 1,
         run_id: None,
     })
 }

@@ -1544,3 +1544,51 @@ async fn a_child_builds_on_a_docker_daemon_base() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("not-there"), "{}", stderr(&out));
 }
+
+#[test]
+fn independent_recipes_build_together_with_j() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let hello = hello_copy(tmp.path(), "0.18.0-jobs");
+    let alone = child_recipe(&tmp.path().join("alone"), "scratch");
+    let toml = std::fs::read_to_string(alone.join("kiln.toml")).expect("read");
+    std::fs::write(
+        alone.join("kiln.toml"),
+        toml.replace("name = \"hello-child\"", "name = \"alone\""),
+    )
+    .expect("write");
+    let on_top = child_recipe(&tmp.path().join("top"), "recipe:../../hello");
+    let store = tmp.path().join("store");
+    let paths = [&on_top, &alone, &hello].map(|p| p.to_str().expect("utf8").to_owned());
+    let mut args = vec!["build", "-j", "2", "--json"];
+    args.extend(paths.iter().map(String::as_str));
+    let report = json(&ok(kiln(&store, &args)));
+    let names: Vec<&str> = report["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 3, "{report:#}");
+    // The child comes after its base; the independent ones come first.
+    assert_eq!(names[2], "hello-child", "{names:?}");
+    let mut first_two = names[..2].to_vec();
+    first_two.sort_unstable();
+    assert_eq!(first_two, ["alone", "hello"]);
+    // The same graph one at a time gives the same digests.
+    let serial = json(&ok(kiln(&tmp.path().join("serial"), &{
+        let mut a = vec!["build", "--json"];
+        a.extend(paths.iter().map(String::as_str));
+        a
+    })));
+    let digests = |r: &Value| {
+        let mut d: Vec<String> = r["images"]
+            .as_array()
+            .expect("images")
+            .iter()
+            .filter_map(|i| i["digest"].as_str().map(str::to_owned))
+            .collect();
+        d.sort();
+        d
+    };
+    assert_eq!(digests(&report), digests(&serial));
+}

@@ -31,6 +31,8 @@ pub struct BuildOptions {
     pub extra_tags: Vec<String>,
     /// Build every layer anew, ignoring (but refreshing) the cache.
     pub no_cache: bool,
+    /// How many independent recipes build at once (`-j`); 0 counts as 1.
+    pub jobs: usize,
     /// The `dev.kiln.run` label of the containers that run layers use:
     /// whoever cancels the build removes them by it. A fresh id when `None`.
     pub run_id: Option<String>,
@@ -223,21 +225,28 @@ pub async fn build_all(
     }
     let mut built = BuiltRecipes::new();
     let mut reports = Vec::with_capacity(graph.recipes.len());
+    // Recipes of one level are independent: up to `jobs` build at once.
+    let jobs = options.jobs.max(1);
     for level in &graph.levels {
-        for &n in level {
-            let recipe = &graph.recipes[n];
-            let report = build_one(store, recipe, options, engine, events, &built).await?;
-            let digest = report
-                .digest
-                .parse()
-                .map_err(
-                    |e: kiln_image::DigestParseError| KilnError::InvalidReference {
-                        reference: report.digest.clone(),
-                        reason: e.to_string(),
-                    },
-                )?;
-            built.insert(recipe.path.clone(), digest);
-            reports.push(report);
+        for chunk in level.chunks(jobs) {
+            let builds = chunk
+                .iter()
+                .map(|&n| build_one(store, &graph.recipes[n], options, engine, events, &built));
+            let done = futures_util::future::join_all(builds).await;
+            for (&n, report) in chunk.iter().zip(done) {
+                let report = report?;
+                let digest = report
+                    .digest
+                    .parse()
+                    .map_err(
+                        |e: kiln_image::DigestParseError| KilnError::InvalidReference {
+                            reference: report.digest.clone(),
+                            reason: e.to_string(),
+                        },
+                    )?;
+                built.insert(graph.recipes[n].path.clone(), digest);
+                reports.push(report);
+            }
         }
     }
     Ok(reports)
@@ -289,6 +298,7 @@ async fn build_one(
     // Read before any layer runs: a missing secret stops the build early.
     let run_secrets = read_run_secrets(recipe)?;
     let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
+    let store_root = store.root().to_path_buf();
     for layer in &recipe.layers {
         events.layer_started(&name, &layer.name);
         let (snapshot, entries) = match &layer.kind {
@@ -349,7 +359,19 @@ async fn build_one(
                             layer: layer.name.clone(),
                         });
                     }
-                    (LayerKind::Files(_), _) => kiln_image::write_layer(store, entries, epoch)?,
+                    (LayerKind::Files(_), _) => {
+                        // Tar and gzip are CPU and disk work: off the async
+                        // threads, so that other builds (-j) go on meanwhile.
+                        let store = store.clone();
+                        tokio::task::spawn_blocking(move || {
+                            kiln_image::write_layer(&store, entries, epoch)
+                        })
+                        .await
+                        .map_err(|e| KilnError::Io {
+                            path: store_root.clone(),
+                            source: std::io::Error::other(e),
+                        })??
+                    }
                 };
                 // The entry is written only now that the blob is stored.
                 entry::record(store, &snapshot.key, &blob)?;
