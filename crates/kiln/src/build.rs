@@ -299,6 +299,10 @@ async fn build_one(
     let run_secrets = read_run_secrets(recipe)?;
     let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
     let store_root = store.root().to_path_buf();
+    // File layers that missed are written concurrently, each on its own
+    // blocking task; the queue keeps them in layer order. A run layer needs
+    // every layer below it, so the queue is drained before it runs.
+    let mut queue: Vec<Queued> = Vec::new();
     for layer in &recipe.layers {
         events.layer_started(&name, &layer.name);
         let (snapshot, entries) = match &layer.kind {
@@ -326,33 +330,49 @@ async fn build_one(
         } else {
             Some(entry::lookup(store, &snapshot.key)?)
         };
-        let (blob, why) = match lookup {
-            Some(Lookup::Hit(blob)) => (blob, Vec::new()),
+        let created_by = match &layer.kind {
+            LayerKind::Files(_) => format!("kiln layer {}: files", layer.name),
+            LayerKind::Run(run) => format!("kiln layer {}: run {}", layer.name, run.run),
+        };
+        let (pending, why) = match lookup {
+            Some(Lookup::Hit(blob)) => (Pending::Cached(blob), Vec::new()),
             other => {
                 let why = match other {
                     Some(Lookup::Miss(miss)) => explain::explain(previous, &snapshot, &miss),
                     _ => vec![Why::NoCache],
                 };
-                let blob = match (&layer.kind, engine) {
+                let pending = match (&layer.kind, engine) {
                     (LayerKind::Run(run), Some(engine)) => {
+                        drain(
+                            &mut queue,
+                            store,
+                            &store_root,
+                            &name,
+                            events,
+                            &mut layers,
+                            &mut reports,
+                        )
+                        .await?;
                         let so_far = ImageSoFar {
                             base: base.as_ref(),
                             layers: &layers,
                             config: &config,
                             epoch,
                         };
-                        build_run_layer(
-                            store,
-                            engine,
-                            &name,
-                            &layer.name,
-                            run,
-                            &snapshot.key,
-                            &so_far,
-                            &run_secrets,
-                            &run_id,
+                        Pending::Built(
+                            build_run_layer(
+                                store,
+                                engine,
+                                &name,
+                                &layer.name,
+                                run,
+                                &snapshot.key,
+                                &so_far,
+                                &run_secrets,
+                                &run_id,
+                            )
+                            .await?,
                         )
-                        .await?
                     }
                     (LayerKind::Run(_), None) => {
                         return Err(KilnError::NoEngine {
@@ -361,36 +381,36 @@ async fn build_one(
                     }
                     (LayerKind::Files(_), _) => {
                         // Tar and gzip are CPU and disk work: off the async
-                        // threads, so that other builds (-j) go on meanwhile.
+                        // threads, beside the other layers' and builds'.
                         let store = store.clone();
-                        tokio::task::spawn_blocking(move || {
+                        Pending::Writing(tokio::task::spawn_blocking(move || {
                             kiln_image::write_layer(&store, entries, epoch)
-                        })
-                        .await
-                        .map_err(|e| KilnError::Io {
-                            path: store_root.clone(),
-                            source: std::io::Error::other(e),
-                        })??
+                        }))
                     }
                 };
-                // The entry is written only now that the blob is stored.
-                entry::record(store, &snapshot.key, &blob)?;
-                (blob, why)
+                (pending, why)
             }
         };
-        let report = layer_report(&layer.name, &blob, &why);
-        events.layer_finished(&name, &report);
-        reports.push(report);
-        layers.push(LayerRecord {
-            blob,
-            created_by: match &layer.kind {
-                LayerKind::Files(_) => format!("kiln layer {}: files", layer.name),
-                LayerKind::Run(run) => format!("kiln layer {}: run {}", layer.name, run.run),
-            },
+        queue.push(Queued {
+            layer: layer.name.clone(),
+            created_by,
+            key: snapshot.key.clone(),
+            why,
+            pending,
         });
         parent = snapshot.key.to_string();
         snapshots.push(snapshot);
     }
+    drain(
+        &mut queue,
+        store,
+        &store_root,
+        &name,
+        events,
+        &mut layers,
+        &mut reports,
+    )
+    .await?;
 
     let mut annotations = BTreeMap::new();
     annotations.insert(
@@ -527,4 +547,61 @@ fn snapshot(
         input,
         sources,
     })
+}
+
+/// A layer's blob: reused, built by a run layer, or being written.
+enum Pending {
+    /// A cache hit.
+    Cached(LayerBlob),
+    /// Built already (a run layer).
+    Built(LayerBlob),
+    /// Being written on a blocking task.
+    Writing(tokio::task::JoinHandle<Result<LayerBlob, kiln_image::ImageError>>),
+}
+
+/// A layer waiting, in order, for its blob.
+struct Queued {
+    layer: String,
+    created_by: String,
+    key: LayerKey,
+    why: Vec<Why>,
+    pending: Pending,
+}
+
+/// Wait for every queued layer in order; record each new blob in the cache
+/// (only now that it is stored) and report it.
+async fn drain(
+    queue: &mut Vec<Queued>,
+    store: &Store,
+    store_root: &std::path::Path,
+    image: &str,
+    events: &dyn Events,
+    layers: &mut Vec<LayerRecord>,
+    reports: &mut Vec<LayerReport>,
+) -> Result<(), KilnError> {
+    for queued in queue.drain(..) {
+        let blob = match queued.pending {
+            Pending::Cached(blob) => blob,
+            Pending::Built(blob) => {
+                entry::record(store, &queued.key, &blob)?;
+                blob
+            }
+            Pending::Writing(task) => {
+                let blob = task.await.map_err(|e| KilnError::Io {
+                    path: store_root.to_path_buf(),
+                    source: std::io::Error::other(e),
+                })??;
+                entry::record(store, &queued.key, &blob)?;
+                blob
+            }
+        };
+        let report = layer_report(&queued.layer, &blob, &queued.why);
+        events.layer_finished(image, &report);
+        reports.push(report);
+        layers.push(LayerRecord {
+            blob,
+            created_by: queued.created_by,
+        });
+    }
+    Ok(())
 }
