@@ -514,6 +514,34 @@ async fn a_run_layer_reads_only_its_own_secrets_as_read_only_files() {
     let after = layer_entries(&blob_path(&store, &layer_digest(&report, "after")));
     assert_eq!(after["data/after.txt"].content, "unseen\n");
 
+    // The step used its secret and wrote only a fact about it: the value
+    // is nowhere in the store.
+    assert_store_never_saw(&store, TOKEN);
+
+    // A step that writes the secret into the image fails the build, naming
+    // the secret and the path; nothing is tagged, nothing of it is kept.
+    let leaky_store = tmp.path().join("leaky-store");
+    let image = secret_recipe(
+        tmp.path(),
+        "runsecretleaks",
+        r#""cat /run/secrets/token > /data/copy.txt""#,
+    );
+    let out = kiln_with_token(
+        &leaky_store,
+        &["build", image.to_str().expect("utf8")],
+        Some(TOKEN),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("secret token") && err.contains("/data/copy.txt"),
+        "{err}"
+    );
+    assert!(!err.contains(TOKEN), "{err}");
+    let images = json(&ok(kiln(&leaky_store, &["images", "--json"])));
+    assert_eq!(images["images"], serde_json::json!([]));
+    assert_store_never_saw(&leaky_store, TOKEN);
+
     // A failing step's output is shown with the secret redacted.
     let image = secret_recipe(
         tmp.path(),
@@ -578,4 +606,41 @@ async fn the_motd_example_builds_and_passes_its_checks() {
     let out = kiln_with_token(&store, &["test", "motd:0.0.1-test", "--json"], None);
     let report = json(&ok(out));
     assert_eq!(report["passed"], Value::Bool(true), "{report:#}");
+}
+
+/// No file of the store, gzip blobs decompressed, holds `value` raw or in
+/// base64.
+fn assert_store_never_saw(store: &Path, value: &str) {
+    let b64 = Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf %s '{value}' | base64 -w0"))
+        .output()
+        .expect("base64")
+        .stdout;
+    let mut pending = vec![store.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let mut bytes = std::fs::read(&path).expect("read");
+            if bytes.starts_with(&[0x1f, 0x8b]) {
+                bytes = Command::new("gzip")
+                    .arg("-dc")
+                    .arg(&path)
+                    .output()
+                    .expect("gzip")
+                    .stdout;
+            }
+            for needle in [value.as_bytes(), b64.as_slice()] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "{} holds the secret",
+                    path.display()
+                );
+            }
+        }
+    }
 }
