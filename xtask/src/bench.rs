@@ -604,6 +604,8 @@ impl Measured {
         let _ = writeln!(t, "| --- | --- |");
         for (what, samples) in &self.raw {
             let all: Vec<String> = samples.iter().map(|d| secs(*d)).collect();
+            // A pipe inside a cell would end it.
+            let what = what.replace('|', "\\|");
             let _ = writeln!(t, "| {what} | {} |", all.join(", "));
         }
         t
