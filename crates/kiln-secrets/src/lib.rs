@@ -44,13 +44,13 @@
 //! use kiln_image::{Digest, Store};
 //! use kiln_recipe::SecretSource;
 //!
-//! # fn built_manifest() -> Digest { unimplemented!() }
 //! let source: SecretSource = "env:API_TOKEN".parse()?;
 //! let token = kiln_secrets::read("api_token", &source, Path::new("images/web"))?;
 //! let secrets = vec![token];
 //! // ... run the steps, printing `Redactor::new(&secrets).redact(line)` ...
 //! let store = Store::open("/var/lib/kiln")?;
-//! let manifest = built_manifest();
+//! // The manifest the build just assembled, e.g. from `kiln_image::assemble`:
+//! let manifest: Digest = store.resolve("web:candidate")?.ok_or("not built")?.digest;
 //! let base_layers = 1;
 //! let leaks = kiln_secrets::scan_image(&store, &manifest, &secrets, base_layers)?;
 //! for leak in &leaks {
