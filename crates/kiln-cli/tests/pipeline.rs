@@ -2,39 +2,16 @@
 //! engine, skopeo and umoci. Each test works on its own copy of
 //! `images/hello` and its own store.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use support::{assert_store_never_saw, engine, have_tool, json, kiln, ok, required, stderr};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Whether tests must fail, not skip, when a real part is missing.
-fn required() -> bool {
-    std::env::var("KILN_REQUIRE_ENGINE").is_ok_and(|v| v == "1")
-        || std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// The engine, or `None` after saying the test is skipped.
-async fn engine() -> Option<kiln_engine::Docker> {
-    kiln_engine::testing::engine_or_skip().await
-}
-
-fn have_tool(tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found || !required(),
-        "{tool} is required (KILN_REQUIRE_ENGINE=1 or CI=true) but missing"
-    );
-    if !found {
-        eprintln!("skipped: {tool} is not installed");
-    }
-    found
 }
 
 /// A copy of images/hello in its own folder, with busybox staged, as
@@ -71,41 +48,6 @@ fn copy_tree(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).expect("copy");
         }
     }
-}
-
-fn kiln(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .arg("--store")
-        .arg(store)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .output()
-        .expect("run kiln")
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "kiln failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn build_digest(store: &Path, recipe: &Path) -> String {
@@ -1071,47 +1013,6 @@ fn kiln_check_locates_every_malformed_fixture() {
 
 const SECRET: &str = "kiln-test-s3cr3t-value-42";
 
-/// Every file under `dir`, gzip layers decompressed, as bytes.
-fn store_contents(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
-    for entry in std::fs::read_dir(dir).expect("read_dir") {
-        let path = entry.expect("entry").path();
-        if path.is_dir() {
-            store_contents(&path, out);
-            continue;
-        }
-        let bytes = std::fs::read(&path).expect("read");
-        if bytes.starts_with(&[0x1f, 0x8b]) {
-            let unzipped = Command::new("gzip")
-                .args(["-dc"])
-                .arg(&path)
-                .output()
-                .expect("gzip");
-            out.push((path.clone(), unzipped.stdout));
-        }
-        out.push((path, bytes));
-    }
-}
-
-fn assert_store_never_saw_the_secret(store: &Path) {
-    let mut files = Vec::new();
-    store_contents(store, &mut files);
-    let b64 = Command::new("sh")
-        .arg("-c")
-        .arg(format!("printf %s '{SECRET}' | base64 -w0"))
-        .output()
-        .expect("base64")
-        .stdout;
-    for (path, bytes) in files {
-        for needle in [SECRET.as_bytes(), b64.as_slice()] {
-            assert!(
-                !bytes.windows(needle.len()).any(|w| w == needle),
-                "{} holds the secret",
-                path.display()
-            );
-        }
-    }
-}
-
 fn build_with_secret(image: &Path, store: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["build", image.to_str().expect("utf8"), "--json", "--store"])
@@ -1205,7 +1106,7 @@ fn a_secret_leaked_into_the_image_fails_the_build_and_is_not_stored() {
             serde_json::json!([]),
             "{what}: nothing is tagged"
         );
-        assert_store_never_saw_the_secret(&store);
+        assert_store_never_saw(&store, SECRET);
     }
 }
 
@@ -1221,7 +1122,7 @@ fn a_declared_secret_that_does_not_leak_builds() {
     .expect("write");
     let store = tmp.path().join("store");
     ok(build_with_secret(&image, &store));
-    assert_store_never_saw_the_secret(&store);
+    assert_store_never_saw(&store, SECRET);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1292,7 +1193,7 @@ command = ["/bin/sh", "-c", "echo \"password is $DB_PASSWORD\"; exit 3"]
             "a report shows the boot secret: {text}"
         );
     }
-    assert_store_never_saw_the_secret(&store);
+    assert_store_never_saw(&store, SECRET);
 }
 
 #[tokio::test(flavor = "multi_thread")]

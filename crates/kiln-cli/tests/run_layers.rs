@@ -4,73 +4,15 @@
 //! the image boots with the changes, and a failing command fails the build
 //! with its output and leaves no container behind.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-
-/// Whether tests must fail, not skip, when a real part is missing.
-fn required() -> bool {
-    std::env::var("KILN_REQUIRE_ENGINE").is_ok_and(|v| v == "1")
-        || std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// The engine, or `None` after saying the test is skipped.
-async fn engine() -> Option<kiln_engine::Docker> {
-    kiln_engine::testing::engine_or_skip().await
-}
-
-fn have_tool(tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found || !required(),
-        "{tool} is required (KILN_REQUIRE_ENGINE=1 or CI=true) but missing"
-    );
-    if !found {
-        eprintln!("skipped: {tool} is not installed");
-    }
-    found
-}
-
-fn kiln(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .arg("--store")
-        .arg(store)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .output()
-        .expect("run kiln")
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "kiln failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use support::{assert_store_never_saw, engine, have_tool, json, kiln, ok, stderr};
 
 fn write(path: &Path, content: &str) {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
@@ -606,41 +548,4 @@ async fn the_motd_example_builds_and_passes_its_checks() {
     let out = kiln_with_token(&store, &["test", "motd:0.0.1-test", "--json"], None);
     let report = json(&ok(out));
     assert_eq!(report["passed"], Value::Bool(true), "{report:#}");
-}
-
-/// No file of the store, gzip blobs decompressed, holds `value` raw or in
-/// base64.
-fn assert_store_never_saw(store: &Path, value: &str) {
-    let b64 = Command::new("sh")
-        .arg("-c")
-        .arg(format!("printf %s '{value}' | base64 -w0"))
-        .output()
-        .expect("base64")
-        .stdout;
-    let mut pending = vec![store.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).expect("read_dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                pending.push(path);
-                continue;
-            }
-            let mut bytes = std::fs::read(&path).expect("read");
-            if bytes.starts_with(&[0x1f, 0x8b]) {
-                bytes = Command::new("gzip")
-                    .arg("-dc")
-                    .arg(&path)
-                    .output()
-                    .expect("gzip")
-                    .stdout;
-            }
-            for needle in [value.as_bytes(), b64.as_slice()] {
-                assert!(
-                    !bytes.windows(needle.len()).any(|w| w == needle),
-                    "{} holds the secret",
-                    path.display()
-                );
-            }
-        }
-    }
 }

@@ -1,0 +1,107 @@
+//! Helpers both end-to-end test files use: run the `kiln` binary, read its
+//! JSON, and decide whether a missing real part fails or skips a test.
+// Each test file compiles this module on its own and uses part of it.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Whether tests must fail, not skip, when a real part is missing.
+pub(crate) fn required() -> bool {
+    std::env::var("KILN_REQUIRE_ENGINE").is_ok_and(|v| v == "1")
+        || std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// The engine, or `None` after saying the test is skipped.
+pub(crate) async fn engine() -> Option<kiln_engine::Docker> {
+    kiln_engine::testing::engine_or_skip().await
+}
+
+pub(crate) fn have_tool(tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found || !required(),
+        "{tool} is required (KILN_REQUIRE_ENGINE=1 or CI=true) but missing"
+    );
+    if !found {
+        eprintln!("skipped: {tool} is not installed");
+    }
+    found
+}
+
+pub(crate) fn kiln(store: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .arg("--store")
+        .arg(store)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .expect("run kiln")
+}
+
+pub(crate) fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+pub(crate) fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "kiln failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub(crate) fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// No file of the store, gzip blobs decompressed, holds `value` raw or in
+/// base64.
+pub(crate) fn assert_store_never_saw(store: &Path, value: &str) {
+    let b64 = Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf %s '{value}' | base64 -w0"))
+        .output()
+        .expect("base64")
+        .stdout;
+    let mut pending = vec![store.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let mut bytes = std::fs::read(&path).expect("read");
+            if bytes.starts_with(&[0x1f, 0x8b]) {
+                bytes = Command::new("gzip")
+                    .arg("-dc")
+                    .arg(&path)
+                    .output()
+                    .expect("gzip")
+                    .stdout;
+            }
+            for needle in [value.as_bytes(), b64.as_slice()] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "{} holds the secret",
+                    path.display()
+                );
+            }
+        }
+    }
+}
