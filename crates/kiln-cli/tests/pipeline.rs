@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use support::{assert_store_never_saw, engine, have_tool, json, kiln, ok, required, stderr};
+use support::{
+    assert_store_never_saw, engine, have_tool, json, kiln, kiln_with_env, ok, required, stderr,
+};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -137,12 +139,11 @@ fn source_date_epoch_changes_the_digest() {
     let image = hello_copy(tmp.path(), "0.1.0-epoch");
     let store = tmp.path().join("store");
     let plain = build_digest(&store, &image);
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["build", image.to_str().expect("utf8"), "--json", "--store"])
-        .arg(&store)
-        .env("SOURCE_DATE_EPOCH", "1800000000")
-        .output()
-        .expect("kiln");
+    let out = kiln_with_env(
+        &store,
+        &["build", image.to_str().expect("utf8"), "--json"],
+        &[("SOURCE_DATE_EPOCH", "1800000000")],
+    );
     let with_epoch = json(&ok(out))["images"][0]["digest"]
         .as_str()
         .expect("digest")
@@ -373,15 +374,12 @@ async fn test_by_reference_uses_the_stored_recipe() {
 fn no_engine_is_exit_3() {
     let tmp = tempfile::tempdir().expect("tmp");
     let image = hello_copy(tmp.path(), "0.4.0");
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["test", image.to_str().expect("utf8"), "--store"])
-        .arg(tmp.path().join("store"))
-        .env(
-            "DOCKER_HOST",
-            format!("unix://{}/no.sock", tmp.path().display()),
-        )
-        .output()
-        .expect("kiln");
+    let no_engine = format!("unix://{}/no.sock", tmp.path().display());
+    let out = kiln_with_env(
+        &tmp.path().join("store"),
+        &["test", image.to_str().expect("utf8")],
+        &[("DOCKER_HOST", &no_engine)],
+    );
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("engine"), "{}", stderr(&out));
 }
@@ -953,12 +951,11 @@ fn a_secret_value_changes_no_cache_key() {
     .expect("write");
     let store = tmp.path().join("store");
     let build = |value: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(["build", image.to_str().expect("utf8"), "--json", "--store"])
-            .arg(&store)
-            .env("KILN_TEST_TOKEN", value)
-            .output()
-            .expect("kiln");
+        let out = kiln_with_env(
+            &store,
+            &["build", image.to_str().expect("utf8"), "--json"],
+            &[("KILN_TEST_TOKEN", value)],
+        );
         json(&ok(out))
     };
     let first = build("first-value");
@@ -1014,12 +1011,11 @@ fn kiln_check_locates_every_malformed_fixture() {
 const SECRET: &str = "kiln-test-s3cr3t-value-42";
 
 fn build_with_secret(image: &Path, store: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["build", image.to_str().expect("utf8"), "--json", "--store"])
-        .arg(store)
-        .env("KILN_TEST_SECRET", SECRET)
-        .output()
-        .expect("kiln")
+    kiln_with_env(
+        store,
+        &["build", image.to_str().expect("utf8"), "--json"],
+        &[("KILN_TEST_SECRET", SECRET)],
+    )
 }
 
 #[test]
@@ -1156,14 +1152,17 @@ command = ["/bin/sh", "-c", "echo \"password is $DB_PASSWORD\"; exit 3"]
     std::fs::write(image.join("kiln.toml"), format!("{toml}{extra}")).expect("write");
     let store = tmp.path().join("store");
     let junit = tmp.path().join("junit.xml");
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["test", image.to_str().expect("utf8"), "--json", "--junit"])
-        .arg(&junit)
-        .arg("--store")
-        .arg(&store)
-        .env("KILN_TEST_SECRET", SECRET)
-        .output()
-        .expect("kiln");
+    let out = kiln_with_env(
+        &store,
+        &[
+            "test",
+            image.to_str().expect("utf8"),
+            "--json",
+            "--junit",
+            junit.to_str().expect("utf8"),
+        ],
+        &[("KILN_TEST_SECRET", SECRET)],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let report = json(&out);
     let check = |name: &str| {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use support::{assert_store_never_saw, engine, have_tool, json, kiln, ok, stderr};
+use support::{assert_store_never_saw, engine, have_tool, json, kiln, kiln_with_env, ok, stderr};
 
 fn write(path: &Path, content: &str) {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
@@ -376,15 +376,12 @@ fn assert_no_build_images(name: &str) {
 fn a_run_layer_without_an_engine_is_exit_3() {
     let tmp = tempfile::tempdir().expect("tmp");
     let image = run_recipe(tmp.path(), "runnoengine", r#""true""#, "");
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["build", image.to_str().expect("utf8"), "--store"])
-        .arg(tmp.path().join("store"))
-        .env(
-            "DOCKER_HOST",
-            format!("unix://{}/no.sock", tmp.path().display()),
-        )
-        .output()
-        .expect("kiln");
+    let no_engine = format!("unix://{}/no.sock", tmp.path().display());
+    let out = kiln_with_env(
+        &tmp.path().join("store"),
+        &["build", image.to_str().expect("utf8")],
+        &[("DOCKER_HOST", &no_engine)],
+    );
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("engine"), "{}", stderr(&out));
 }

@@ -35,11 +35,18 @@ pub(crate) fn have_tool(tool: &str) -> bool {
 }
 
 pub(crate) fn kiln(store: &Path, args: &[&str]) -> Output {
+    kiln_with_env(store, args, &[])
+}
+
+/// [`kiln`] with extra environment variables (a secret's source,
+/// `SOURCE_DATE_EPOCH`, `DOCKER_HOST`).
+pub(crate) fn kiln_with_env(store: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(args)
         .arg("--store")
         .arg(store)
         .env_remove("SOURCE_DATE_EPOCH")
+        .envs(env.iter().copied())
         .output()
         .expect("run kiln")
 }
