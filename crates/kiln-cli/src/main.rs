@@ -1,6 +1,6 @@
 //! The `kiln` binary: flag definitions plus glue. Every command is a few
 //! lines over the `kiln` facade; this is the only place that prints and picks
-//! exit codes (cli-contract.md: 0 ok, 1 the work failed, 2 bad input, 3 the
+//! exit codes (docs/cli.md: 0 ok, 1 the work failed, 2 bad input, 3 the
 //! environment lacks something).
 
 mod args;

@@ -1,7 +1,7 @@
 //! Writing images out of the store: an OCI layout folder, an OCI archive
 //! (the layout as a tar), and a tar that Docker 20.10's `docker load`
 //! accepts (the OCI archive plus a docker-archive `manifest.json` pointing
-//! into `blobs/sha256/`; see field-notes.md). Archive entries are sorted and
+//! into `blobs/sha256/`; see docs/field-notes.md). Archive entries are sorted and
 //! their headers fixed, so the same image gives the same archive bytes.
 //! Every blob is hashed as it is streamed out; a corrupt one stops the
 //! export.

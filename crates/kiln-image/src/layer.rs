@@ -36,7 +36,7 @@ pub struct LayerBlob {
 }
 
 /// The gzip level: 1 is three times as fast as 6 here for a few percent of
-/// size (see field-notes.md), and part of the format: changing it changes
+/// size (see docs/field-notes.md), and part of the format: changing it changes
 /// every digest.
 const GZIP_LEVEL: u32 = 1;
 /// Bytes of tar per independently compressed gzip block: part of the format

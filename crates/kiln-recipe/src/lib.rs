@@ -25,9 +25,9 @@
 //!   `file`, `metadata`) that must pass before the image is promoted.
 //! - `[promote]`: the channels a passing image moves, signing and pushing.
 //!
-//! The full contract, with a complete example, is `recipe-format.md`;
-//! `fixtures/recipes/good/full.toml` is that example and a test keeps it
-//! parsing.
+//! The user's reference, every key with its default, is `docs/recipe.md`
+//! in the repository; `fixtures/recipes/good/full.toml` is the format's
+//! complete example and a test keeps it parsing.
 //!
 //! # Strictness
 //!
