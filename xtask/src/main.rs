@@ -6,6 +6,10 @@
 //!   `-D warnings`, and the whole test suite with the engine required.
 //! - `demo`: the README's end-to-end job on `images/hello`: build, boot,
 //!   check and promote with the release binary.
+//! - `stage-debian`: debootstrap a minbase bookworm root from this machine's
+//!   Debian mirror into `<target>/fixtures/debian-bookworm/rootfs` (reused
+//!   when complete) and print its path; `ci` and `demo` stage it too and
+//!   pass it to the tests as `KILN_DEBIAN_ROOTFS`.
 //! - `bench`: kiln beside `docker build` and `tar | gzip` on ~300 MB, medians
 //!   and the targets into docs/benchmarks.md.
 
@@ -18,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod debian;
 mod prerequisites;
 
 fn main() -> Result<()> {
@@ -26,12 +31,16 @@ fn main() -> Result<()> {
         Some("ci") => ci(),
         Some("demo") => demo(),
         Some("bench") => bench::bench(),
+        Some("stage-debian") => debian::stage_command(),
         _ => {
-            eprintln!("usage: cargo xtask <ci|demo|bench>");
+            eprintln!("usage: cargo xtask <ci|demo|bench|stage-debian>");
             eprintln!(
                 "  ci    install test prerequisites, start dockerd, run fmt, clippy and all tests"
             );
             eprintln!("  demo  build, boot, check and promote images/hello end to end");
+            eprintln!(
+                "  stage-debian  debootstrap the Debian root the tests and images/debian use"
+            );
             eprintln!(
                 "  bench time kiln against docker build and tar | gzip; write docs/benchmarks.md"
             );
@@ -75,6 +84,7 @@ fn ci() -> Result<()> {
     let started = Instant::now();
     prerequisites::ensure_packages()?;
     ensure_dockerd()?;
+    let debian = debian::stage()?;
     run(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--", "--check"]),
@@ -96,7 +106,8 @@ fn ci() -> Result<()> {
         "cargo test",
         cargo()
             .args(["test", "--workspace", "--no-fail-fast"])
-            .env("KILN_REQUIRE_ENGINE", "1"),
+            .env("KILN_REQUIRE_ENGINE", "1")
+            .env(debian::ENV, &debian),
     )?;
     eprintln!("==> ci passed in {:.0?}", started.elapsed());
     Ok(())

@@ -31,7 +31,9 @@ pub fn ensure_bench_packages() -> Result<()> {
     ensure(NEEDED_BY_BENCH)
 }
 
-fn ensure(needed: &[(&str, &str)]) -> Result<()> {
+/// Install every missing package of `needed` (path, package) with apt-get
+/// (as root); elsewhere say what to install.
+pub fn ensure(needed: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = needed
         .iter()
         .filter(|(path, _)| !Path::new(path).exists())
@@ -68,7 +70,8 @@ fn ensure(needed: &[(&str, &str)]) -> Result<()> {
     Ok(())
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
