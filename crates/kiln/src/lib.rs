@@ -32,7 +32,6 @@ mod error;
 mod events;
 mod export;
 mod graph;
-mod leak;
 mod plan;
 mod reference;
 mod release;

@@ -13,7 +13,7 @@ use crate::secret;
 /// first `base_layers` layers came from its base. On a leak, the blobs the
 /// recipe added (manifest, config, its own layers) are removed from the
 /// store unless another image uses them.
-pub(crate) fn check(
+pub(super) fn check(
     store: &Store,
     recipe: &Recipe,
     built: &kiln_image::BuiltImage,

@@ -1,0 +1,44 @@
+//! Stage 5, assemble: the base, the produced layers and the runtime config
+//! become a config, a manifest and their blobs in the store, with the
+//! annotations every kiln image carries. The image has no name yet.
+
+use std::collections::BTreeMap;
+
+use kiln_image::{BaseImage, BuiltImage, ImageSpec, LayerRecord, Store};
+use kiln_recipe::Recipe;
+
+use super::plan::Plan;
+use crate::KilnError;
+
+/// Assemble the image of `recipe` from `base` and `layers` into `store`.
+pub(super) fn assemble(
+    store: &Store,
+    recipe: &Recipe,
+    plan: &Plan,
+    base: Option<BaseImage>,
+    layers: Vec<LayerRecord>,
+) -> Result<BuiltImage, KilnError> {
+    let mut annotations = BTreeMap::new();
+    annotations.insert(
+        "org.opencontainers.image.created".to_owned(),
+        kiln_image::rfc3339(plan.epoch),
+    );
+    annotations.insert(
+        "org.opencontainers.image.title".to_owned(),
+        plan.name.clone(),
+    );
+    if let Some(version) = &recipe.image.version {
+        annotations.insert(
+            "org.opencontainers.image.version".to_owned(),
+            version.clone(),
+        );
+    }
+    let spec = ImageSpec {
+        base,
+        config: plan.config.clone(),
+        layers,
+        created_epoch: plan.epoch,
+        annotations,
+    };
+    Ok(kiln_image::assemble(store, &spec)?)
+}

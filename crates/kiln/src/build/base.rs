@@ -1,0 +1,115 @@
+//! Stage 1, resolve the base: whatever the recipe builds on (a registry,
+//! the engine, an archive, a layout, another recipe, an image in the store)
+//! becomes a [`BaseImage`] in the store, or `None` for `scratch`.
+
+use kiln_engine::Engine;
+use kiln_image::{BaseImage, Store};
+use kiln_recipe::{BaseRef, Recipe};
+
+use crate::KilnError;
+use crate::plan::recipe_dir;
+use crate::reference::{self, ImageRef};
+
+/// The base `recipe` builds on, in `store`; `built` holds the recipes built
+/// so far in this run (what a `recipe:` base resolves to).
+pub(super) async fn resolve(
+    store: &Store,
+    recipe: &Recipe,
+    built: &super::BuiltRecipes,
+    engine: Option<&dyn Engine>,
+) -> Result<Option<BaseImage>, KilnError> {
+    match &recipe.image.base {
+        BaseRef::Scratch => Ok(None),
+        BaseRef::Registry {
+            host,
+            repository,
+            tag,
+            digest,
+        } => {
+            let digest = digest
+                .as_deref()
+                .map(str::parse::<kiln_image::Digest>)
+                .transpose()
+                .map_err(|e| KilnError::InvalidReference {
+                    reference: recipe.image.base.to_string(),
+                    reason: e.to_string(),
+                })?;
+            // Anonymous pulls; a tag is resolved to the digest the registry
+            // serves, and every blob is verified as it streams in.
+            let image = kiln_image::pull_registry(
+                store,
+                host,
+                repository,
+                tag.as_deref(),
+                digest.as_ref(),
+                kiln_image::RegistryAuth::Anonymous,
+            )
+            .await?;
+            Ok(Some(image))
+        }
+        BaseRef::DockerDaemon { reference } => {
+            let engine = engine.ok_or_else(|| KilnError::NoEngineForBase {
+                base: recipe.image.base.to_string(),
+            })?;
+            // `docker save` into a temporary file in the store, then the
+            // same import as any docker-archive: layers byte for byte.
+            let tmp = tempfile::NamedTempFile::new_in(store.bookkeeping_dir())
+                .or_else(|_| tempfile::NamedTempFile::new())
+                .map_err(|source| KilnError::Io {
+                    path: store.bookkeeping_dir(),
+                    source,
+                })?;
+            engine
+                .save_image(reference, tmp.path())
+                .await
+                .map_err(|e| match e {
+                    kiln_engine::EngineError::NotFound { .. } => KilnError::InvalidReference {
+                        reference: recipe.image.base.to_string(),
+                        reason: "the container engine holds no such image".into(),
+                    },
+                    other => other.into(),
+                })?;
+            Ok(Some(kiln_image::import_docker_archive(
+                store,
+                tmp.path(),
+                Some(reference),
+            )?))
+        }
+        BaseRef::Recipe { path } => {
+            let file = kiln_recipe::recipe_file(&recipe_dir(recipe).join(path));
+            let file = std::fs::canonicalize(&file)
+                .map_err(|source| KilnError::Io { path: file, source })?;
+            let digest = built
+                .get(&file)
+                .ok_or_else(|| KilnError::InvalidReference {
+                    reference: format!("recipe:{}", path.display()),
+                    reason: "that recipe was not built first".into(),
+                })?;
+            Ok(Some(kiln_image::load_image(store, digest)?))
+        }
+        BaseRef::Oci { dir, reference } => Ok(Some(kiln_image::import_oci_layout(
+            store,
+            &recipe_dir(recipe).join(dir),
+            reference.as_deref(),
+        )?)),
+        BaseRef::OciArchive { file, reference } => Ok(Some(kiln_image::import_oci_archive(
+            store,
+            &recipe_dir(recipe).join(file),
+            reference.as_deref(),
+        )?)),
+        BaseRef::DockerArchive { file, reference } => Ok(Some(kiln_image::import_docker_archive(
+            store,
+            &recipe_dir(recipe).join(file),
+            reference.as_deref(),
+        )?)),
+        BaseRef::Kiln { name, tag, digest } => {
+            let image_ref = match (tag, digest) {
+                (_, Some(d)) => format!("{name}@{d}"),
+                (Some(t), None) => format!("{name}:{t}"),
+                (None, None) => name.to_string(),
+            };
+            let ImageRef { digest, .. } = reference::resolve(store, &image_ref)?;
+            Ok(Some(kiln_image::load_image(store, &digest)?))
+        }
+    }
+}

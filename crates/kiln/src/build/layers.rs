@@ -1,0 +1,218 @@
+//! Stage 4, produce the layers: each layer is looked up in the cache by
+//! its key; a miss is built. File layers that missed are written
+//! concurrently, each on its own blocking task; a queue keeps them in layer
+//! order. A run layer needs every layer below it, so the queue is drained
+//! before it runs. A new blob enters the cache only once it is stored.
+
+use kiln_cache::entry::{self, Lookup};
+use kiln_cache::explain::{self, LastBuild, Why};
+use kiln_cache::key::LayerKey;
+use kiln_engine::Engine;
+use kiln_image::{BaseImage, LayerBlob, LayerRecord, Store};
+use kiln_recipe::{LayerKind, Recipe};
+
+use super::plan::Plan;
+use super::snapshot::Inputs;
+use crate::KilnError;
+use crate::events::Events;
+use crate::report::LayerReport;
+use crate::run_layer::{ImageSoFar, build_run_layer};
+
+/// The layers a build produced, in recipe order.
+pub(super) struct Produced {
+    /// What the image is assembled from.
+    pub records: Vec<LayerRecord>,
+    /// What the build reports.
+    pub reports: Vec<LayerReport>,
+}
+
+/// Where the produce stage works and whom it tells.
+pub(super) struct Workshop<'a> {
+    /// The store blobs and cache entries go to.
+    pub store: &'a Store,
+    /// The engine run layers run in.
+    pub engine: Option<&'a dyn Engine>,
+    /// Who hears of each layer.
+    pub events: &'a dyn Events,
+    /// Build every layer anew (`--no-cache`).
+    pub no_cache: bool,
+}
+
+/// Produce every layer of `recipe` from its `inputs`; `last` is the
+/// previous build of the same image, to explain a cache miss.
+pub(super) async fn produce(
+    at: &Workshop<'_>,
+    recipe: &Recipe,
+    plan: &Plan,
+    base: Option<&BaseImage>,
+    inputs: &mut Inputs,
+    last: &LastBuild,
+) -> Result<Produced, KilnError> {
+    let store = at.store;
+    let name = &plan.name;
+    let epoch = plan.epoch;
+    let mut layers = Vec::with_capacity(recipe.layers.len());
+    let mut reports = Vec::with_capacity(recipe.layers.len());
+    let mut queue: Vec<Queued> = Vec::new();
+    for ((layer, snapshot), entries) in recipe
+        .layers
+        .iter()
+        .zip(&inputs.snapshots)
+        .zip(inputs.entries.iter_mut())
+    {
+        at.events.layer_started(name, &layer.name);
+        let previous = last.layers.iter().find(|l| l.name == layer.name);
+        let lookup = if at.no_cache {
+            None
+        } else {
+            Some(entry::lookup(store, &snapshot.key)?)
+        };
+        let created_by = match &layer.kind {
+            LayerKind::Files(_) => format!("kiln layer {}: files", layer.name),
+            LayerKind::Run(run) => format!("kiln layer {}: run {}", layer.name, run.run),
+        };
+        let (pending, why) = match lookup {
+            Some(Lookup::Hit(blob)) => (Pending::Cached(blob), Vec::new()),
+            other => {
+                let why = match other {
+                    Some(Lookup::Miss(miss)) => explain::explain(previous, snapshot, &miss),
+                    _ => vec![Why::NoCache],
+                };
+                let pending = match (&layer.kind, at.engine) {
+                    (LayerKind::Run(run), Some(engine)) => {
+                        drain(
+                            &mut queue,
+                            store,
+                            name,
+                            at.events,
+                            &mut layers,
+                            &mut reports,
+                        )
+                        .await?;
+                        let so_far = ImageSoFar {
+                            base,
+                            layers: &layers,
+                            config: &plan.config,
+                            epoch,
+                        };
+                        Pending::Built(
+                            build_run_layer(
+                                store,
+                                engine,
+                                name,
+                                &layer.name,
+                                run,
+                                &snapshot.key,
+                                &so_far,
+                                &plan.run_secrets,
+                                &plan.run_id,
+                            )
+                            .await?,
+                        )
+                    }
+                    (LayerKind::Run(_), None) => {
+                        return Err(KilnError::NoEngine {
+                            layer: layer.name.clone(),
+                        });
+                    }
+                    (LayerKind::Files(_), _) => {
+                        // Tar and gzip are CPU and disk work: off the async
+                        // threads, beside the other layers' and builds'.
+                        let store = store.clone();
+                        let entries = std::mem::take(entries);
+                        Pending::Writing(tokio::task::spawn_blocking(move || {
+                            kiln_image::write_layer(&store, entries, epoch)
+                        }))
+                    }
+                };
+                (pending, why)
+            }
+        };
+        queue.push(Queued {
+            layer: layer.name.clone(),
+            created_by,
+            key: snapshot.key.clone(),
+            why,
+            pending,
+        });
+    }
+    drain(
+        &mut queue,
+        store,
+        name,
+        at.events,
+        &mut layers,
+        &mut reports,
+    )
+    .await?;
+    Ok(Produced {
+        records: layers,
+        reports,
+    })
+}
+
+fn layer_report(name: &str, blob: &LayerBlob, why: &[Why]) -> LayerReport {
+    LayerReport {
+        name: name.to_owned(),
+        digest: blob.digest.to_string(),
+        size: blob.size,
+        cached: why.is_empty(),
+        why: why.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// A layer's blob: reused, built by a run layer, or being written.
+enum Pending {
+    /// A cache hit.
+    Cached(LayerBlob),
+    /// Built already (a run layer).
+    Built(LayerBlob),
+    /// Being written on a blocking task.
+    Writing(tokio::task::JoinHandle<Result<LayerBlob, kiln_image::ImageError>>),
+}
+
+/// A layer waiting, in order, for its blob.
+struct Queued {
+    layer: String,
+    created_by: String,
+    key: LayerKey,
+    why: Vec<Why>,
+    pending: Pending,
+}
+
+/// Wait for every queued layer in order; record each new blob in the cache
+/// (only now that it is stored) and report it.
+async fn drain(
+    queue: &mut Vec<Queued>,
+    store: &Store,
+    image: &str,
+    events: &dyn Events,
+    layers: &mut Vec<LayerRecord>,
+    reports: &mut Vec<LayerReport>,
+) -> Result<(), KilnError> {
+    for queued in queue.drain(..) {
+        let blob = match queued.pending {
+            Pending::Cached(blob) => blob,
+            Pending::Built(blob) => {
+                entry::record(store, &queued.key, &blob)?;
+                blob
+            }
+            Pending::Writing(task) => {
+                let blob = task.await.map_err(|e| KilnError::Io {
+                    path: store.root().to_path_buf(),
+                    source: std::io::Error::other(e),
+                })??;
+                entry::record(store, &queued.key, &blob)?;
+                blob
+            }
+        };
+        let report = layer_report(&queued.layer, &blob, &queued.why);
+        events.layer_finished(image, &report);
+        reports.push(report);
+        layers.push(LayerRecord {
+            blob,
+            created_by: queued.created_by,
+        });
+    }
+    Ok(())
+}

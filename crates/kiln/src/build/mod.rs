@@ -1,0 +1,179 @@
+//! Build one recipe into the store, as a pipeline of named stages, each in
+//! its own module; [`build_one`] shows their order:
+//!
+//! 1. [`base`]: resolve the base into the store;
+//! 2. [`plan`]: the facts every stage shares (epoch, config, tags, secrets);
+//! 3. [`snapshot`]: every layer's inputs and cache key;
+//! 4. [`layers`]: each layer from the cache or built (file layers written
+//!    concurrently, run layers in the engine);
+//! 5. [`assemble`]: config and manifest;
+//! 6. [`leak`]: no declared secret value anywhere in what the recipe added;
+//! 7. [`record`]: stat cache, last build, stored recipe, and last the tags.
+//!
+//! Only [`record`] makes a build visible: a build that stops earlier leaves
+//! at most unnamed blobs, which gc removes.
+
+mod assemble;
+mod base;
+mod layers;
+mod leak;
+mod plan;
+mod record;
+mod snapshot;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use kiln_cache::explain;
+use kiln_cache::stat::StatCache;
+use kiln_engine::Engine;
+use kiln_image::Store;
+use kiln_recipe::{BaseRef, Recipe};
+
+use crate::KilnError;
+use crate::capability::{Stage, ensure_supported};
+use crate::events::Events;
+use crate::report::{BaseReport, BuildReport};
+
+/// How to build.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// `SOURCE_DATE_EPOCH`: overrides the recipe's `epoch`.
+    pub source_date_epoch: Option<u64>,
+    /// Tags to give the image besides its version.
+    pub extra_tags: Vec<String>,
+    /// Build every layer anew, ignoring (but refreshing) the cache.
+    pub no_cache: bool,
+    /// How many independent recipes build at once (`-j`); 0 counts as 1.
+    pub jobs: usize,
+    /// The `dev.kiln.run` label of the containers that run layers use:
+    /// whoever cancels the build removes them by it. A fresh id when `None`.
+    pub run_id: Option<String>,
+}
+
+/// Recipes built so far in this run, by canonical recipe file: what
+/// `recipe:` bases resolve to.
+type BuiltRecipes = BTreeMap<std::path::PathBuf, kiln_image::Digest>;
+
+/// Build `recipe` into `store` and tag it. Same recipe and inputs give the
+/// same manifest digest, wherever and whenever it runs. A `recipe:` base is
+/// built first (and its own, down the chain).
+///
+/// Run layers run in `engine`; a recipe with one and no engine is
+/// [`KilnError::NoEngine`] before any work starts.
+pub async fn build(
+    store: &Store,
+    recipe: &Recipe,
+    options: &BuildOptions,
+    engine: Option<&dyn Engine>,
+    events: &dyn Events,
+) -> Result<BuildReport, KilnError> {
+    if !matches!(recipe.image.base, BaseRef::Recipe { .. }) {
+        return build_one(store, recipe, options, engine, events, &BuiltRecipes::new()).await;
+    }
+    let mut reports = build_all(
+        store,
+        std::slice::from_ref(&recipe.path),
+        options,
+        engine,
+        events,
+    )
+    .await?;
+    // The graph puts the recipe asked for last: everything else is below it.
+    reports.pop().ok_or_else(|| KilnError::InvalidReference {
+        reference: recipe.path.display().to_string(),
+        reason: "nothing was built".into(),
+    })
+}
+
+/// Build the recipes at `paths` and every recipe they are built on, each
+/// once, dependencies first ([`crate::plan_graph`]). Reports come in build
+/// order.
+pub async fn build_all(
+    store: &Store,
+    paths: &[std::path::PathBuf],
+    options: &BuildOptions,
+    engine: Option<&dyn Engine>,
+    events: &dyn Events,
+) -> Result<Vec<BuildReport>, KilnError> {
+    let graph = crate::graph::plan(paths)?;
+    // Refuse what cannot be built before building anything.
+    for recipe in &graph.recipes {
+        ensure_supported(recipe, Stage::Build)?;
+    }
+    let mut built = BuiltRecipes::new();
+    let mut reports = Vec::with_capacity(graph.recipes.len());
+    // Recipes of one level are independent: up to `jobs` build at once.
+    let jobs = options.jobs.max(1);
+    for level in &graph.levels {
+        for chunk in level.chunks(jobs) {
+            let builds = chunk
+                .iter()
+                .map(|&n| build_one(store, &graph.recipes[n], options, engine, events, &built));
+            let done = futures_util::future::join_all(builds).await;
+            for (&n, report) in chunk.iter().zip(done) {
+                let report = report?;
+                let digest = report
+                    .digest
+                    .parse()
+                    .map_err(
+                        |e: kiln_image::DigestParseError| KilnError::InvalidReference {
+                            reference: report.digest.clone(),
+                            reason: e.to_string(),
+                        },
+                    )?;
+                built.insert(graph.recipes[n].path.clone(), digest);
+                reports.push(report);
+            }
+        }
+    }
+    Ok(reports)
+}
+
+/// Build one recipe whose `recipe:` base (if any) is in `built`.
+async fn build_one(
+    store: &Store,
+    recipe: &Recipe,
+    options: &BuildOptions,
+    engine: Option<&dyn Engine>,
+    events: &dyn Events,
+    built: &BuiltRecipes,
+) -> Result<BuildReport, KilnError> {
+    plan::refuse(recipe, engine)?;
+    let started = Instant::now();
+    events.build_started(&recipe.image.name.to_string(), recipe.layers.len());
+
+    let base = base::resolve(store, recipe, built, engine).await?;
+    let plan = plan::plan(recipe, options)?;
+    let mut stat = StatCache::load(store);
+    let mut inputs = snapshot::take(recipe, &plan, base.as_ref(), &mut stat)?;
+    let last = explain::load_last(store, &plan.name);
+    let workshop = layers::Workshop {
+        store,
+        engine,
+        events,
+        no_cache: options.no_cache,
+    };
+    let produced =
+        layers::produce(&workshop, recipe, &plan, base.as_ref(), &mut inputs, &last).await?;
+    let base_report = base.as_ref().map(|b| BaseReport {
+        reference: recipe.image.base.to_string(),
+        digest: b.manifest_digest.to_string(),
+    });
+    let image = assemble::assemble(store, recipe, &plan, base, produced.records)?;
+    // Before the image gets a name: no declared secret may be in it.
+    let base_layers = image.layers.len().saturating_sub(recipe.layers.len());
+    leak::check(store, recipe, &image, base_layers)?;
+    record::record(store, recipe, &plan, &image, &stat, inputs.snapshots)?;
+
+    let report = BuildReport {
+        name: plan.name,
+        digest: image.manifest.digest.to_string(),
+        tags: plan.tags,
+        base: base_report,
+        layers: produced.reports,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    };
+    events.build_finished(&report);
+    Ok(report)
+}

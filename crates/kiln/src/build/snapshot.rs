@@ -1,0 +1,149 @@
+//! Stage 3, snapshot the inputs: every layer's cache key and what it is
+//! made of, from the parent's key, the epoch, the layer's definition and
+//! (for file layers) every entry as it will be stored, files by content
+//! digest. Keys chain: each layer's parent is the layer below it, the first
+//! one's the base's manifest digest (or `scratch`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use kiln_cache::explain::LayerSnapshot;
+use kiln_cache::key::{InputRecord, KeyInput, LayerKey};
+use kiln_cache::stat::StatCache;
+use kiln_image::{BaseImage, EntryKind, LayerEntry, RuntimeConfig};
+use kiln_recipe::{LayerKind, Recipe};
+
+use super::plan::Plan;
+use crate::KilnError;
+use crate::plan::{file_layer_definition, file_layer_entries};
+use crate::run_layer::run_layer_definition;
+
+/// Every layer's snapshot, in recipe order, and the entries each file layer
+/// writes (empty for run layers).
+pub(super) struct Inputs {
+    /// One snapshot per layer of the recipe.
+    pub snapshots: Vec<LayerSnapshot>,
+    /// One list of entries per layer of the recipe.
+    pub entries: Vec<Vec<LayerEntry>>,
+}
+
+/// Snapshot every layer of `recipe` on top of `base`; `stat` vouches for
+/// files unchanged since they were last hashed.
+pub(super) fn take(
+    recipe: &Recipe,
+    plan: &Plan,
+    base: Option<&BaseImage>,
+    stat: &mut StatCache,
+) -> Result<Inputs, KilnError> {
+    let mut parent = base.map_or_else(|| "scratch".to_owned(), |b| b.manifest_digest.to_string());
+    let mut snapshots = Vec::with_capacity(recipe.layers.len());
+    let mut all_entries = Vec::with_capacity(recipe.layers.len());
+    for layer in &recipe.layers {
+        let (snapshot, entries) = match &layer.kind {
+            LayerKind::Files(files) => {
+                let entries = file_layer_entries(&plan.context, files)?;
+                let snapshot = snapshot(
+                    stat,
+                    &plan.context,
+                    &layer.name,
+                    &parent,
+                    plan.epoch,
+                    files,
+                    &entries,
+                )?;
+                (snapshot, entries)
+            }
+            LayerKind::Run(run) => (
+                run_snapshot(&layer.name, &parent, plan.epoch, run, &plan.config)?,
+                Vec::new(),
+            ),
+        };
+        parent = snapshot.key.to_string();
+        snapshots.push(snapshot);
+        all_entries.push(entries);
+    }
+    Ok(Inputs {
+        snapshots,
+        entries: all_entries,
+    })
+}
+
+/// A run layer's cache key: the parent's key, the epoch and the layer's
+/// definition (command, env, network, secret names). It has no inputs: the
+/// command's output is a function of the image so far, which the parent's
+/// key stands for.
+fn run_snapshot(
+    name: &str,
+    parent: &str,
+    epoch: u64,
+    run: &kiln_recipe::RunLayer,
+    config: &RuntimeConfig,
+) -> Result<LayerSnapshot, KilnError> {
+    let input = KeyInput {
+        parent: parent.to_owned(),
+        epoch,
+        definition: run_layer_definition(run, config),
+        inputs: Vec::new(),
+    };
+    Ok(LayerSnapshot {
+        name: name.to_owned(),
+        key: LayerKey::of(&input)?,
+        input,
+        sources: BTreeMap::new(),
+    })
+}
+
+/// The layer's cache key and what it is made of: the parent's key, the
+/// epoch, the recipe's definition and every entry as it will be stored,
+/// files by content digest (from the stat cache when unchanged).
+fn snapshot(
+    stat: &mut StatCache,
+    context: &Path,
+    name: &str,
+    parent: &str,
+    epoch: u64,
+    files: &kiln_recipe::FileLayer,
+    entries: &[LayerEntry],
+) -> Result<LayerSnapshot, KilnError> {
+    // Hash the files the stat cache does not vouch for on every core first;
+    // the loop below then finds them cached.
+    stat.prefetch(entries.iter().filter_map(|e| match &e.kind {
+        EntryKind::File { source } => Some(source.as_path()),
+        _ => None,
+    }));
+    let mut inputs = Vec::with_capacity(entries.len());
+    let mut sources = BTreeMap::new();
+    for e in entries {
+        let (kind, digest, target) = match &e.kind {
+            EntryKind::File { source } => {
+                let shown = source.strip_prefix(context).unwrap_or(source);
+                sources.insert(e.path.clone(), shown.display().to_string());
+                ("file", Some(stat.digest(source)?), None)
+            }
+            EntryKind::Dir => ("dir", None, None),
+            EntryKind::Symlink { target } => ("symlink", None, Some(target.clone())),
+        };
+        inputs.push(InputRecord {
+            path: e.path.clone(),
+            kind: kind.to_owned(),
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            digest,
+            target,
+        });
+    }
+    let input = KeyInput {
+        parent: parent.to_owned(),
+        epoch,
+        definition: file_layer_definition(files),
+        inputs,
+    };
+    let key = LayerKey::of(&input)?;
+    Ok(LayerSnapshot {
+        name: name.to_owned(),
+        key,
+        input,
+        sources,
+    })
+}
