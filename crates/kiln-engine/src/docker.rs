@@ -20,7 +20,7 @@ use bollard::query_parameters::{
 };
 use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, TryStreamExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bollard::models::ChangeType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -53,7 +53,13 @@ const LOG_CAP: usize = 64 << 10;
 pub struct Docker {
     client: bollard::Docker,
     endpoint: String,
+    upper_dir_reads: bool,
 }
+
+/// The environment variable that, set to `export`, makes
+/// [`Engine::upper_dir`] answer `None`: run layers then read a container's
+/// changes from the engine's filesystem export, as on a remote engine.
+pub const CAPTURE_ENV: &str = "KILN_RUN_LAYER_CAPTURE";
 
 impl Docker {
     /// Connect to the engine `DOCKER_HOST` names, else the default socket,
@@ -80,10 +86,21 @@ impl Docker {
         // anything above 1.41.
         let client = client.negotiate_version().await.map_err(unreachable)?;
         client.ping().await.map_err(unreachable)?;
+        let upper_dir_reads = std::env::var(CAPTURE_ENV).map_or(true, |v| v != "export");
         Ok(Docker {
             client,
             endpoint: endpoint.to_owned(),
+            upper_dir_reads,
         })
+    }
+
+    /// Whether [`Engine::upper_dir`] may offer a container's overlay upper
+    /// folder (the default, unless [`CAPTURE_ENV`] is `export`). `false`
+    /// makes run layers read changes from the engine's filesystem export:
+    /// slower, and the same layer.
+    pub fn with_upper_dir_reads(mut self, allowed: bool) -> Docker {
+        self.upper_dir_reads = allowed;
+        self
     }
 
     /// The endpoint connected to.
@@ -676,6 +693,44 @@ impl Engine for Docker {
         let stream = client.export_container(id.as_str());
         self.stream_to_file(stream, "export", &format!("container {id}"), dest)
             .await
+    }
+
+    async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
+        match self.client.inspect_image(image).await {
+            Ok(inspect) => Ok(inspect.id),
+            Err(ApiError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(self.fail("inspect", &format!("image {image}"), e)),
+        }
+    }
+
+    async fn upper_dir(&self, id: &ContainerId) -> Result<Option<PathBuf>, EngineError> {
+        // A folder named by a remote engine is not on this host.
+        if !self.upper_dir_reads || !self.endpoint.starts_with("unix://") {
+            return Ok(None);
+        }
+        let inspect = self
+            .client
+            .inspect_container(
+                id.as_str(),
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(|e| self.fail("inspect", &format!("container {id}"), e))?;
+        let Some(driver) = inspect.graph_driver else {
+            return Ok(None);
+        };
+        if driver.name != "overlay2" {
+            return Ok(None);
+        }
+        let Some(upper) = driver.data.get("UpperDir").map(PathBuf::from) else {
+            return Ok(None);
+        };
+        // Readable here (the engine's data root is root-only), else the
+        // export is the way.
+        let readable = tokio::fs::read_dir(&upper).await.is_ok();
+        Ok((readable && upper.is_absolute()).then_some(upper))
     }
 
     async fn save_image(&self, image: &str, dest: &Path) -> Result<u64, EngineError> {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -97,6 +97,29 @@ pub trait Engine: Send + Sync {
     /// export`) to the host file `dest`, streamed: memory stays bounded
     /// whatever its size. How many bytes were written.
     async fn export_to_file(&self, id: &ContainerId, dest: &Path) -> Result<u64, EngineError>;
+
+    /// The id (`sha256:...`, the digest of its config) of the image the
+    /// engine holds as `image` (a tag or an id); `None` when it holds no
+    /// such image. One inspect, nothing moved: kiln asks this before
+    /// loading or saving an image, so that what the engine already holds
+    /// is never sent or read again.
+    async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
+        match self.image_config(image).await {
+            Ok(config) => Ok(Some(config.id)),
+            Err(EngineError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The host folder that holds exactly what the container changed (an
+    /// overlay filesystem's upper folder), when the engine runs on this
+    /// host, keeps containers on overlay and that folder is readable here;
+    /// `None` otherwise (the changes are then read from
+    /// [`Engine::export_to_file`]). Valid until the container is removed.
+    async fn upper_dir(&self, id: &ContainerId) -> Result<Option<PathBuf>, EngineError> {
+        let _ = id;
+        Ok(None)
+    }
 
     /// Write the image `image` (`NAME:TAG` or an id) as a `docker save`
     /// archive to the host file `dest`, streamed. How many bytes were

@@ -41,7 +41,7 @@ mod error;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
-pub use docker::Docker;
+pub use docker::{CAPTURE_ENV, Docker};
 pub use engine::{
     Archive, Change, ChangeKind, ContainerId, ContainerSpec, ContainerState, Engine, ExecOutput,
     ImageConfig, NewFile, PathInfo, PathKind, ReadOnlyMount,

@@ -597,3 +597,80 @@ async fn a_finished_container_reports_its_code_changes_and_filesystem() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn image_id_names_what_the_engine_holds_and_nothing_else() {
+    let Some(docker) = engine_or_skip().await else {
+        return;
+    };
+    let id = busybox()
+        .file("/id-probe", "1\n", 0o644)
+        .load(&docker)
+        .await
+        .expect("load");
+    assert_eq!(
+        docker.image_id(&id).await.expect("inspect").as_deref(),
+        Some(id.as_str())
+    );
+    assert_eq!(
+        docker
+            .image_id("kiln-test/never-loaded:nope")
+            .await
+            .expect("an absent image is an answer"),
+        None
+    );
+    // A well-formed id the engine never saw.
+    let absent = format!("sha256:{}", "0".repeat(64));
+    assert_eq!(docker.image_id(&absent).await.expect("inspect"), None);
+}
+
+#[tokio::test]
+async fn the_upper_folder_holds_exactly_what_the_container_changed() {
+    let Some(docker) = engine_or_skip().await else {
+        return;
+    };
+    let image = busybox()
+        .file("/data/keep", "keep\n", 0o644)
+        .file("/data/mod", "a\n", 0o644)
+        .load(&docker)
+        .await
+        .expect("load");
+    let run = run_id("upper");
+    with_cleanup(&docker, &run, async {
+        let mut s = spec(&image, &run);
+        s.network = false;
+        s.entrypoint = Some(argv(&["/bin/busybox", "sh", "-c"]));
+        s.cmd = Some(argv(&[
+            "echo new > /data/new && chmod 0640 /data/new && echo b >> /data/mod",
+        ]));
+        let id = docker.create_container(&s).await.expect("create");
+        docker.start(&id).await.expect("start");
+        assert_eq!(docker.wait(&id).await.expect("wait"), 0);
+
+        // This engine is local and its data root readable (tests run as
+        // root beside dockerd): the upper folder is offered.
+        let upper = docker
+            .upper_dir(&id)
+            .await
+            .expect("inspect")
+            .expect("a local overlay2 engine offers the upper folder");
+        let read = |p: &str| std::fs::read_to_string(upper.join(p)).expect(p);
+        assert_eq!(read("data/new"), "new\n");
+        assert_eq!(read("data/mod"), "a\nb\n");
+        assert!(
+            !upper.join("data/keep").exists(),
+            "an unchanged file is not in the upper folder"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(upper.join("data/new"))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o640);
+
+        // Turned off, the engine answers None: the export is the way.
+        let export_only = docker.clone().with_upper_dir_reads(false);
+        assert_eq!(export_only.upper_dir(&id).await.expect("answer"), None);
+    })
+    .await;
+}
