@@ -160,6 +160,20 @@ impl Docker {
         }
     }
 
+    /// What the engine knows of a container.
+    async fn inspect_container(
+        &self,
+        id: &ContainerId,
+    ) -> Result<bollard::models::ContainerInspectResponse, EngineError> {
+        self.client
+            .inspect_container(
+                id.as_str(),
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(|e| self.fail("inspect", &format!("container {id}"), e))
+    }
+
     /// Whether `path` exists in the container (without reading it).
     async fn exists(&self, id: &ContainerId, path: &str) -> Result<bool, EngineError> {
         let options = ContainerArchiveInfoOptionsBuilder::new().path(path).build();
@@ -520,14 +534,7 @@ impl Engine for Docker {
     }
 
     async fn published_addr(&self, id: &ContainerId, port: u16) -> Result<SocketAddr, EngineError> {
-        let inspect = self
-            .client
-            .inspect_container(
-                id.as_str(),
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-            .map_err(|e| self.fail("inspect", &format!("container {id}"), e))?;
+        let inspect = self.inspect_container(id).await?;
         inspect
             .network_settings
             .and_then(|n| n.ports)
@@ -541,14 +548,7 @@ impl Engine for Docker {
     }
 
     async fn state(&self, id: &ContainerId) -> Result<ContainerState, EngineError> {
-        let inspect = self
-            .client
-            .inspect_container(
-                id.as_str(),
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-            .map_err(|e| self.fail("inspect", &format!("container {id}"), e))?;
+        let inspect = self.inspect_container(id).await?;
         let state = inspect.state.unwrap_or_default();
         let code = state.exit_code.unwrap_or(0);
         Ok(match state.status {
@@ -710,14 +710,7 @@ impl Engine for Docker {
         if !self.upper_dir_reads || !self.endpoint.starts_with("unix://") {
             return Ok(None);
         }
-        let inspect = self
-            .client
-            .inspect_container(
-                id.as_str(),
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-            .map_err(|e| self.fail("inspect", &format!("container {id}"), e))?;
+        let inspect = self.inspect_container(id).await?;
         let Some(driver) = inspect.graph_driver else {
             return Ok(None);
         };
