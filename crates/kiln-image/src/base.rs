@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::descriptor::{Index, is_index, is_layer, is_manifest};
-use crate::{Descriptor, Digest, ImageError, LayerPolicy, Store};
+use crate::{Descriptor, Digest, ImageError, LayerPolicy, Platform, Store};
 
 /// A base image in the store: its manifest and config as JSON (the raw
 /// blobs stay in the store, byte for byte), its layers and their diff_ids.
@@ -32,7 +32,7 @@ pub struct BaseImage {
 ///
 /// `reference` is a ref name of the layout's index.json
 /// (`org.opencontainers.image.ref.name`); without one, the layout must hold
-/// exactly one image. An image index is followed to its linux/amd64
+/// exactly one image. An image index is followed to the host platform's
 /// manifest. Every blob (manifest, config, layers) is copied into the store
 /// and hashed while copying; one whose bytes do not match its digest is an
 /// error naming it. Layers must be gzip or plain tar, and pass
@@ -85,7 +85,7 @@ pub(crate) type FetchBlob<'a> = dyn Fn(&Descriptor) -> Result<(), ImageError> + 
 /// The one resolution of an OCI layout, whether it lies in a folder or came
 /// out of an archive: pick the image `reference` names in `index` (the
 /// layout's index.json; `origin` is the layout, for errors), follow indexes
-/// to linux/amd64, have `fetch` bring every blob of the image into the
+/// to the host platform, have `fetch` bring every blob of the image into the
 /// store, check the layers' entries and read the image back.
 pub(crate) fn resolve_layout(
     store: &Store,
@@ -147,7 +147,7 @@ pub(crate) fn finish_import(store: &Store, manifest: &Digest) -> Result<BaseImag
     Ok(image)
 }
 
-/// Follow `d` through image indexes to a linux/amd64 image manifest.
+/// Follow `d` through image indexes to the host platform's image manifest.
 fn pick_manifest(
     store: &Store,
     fetch: &FetchBlob<'_>,
@@ -166,7 +166,7 @@ fn pick_manifest(
         }
         fetch(&d)?;
         let bytes = store.read_blob(&d.digest)?;
-        d = choose_platform(&d.digest, &bytes)?;
+        d = choose_platform(&d.digest, &bytes, &Platform::host())?;
     }
     Err(ImageError::InvalidDocument {
         what: "image index",
@@ -175,29 +175,45 @@ fn pick_manifest(
     })
 }
 
-/// The linux/amd64 entry of the image index `bytes` (whose digest is
-/// `digest`).
-pub(crate) fn choose_platform(digest: &Digest, bytes: &[u8]) -> Result<Descriptor, ImageError> {
+/// The entry of the image index `bytes` (whose digest is `digest`) for
+/// `wanted`: same os and architecture, and the same variant when `wanted`
+/// names one (an entry with the variant asked for wins over one without).
+pub(crate) fn choose_platform(
+    digest: &Digest,
+    bytes: &[u8],
+    wanted: &Platform,
+) -> Result<Descriptor, ImageError> {
     let index: Index = serde_json::from_slice(bytes).map_err(|e| ImageError::InvalidDocument {
         what: "image index",
         digest: digest.clone(),
         reason: e.to_string(),
     })?;
     let platform_of = |m: &Descriptor| {
-        m.platform.as_ref().map_or_else(
-            || "unknown".to_owned(),
-            |p| format!("{}/{}", p.os, p.architecture),
-        )
-    };
-    let found = index.manifests.iter().find(|m| {
         m.platform
             .as_ref()
-            .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
-    });
+            .map_or_else(|| "unknown".to_owned(), Platform::to_string)
+    };
+    let matches = |m: &&Descriptor, exact: bool| {
+        m.platform.as_ref().is_some_and(|p| {
+            p.os == wanted.os
+                && p.architecture == wanted.architecture
+                && match (&wanted.variant, &p.variant) {
+                    (None, _) => true,
+                    (Some(w), Some(v)) => w == v,
+                    (Some(_), None) => !exact,
+                }
+        })
+    };
+    let found = index
+        .manifests
+        .iter()
+        .find(|m| matches(m, true))
+        .or_else(|| index.manifests.iter().find(|m| matches(m, false)));
     match found {
         Some(m) => Ok(m.clone()),
         None => Err(ImageError::NoMatchingPlatform {
             digest: digest.clone(),
+            wanted: wanted.to_string(),
             available: index.manifests.iter().map(platform_of).collect(),
         }),
     }

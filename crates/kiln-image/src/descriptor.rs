@@ -102,6 +102,61 @@ pub struct Platform {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
+impl Platform {
+    /// The platform of the machine kiln runs on, in OCI's spelling
+    /// (`x86_64` is `amd64`, `aarch64` is `arm64`).
+    pub fn host() -> Platform {
+        let (architecture, variant) = match std::env::consts::ARCH {
+            "x86_64" => ("amd64", None),
+            "aarch64" => ("arm64", None),
+            "x86" => ("386", None),
+            "arm" => ("arm", Some("v7")),
+            "powerpc64" => ("ppc64le", None),
+            "riscv64" => ("riscv64", None),
+            "s390x" => ("s390x", None),
+            other => (other, None),
+        };
+        Platform {
+            architecture: architecture.to_owned(),
+            os: std::env::consts::OS.to_owned(),
+            variant: variant.map(str::to_owned),
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// Parse `os/architecture[/variant]` (`linux/arm64`, `linux/arm/v7`);
+    /// `None` unless it has two or three non-empty lowercase parts.
+    pub fn parse(s: &str) -> Option<Platform> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let ok = (2..=3).contains(&parts.len())
+            && parts.iter().all(|p| {
+                !p.is_empty()
+                    && p.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            });
+        if !ok {
+            return None;
+        }
+        Some(Platform {
+            os: parts[0].to_owned(),
+            architecture: parts[1].to_owned(),
+            variant: parts.get(2).map(|v| (*v).to_owned()),
+            extra: BTreeMap::new(),
+        })
+    }
+}
+
+/// `os/architecture[/variant]`.
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
 /// An image index (`index.json` of a layout, or a multi-platform index).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

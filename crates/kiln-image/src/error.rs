@@ -174,14 +174,16 @@ pub enum ImageError {
         reason: String,
     },
 
-    /// An image index with no linux/amd64 image.
+    /// An image index with no image for the platform asked for.
     #[error(
-        "image index {digest} has no linux/amd64 image; it has: {}",
+        "image index {digest} has no {wanted} image; it has: {} (choose one with [image] platform)",
         list(available)
     )]
     NoMatchingPlatform {
         /// The index.
         digest: Digest,
+        /// The platform asked for, as `os/architecture[/variant]`.
+        wanted: String,
         /// The platforms it has, as `os/architecture`.
         available: Vec<String>,
     },
@@ -318,6 +320,39 @@ pub enum ImageError {
         /// What kiln was doing, e.g. `pull manifest`.
         operation: &'static str,
         /// What went wrong.
+        reason: String,
+    },
+
+    /// A blob upload that failed after its retries: which blob, of which
+    /// image, and how far it got.
+    #[error(
+        "pushing {what} ({blob}) to {target} failed after {} of {} bytes: {reason}",
+        sent.0,
+        sent.1
+    )]
+    BlobPush {
+        /// Where it went: `HOST/REPOSITORY`.
+        target: String,
+        /// The blob.
+        blob: Digest,
+        /// Which blob of which image: `layer 2 of 3 of image sha256:...`.
+        what: String,
+        /// Bytes the registry had accepted, and the blob's size.
+        sent: (u64, u64),
+        /// What went wrong last.
+        reason: String,
+    },
+
+    /// A credential store that cannot be read: a malformed docker config or
+    /// containers auth file, or a credential helper that failed. Never
+    /// carries the credential itself.
+    #[error("credentials for registry {host}: {source_name}: {reason}")]
+    Credentials {
+        /// The registry host.
+        host: String,
+        /// The file or helper program consulted.
+        source_name: String,
+        /// What is wrong with it.
         reason: String,
     },
 

@@ -83,5 +83,8 @@ pub use layer::write_layer_with_threads;
 pub use layer::{LayerBlob, write_layer};
 pub use layer_policy::{LayerPolicy, validate_layer_entries};
 pub use oci_archive::import_oci_archive;
-pub use registry::{RegistryAuth, pull_registry, push_image};
+pub use registry::{
+    BlobOutcome, CredentialFiles, PushReport, RegistryAuth, Remote, RemoteManifest, pull_registry,
+    push_image,
+};
 pub use store::{GcReport, Store};

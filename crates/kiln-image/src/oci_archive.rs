@@ -24,7 +24,7 @@ const FORMAT: &str = "oci-archive";
 /// streamed into the store and refused unless its content hashes to its
 /// name (members the store already holds are skipped). The image is then
 /// resolved as [`crate::import_oci_layout`] resolves a folder: indexes
-/// followed to linux/amd64, documents checked, every layer's entries
+/// followed to the host platform, documents checked, every layer's entries
 /// checked ([`crate::validate_layer_entries`]). A blob the image needs that
 /// the archive lacks is [`ImageError::MissingBlob`], named as
 /// `FILE/blobs/sha256/HEX`.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use kiln_image::{
-    BuiltImage, Descriptor, Digest, ImageError, ImageSpec, LayerRecord, RegistryAuth,
+    BuiltImage, Descriptor, Digest, ImageError, ImageSpec, LayerRecord, RegistryAuth, Remote,
     RuntimeConfig, Store, assemble, pull_registry, push_image, write_layer,
 };
 use serde_json::{Value, json};
@@ -491,20 +491,23 @@ fn htpasswd(user: &str, password: &str) -> Result<String, Box<dyn std::error::Er
     Ok(format!("{user}:{}\n", hash.trim()))
 }
 
+/// Whether [`htpasswd`] can make a bcrypt hash here.
+fn bcrypt_available() -> bool {
+    tool_available(
+        "python3 with crypt",
+        &[
+            "python3",
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt; assert crypt.METHOD_BLOWFISH",
+        ],
+    )
+}
+
 #[tokio::test]
 async fn basic_authentication() -> TestResult {
-    if !tools()
-        || !tool_available(
-            "python3 with crypt",
-            &[
-                "python3",
-                "-W",
-                "ignore",
-                "-c",
-                "import crypt; assert crypt.METHOD_BLOWFISH",
-            ],
-        )
-    {
+    if !tools() || !bcrypt_available() {
         return Ok(());
     }
     let registry = start(Some(&htpasswd("kiln", "s3cret")?))?;
@@ -564,6 +567,254 @@ async fn basic_authentication() -> TestResult {
             matches!(pushed, Err(ImageError::RegistryAccessDenied { .. })),
             "{pushed:?}"
         );
+    }
+    Ok(())
+}
+
+/// An image of one layer holding `size` bytes that do not compress, so
+/// that its blob is about that large.
+fn large_image(dir: &Path, size: usize) -> Result<(Store, BuiltImage), Box<dyn std::error::Error>> {
+    let ctx = dir.join("large-ctx");
+    std::fs::create_dir_all(&ctx)?;
+    // A fixed xorshift stream: incompressible, and the same every run.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let bytes: Vec<u8> = (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(ctx.join("noise.bin"), bytes)?;
+    let store = Store::open(dir.join("large-store"))?;
+    let entries = kiln_image::plan_copy(
+        &ctx,
+        &kiln_image::CopySpec {
+            src: "noise.bin".into(),
+            dest: "/data/noise.bin".into(),
+            mode: Some(0o644),
+            uid: 0,
+            gid: 0,
+            exclude: vec![],
+        },
+    )?;
+    let blob = write_layer(&store, entries, EPOCH)?;
+    let built = assemble(
+        &store,
+        &ImageSpec {
+            base: None,
+            config: RuntimeConfig::default(),
+            layers: vec![LayerRecord {
+                blob,
+                created_by: "kiln layer noise: files".into(),
+            }],
+            created_epoch: EPOCH,
+            annotations: annotations(EPOCH),
+        },
+    )?;
+    Ok((store, built))
+}
+
+/// A TCP proxy on loopback in front of `upstream` that cuts the first
+/// connection over which the client has sent more than `after` bytes,
+/// mid-stream, both ways. Returns its host and whether it has cut.
+fn dropping_proxy(
+    upstream: &str,
+    after: u64,
+) -> std::io::Result<(String, std::sync::Arc<std::sync::atomic::AtomicBool>)> {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let host = listener.local_addr()?.to_string();
+    let cut = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cut);
+    let upstream = upstream.to_owned();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (Ok(mut client_r), Ok(mut server_w)) = (client.try_clone(), server.try_clone())
+            else {
+                continue;
+            };
+            let (mut server_r, mut client_w) = (server, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut server_r, &mut client_w);
+                let _ = client_w.shutdown(std::net::Shutdown::Both);
+            });
+            let flag = Arc::clone(&flag);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 << 10];
+                let mut sent = 0u64;
+                loop {
+                    let n = match client_r.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    sent += n as u64;
+                    if sent > after && !flag.swap(true, Ordering::SeqCst) {
+                        // Part of this read reaches the registry, the rest
+                        // never does: a connection lost mid-chunk.
+                        let _ = server_w.write_all(&buf[..n / 2]);
+                        let _ = server_w.shutdown(std::net::Shutdown::Both);
+                        let _ = client_r.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                    if server_w.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = server_w.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    Ok((host, cut))
+}
+
+#[tokio::test]
+async fn a_connection_dropped_mid_upload_does_not_stop_the_push() -> TestResult {
+    if !tools() {
+        return Ok(());
+    }
+    let registry = start(None)?;
+    let dir = tempfile::tempdir()?;
+    let (src, built) = large_image(dir.path(), 3 << 20)?;
+    let (proxy, cut) = dropping_proxy(&registry.host, (5 << 20) / 2)?;
+    let mut remote = Remote::new(&proxy, "team/big", RegistryAuth::Anonymous)?;
+    remote.set_chunk_size(1 << 20);
+    let report = remote
+        .push_image(&src, &built.manifest.digest, &["1".into()])
+        .await?;
+    assert!(
+        cut.load(std::sync::atomic::Ordering::SeqCst),
+        "the proxy never cut a connection: the test proves nothing"
+    );
+    assert_eq!(report.digest.as_ref(), Some(&built.manifest.digest));
+    assert_eq!(report.uploaded.len(), 2, "{report:?}");
+    // What the registry holds is exactly our layer, under our digest.
+    let layer = &built.layers[0];
+    assert_eq!(
+        std::fs::read(stored_blob(&registry, &layer.digest))?,
+        src.read_blob(&layer.digest)?
+    );
+    let inspect: Value = serde_json::from_str(&run(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{}/team/big:1", registry.host),
+        ],
+    )?)?;
+    assert_eq!(inspect["Digest"], built.manifest.digest.as_str());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_second_push_sends_nothing_and_other_repositories_mount() -> TestResult {
+    if !tools() {
+        return Ok(());
+    }
+    let registry = start(None)?;
+    let dir = tempfile::tempdir()?;
+    let (src, built) = source(dir.path())?;
+    let remote = Remote::new(&registry.host, "team/first", RegistryAuth::Anonymous)?;
+    let first = remote
+        .push_image(&src, &built.manifest.digest, &["1".into(), "stable".into()])
+        .await?;
+    assert_eq!(first.uploaded.len(), 2, "{first:?}");
+    assert_eq!(first.tags, ["1", "stable"]);
+    let again = remote
+        .push_image(&src, &built.manifest.digest, &["2".into()])
+        .await?;
+    assert!(
+        again.uploaded.is_empty() && again.mounted.is_empty(),
+        "{again:?}"
+    );
+    assert_eq!(again.present.len(), 2, "{again:?}");
+    for tag in ["1", "stable", "2"] {
+        let served = remote.manifest(tag).await?;
+        assert_eq!(served.digest, built.manifest.digest, "tag {tag}");
+    }
+
+    let other = Remote::new(&registry.host, "team/second", RegistryAuth::Anonymous)?;
+    other.allow_mounts_from(&["team/first".into()]);
+    let mounted = other
+        .push_image(&src, &built.manifest.digest, &["1".into()])
+        .await?;
+    assert!(mounted.uploaded.is_empty(), "{mounted:?}");
+    assert_eq!(mounted.mounted.len(), 2, "{mounted:?}");
+
+    // Small documents go up and come back as they are (what signatures use).
+    let payload = br#"{"critical":{}}"#.to_vec();
+    let d = other
+        .push_blob_bytes(
+            "application/vnd.dev.cosign.simplesigning.v1+json",
+            payload.clone(),
+        )
+        .await?;
+    assert_eq!(other.fetch_blob_bytes(&d).await?, payload);
+    Ok(())
+}
+
+#[tokio::test]
+async fn credentials_come_from_config_files() -> TestResult {
+    if !tools() || !bcrypt_available() {
+        return Ok(());
+    }
+    let registry = start(Some(&htpasswd("kiln", "s3cret")?))?;
+    let dir = tempfile::tempdir()?;
+    let (src, built) = source(dir.path())?;
+    let docker = dir.path().join("config.json");
+    let auth_file = dir.path().join("auth.json");
+    use base64::Engine as _;
+    let encode = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    std::fs::write(
+        &docker,
+        json!({"auths": {registry.host.clone(): {"auth": encode("kiln:s3cret")}}}).to_string(),
+    )?;
+    std::fs::write(
+        &auth_file,
+        json!({"auths": {registry.host.clone(): {"auth": encode("kiln:hunter2-bad")}}}).to_string(),
+    )?;
+    let from_docker = kiln_image::CredentialFiles {
+        files: vec![docker.clone()],
+    }
+    .lookup(&registry.host)?;
+    push_image(
+        &src,
+        &built.manifest.digest,
+        &registry.host,
+        "team/c",
+        "1",
+        from_docker,
+    )
+    .await?;
+    // The auth file comes first: its wrong password is used, and refused.
+    let both = kiln_image::CredentialFiles {
+        files: vec![auth_file, docker],
+    }
+    .lookup(&registry.host)?;
+    let refused = push_image(
+        &src,
+        &built.manifest.digest,
+        &registry.host,
+        "team/c",
+        "2",
+        both,
+    )
+    .await;
+    match refused {
+        Err(e @ ImageError::RegistryAccessDenied { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains(&registry.host) && !text.contains("hunter2"),
+                "{text}"
+            );
+        }
+        other => return Err(format!("expected a refusal, got {other:?}").into()),
     }
     Ok(())
 }
