@@ -12,7 +12,8 @@
 //! - [`import_oci_layout`], [`import_oci_archive`], [`import_docker_archive`]
 //!   and [`pull_registry`] bring bases into the store, streamed and verified
 //!   blob by blob, every base layer checked by [`validate_layer_entries`];
-//!   [`load_image`] reads one back;
+//!   [`load_image`] reads one back, and [`read_image`] gives a stored
+//!   image as oci-spec's `ImageManifest` and `ImageConfiguration`;
 //! - [`write_docker_loadable`], [`write_oci_archive`] and
 //!   [`write_oci_layout_dir`] write images out, and [`push_image`] sends one
 //!   to a registry.
@@ -51,6 +52,10 @@
 //! ```
 #![deny(missing_docs)]
 
+/// The OCI types [`read_image`] returns, re-exported so that callers use the
+/// same version.
+pub use oci_spec;
+
 pub mod archive;
 pub mod base;
 pub mod canonical;
@@ -64,6 +69,7 @@ pub mod error;
 pub mod image;
 pub mod layer;
 pub mod layer_policy;
+pub mod oci;
 pub mod oci_archive;
 pub mod registry;
 pub mod store;
@@ -82,6 +88,7 @@ pub use image::{BuiltImage, ImageSpec, LayerRecord, RuntimeConfig, assemble, rfc
 pub use layer::write_layer_with_threads;
 pub use layer::{LayerBlob, write_layer};
 pub use layer_policy::{LayerPolicy, validate_layer_entries};
+pub use oci::{StoredImage, read_image};
 pub use oci_archive::import_oci_archive;
 pub use registry::{
     BlobOutcome, CredentialFiles, PushReport, RegistryAuth, Remote, RemoteManifest, pull_registry,
