@@ -67,7 +67,7 @@ mod tests {
     fn failures_are_escaped_and_counted() {
         let report = TestReport {
             name: "web".into(),
-            digest: "sha256:ab".into(),
+            digest: kiln::Digest::of(b"web"),
             passed: false,
             checks: vec![
                 CheckReport {

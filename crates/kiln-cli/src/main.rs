@@ -101,7 +101,7 @@ async fn run(command: Command) -> CmdResult {
             let progress = Progress::new().explaining(build.explain);
             // Only run layers need the engine: file-only recipes build
             // without one.
-            let docker = if graph.recipes.iter().any(needs_engine) {
+            let docker = if graph.recipes.iter().any(kiln::needs_engine) {
                 Some(kiln::Docker::connect().await.map_err(KilnError::from)?)
             } else {
                 None
@@ -236,7 +236,7 @@ async fn run(command: Command) -> CmdResult {
                         i.name,
                         dash(&i.tags),
                         dash(&i.channels),
-                        &i.digest[..i.digest.len().min(19)],
+                        &i.digest.as_str()[..19],
                         i.size,
                         serde_json::to_value(i.test)
                             .ok()
@@ -408,16 +408,6 @@ async fn test_target(
     Ok((recipe, resolved.digest))
 }
 
-/// Whether building `recipe` needs the container engine: run layers run
-/// there, and `docker-daemon:` bases are read from it.
-fn needs_engine(recipe: &Recipe) -> bool {
-    matches!(recipe.image.base, kiln_recipe::BaseRef::DockerDaemon { .. })
-        || recipe
-            .layers
-            .iter()
-            .any(|l| matches!(l.kind, kiln_recipe::LayerKind::Run(_)))
-}
-
 /// Run `work`; on Ctrl-C remove every container of the run, then stop.
 async fn cancellable<T>(
     engine: &kiln::Docker,
@@ -429,7 +419,7 @@ async fn cancellable<T>(
         _ = tokio::signal::ctrl_c() => {
             // The work future is dropped here, mid-flight: its containers
             // are found again by their run label.
-            if let Err(e) = engine.remove_labelled("dev.kiln.run", run_id).await {
+            if let Err(e) = engine.remove_labelled(kiln::RUN_LABEL, run_id).await {
                 eprintln!("warning: could not remove the run's containers: {e}");
             }
             Err(Failure::Interrupted)

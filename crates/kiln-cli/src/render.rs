@@ -125,7 +125,7 @@ impl kiln::Events for Progress {
             report.duration_ms
         );
     }
-    fn loading_image(&self, image: &str, digest: &str) {
+    fn loading_image(&self, image: &str, digest: &kiln::Digest) {
         eprintln!("testing {image}@{digest}");
     }
 }

@@ -1,7 +1,7 @@
 //! What this build of kiln can do yet. A recipe key whose feature is not
 //! built is refused up front with a clear error, never silently ignored.
 
-use kiln_recipe::Recipe;
+use kiln_recipe::{BaseRef, LayerKind, Recipe};
 
 use crate::KilnError;
 
@@ -37,4 +37,15 @@ pub fn ensure_supported(recipe: &Recipe, stage: Stage) -> Result<(), KilnError> 
         }
     }
     Ok(())
+}
+
+/// Whether building `recipe` needs a container engine: run layers run
+/// there, and `docker-daemon:` bases are read from it. A recipe for which
+/// this is false builds with `engine: None`. (Testing always needs one.)
+pub fn needs_engine(recipe: &Recipe) -> bool {
+    matches!(recipe.image.base, BaseRef::DockerDaemon { .. })
+        || recipe
+            .layers
+            .iter()
+            .any(|l| matches!(l.kind, LayerKind::Run(_)))
 }

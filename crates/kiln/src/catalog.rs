@@ -27,7 +27,7 @@ pub struct ImageSummary {
     /// Image name.
     pub name: String,
     /// Manifest digest.
-    pub digest: String,
+    pub digest: Digest,
     /// Tags pointing at it.
     pub tags: Vec<String>,
     /// Channels pointing at it.
@@ -74,7 +74,7 @@ pub fn images(store: &Store) -> Result<Vec<ImageSummary>, KilnError> {
         };
         out.push(ImageSummary {
             name,
-            digest: digest.to_string(),
+            digest,
             tags,
             channels,
             size,
@@ -84,27 +84,53 @@ pub fn images(store: &Store) -> Result<Vec<ImageSummary>, KilnError> {
     Ok(out)
 }
 
-/// An image's manifest, config and layers, as stored.
-#[derive(Debug, Clone, Serialize)]
+/// An image's manifest, config and layers: the stored bytes, and the same
+/// parsed as oci-spec types.
+///
+/// Serialised (`kiln inspect`) as `name`, `digest`, and the stored
+/// `manifest` and `config` documents with every field they hold, including
+/// those oci-spec does not know (Docker's `Healthcheck`).
+#[derive(Debug, Clone)]
 pub struct Inspection {
     /// Image name.
     pub name: String,
     /// Manifest digest.
-    pub digest: String,
-    /// The manifest, as stored.
-    pub manifest: serde_json::Value,
-    /// The config (holds `history` and `rootfs`), as stored.
-    pub config: serde_json::Value,
+    pub digest: Digest,
+    /// The manifest, parsed from `manifest_bytes`.
+    pub manifest: oci_spec::image::ImageManifest,
+    /// The config (holds `history` and `rootfs`), parsed from `config_bytes`.
+    pub config: oci_spec::image::ImageConfiguration,
+    /// The manifest as stored: its sha256 is `digest`.
+    pub manifest_bytes: Vec<u8>,
+    /// The config as stored: its sha256 is the manifest's config digest.
+    pub config_bytes: Vec<u8>,
+}
+
+impl Serialize for Inspection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeStruct};
+        let document = |bytes: &[u8]| {
+            serde_json::from_slice::<serde_json::Value>(bytes).map_err(S::Error::custom)
+        };
+        let mut out = s.serialize_struct("Inspection", 4)?;
+        out.serialize_field("name", &self.name)?;
+        out.serialize_field("digest", &self.digest)?;
+        out.serialize_field("manifest", &document(&self.manifest_bytes)?)?;
+        out.serialize_field("config", &document(&self.config_bytes)?)?;
+        out.end()
+    }
 }
 
 /// Manifest, config, layers and history of the image `reference` names.
 pub fn inspect(store: &Store, reference: &str) -> Result<Inspection, KilnError> {
     let resolved = reference::resolve(store, reference)?;
-    let image = kiln_image::load_image(store, &resolved.digest)?;
+    let image = kiln_image::read_image(store, &resolved.digest)?;
     Ok(Inspection {
         name: resolved.name,
-        digest: resolved.digest.to_string(),
+        digest: image.digest,
         manifest: image.manifest,
         config: image.config,
+        manifest_bytes: image.manifest_bytes,
+        config_bytes: image.config_bytes,
     })
 }

@@ -84,7 +84,7 @@ pub enum KilnError {
         /// Image name.
         name: String,
         /// Manifest digest.
-        digest: String,
+        digest: kiln_image::Digest,
     },
     /// A declared secret's value is in the built image.
     #[error("secret leaked into image {image}; it was not tagged:\n  {}", .leaks.join("\n  "))]
@@ -178,7 +178,61 @@ fn image_input_error(e: &kiln_image::ImageError) -> bool {
     )
 }
 
+impl From<kiln_image::DigestParseError> for KilnError {
+    /// A digest that does not parse is a reference that names nothing.
+    fn from(e: kiln_image::DigestParseError) -> Self {
+        KilnError::InvalidReference {
+            reason: "expected sha256: followed by 64 lowercase hex digits".to_owned(),
+            reference: e.0,
+        }
+    }
+}
+
+/// What callers branch on, so that none has to match on `Debug` output or
+/// on the lower crates' enums.
 impl KilnError {
+    /// Whether a rollback found no earlier passing digest to go back to
+    /// (the channel is left as it was).
+    pub fn is_nothing_to_roll_back(&self) -> bool {
+        matches!(
+            self,
+            KilnError::Promote(kiln_promote::PromoteError::NothingToRollBack { .. })
+        )
+    }
+
+    /// Whether a promotion was refused because the digest was never tested.
+    pub fn is_untested(&self) -> bool {
+        matches!(
+            self,
+            KilnError::Promote(kiln_promote::PromoteError::Untested { .. })
+        )
+    }
+
+    /// Whether a promotion was refused because the digest's latest test run
+    /// failed.
+    pub fn is_failed_test(&self) -> bool {
+        matches!(
+            self,
+            KilnError::Promote(kiln_promote::PromoteError::Failed { .. })
+        )
+    }
+
+    /// Whether a declared secret's value was found in the built image (the
+    /// image was not tagged).
+    pub fn is_secret_leak(&self) -> bool {
+        matches!(self, KilnError::SecretLeaked { .. })
+    }
+
+    /// Whether the container engine could not be reached at all (as
+    /// opposed to an engine that answered and refused, or none given).
+    pub fn is_engine_unreachable(&self) -> bool {
+        match self {
+            KilnError::Engine(e) => e.is_unreachable(),
+            KilnError::Check(e) => e.is_unreachable(),
+            _ => false,
+        }
+    }
+
     /// Which exit code this error deserves.
     pub fn kind(&self) -> ErrorKind {
         use kiln_promote::PromoteError as P;

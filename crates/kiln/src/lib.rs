@@ -44,27 +44,56 @@ mod test_run;
 use kiln_promote::channel;
 
 pub use build::{BuildOptions, build, build_all};
-pub use capability::{Stage, ensure_supported};
+pub use capability::{Stage, ensure_supported, needs_engine};
 pub use catalog::{ImageSummary, Inspection, TestStatus, images, inspect};
 pub use error::{ErrorKind, KilnError};
 pub use events::{Events, NoEvents};
 pub use export::{Destination, export};
 pub use graph::{BuildGraph, plan as plan_graph};
-pub use kiln_check::{CheckEvents, CheckOutcome};
-pub use kiln_engine::{Docker, Engine};
-pub use kiln_image::{Digest, DigestParseError, GcReport, Store};
+pub use kiln_cache::CacheError;
+pub use kiln_check::{CheckError, CheckEvents, CheckOutcome};
+pub use kiln_engine::{Docker, Engine, EngineError, MANAGED_LABEL, RUN_LABEL};
+pub use kiln_image::change_set::ChangeSetError;
+pub use kiln_image::{Digest, DigestParseError, GcReport, ImageError, Store, oci_spec};
+pub use kiln_promote::PromoteError;
 pub use kiln_promote::channel::Move;
-pub use kiln_recipe::Recipe;
+pub use kiln_recipe::{RECIPE_FILE_NAME, Recipe, RecipeDiagnostic, RecipeError};
+pub use kiln_secrets::SecretError;
 pub use reference::{ImageRef, resolve};
 pub use release::release;
 pub use report::{BaseReport, BuildReport, CheckReport, LayerReport, ReleaseReport, TestReport};
 pub use secret::{Redactor, SecretValue, redact};
 pub use test_run::{engine_tag, load_into_engine, new_run_id, recipe_of, test};
 
+/// The recipe model: every type a [`Recipe`] is made of ([`recipe::Layer`],
+/// [`recipe::Check`], [`recipe::BaseRef`]...), so that embedders can read
+/// and change a recipe in memory without depending on `kiln-recipe`
+/// themselves.
+pub mod recipe {
+    pub use kiln_recipe::model::*;
+    pub use kiln_recipe::values::ValueError;
+}
+
 /// Read and validate the recipe at `path` (a file, or a folder holding
 /// `kiln.toml`).
 pub fn load_recipe(path: &std::path::Path) -> Result<Recipe, KilnError> {
     Ok(kiln_recipe::load(path)?)
+}
+
+/// Parse and validate a recipe held in memory. `context` is the folder its
+/// relative paths (`src`, `oci:` and `recipe:` bases, secret files) are read
+/// from; the recipe's [`Recipe::path`], and the file its diagnostics name, is
+/// `context/kiln.toml`, which need not exist.
+///
+/// ```
+/// let text = "[image]\nname = \"hello\"\nversion = \"1.0.0\"\n";
+/// let recipe = kiln::parse_recipe(text, "images/hello".as_ref())?;
+/// assert_eq!(recipe.path, std::path::Path::new("images/hello/kiln.toml"));
+/// assert_eq!(recipe.image.version.as_deref(), Some("1.0.0"));
+/// # Ok::<(), kiln::KilnError>(())
+/// ```
+pub fn parse_recipe(text: &str, context: &std::path::Path) -> Result<Recipe, KilnError> {
+    Ok(kiln_recipe::parse(text, &context.join(RECIPE_FILE_NAME))?)
 }
 
 /// Move `channel` of `name` to `digest`; refused unless the digest passed

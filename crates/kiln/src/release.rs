@@ -40,7 +40,8 @@ pub async fn release(
     let mut promoted = Vec::new();
     if tested.passed {
         for ch in &recipe.promote.channels {
-            channel::promote(store, &built.name, &digest, ch)?;
+            let moved = channel::promote(store, &built.name, &digest, ch)?;
+            events.promoted(&built.name, ch, &moved);
             promoted.push(ch.clone());
         }
     }

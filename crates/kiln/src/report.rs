@@ -1,5 +1,6 @@
 //! What a build or a test run produced, shaped as the CLI contract's JSON.
 
+use kiln_image::Digest;
 use serde::Serialize;
 
 /// One built image (an element of `images` in `kiln build --json`).
@@ -52,7 +53,7 @@ pub struct TestReport {
     /// Image name.
     pub name: String,
     /// Manifest digest that was booted.
-    pub digest: String,
+    pub digest: Digest,
     /// Whether every check passed.
     pub passed: bool,
     /// Each check, in recipe order.

@@ -101,8 +101,9 @@ pub async fn test(
         secrets.push(value);
     }
 
-    events.loading_image(&name, digest.as_str());
+    events.loading_image(&name, digest);
     let image = load_into_engine(store, engine, digest, engine_tag(&name, digest)).await?;
+    events.boot_started(&name, digest);
     let plan = BootPlan {
         image,
         env,
@@ -128,7 +129,7 @@ pub async fn test(
         .collect();
     let report = TestReport {
         name: name.clone(),
-        digest: digest.to_string(),
+        digest: digest.clone(),
         passed: suite.passed,
         checks,
     };
@@ -153,6 +154,7 @@ pub async fn test(
                 .map_or(0, |d| d.as_secs()),
         },
     )?;
+    events.test_finished(&report);
     Ok(report)
 }
 
@@ -160,7 +162,7 @@ pub async fn test(
 pub fn recipe_of(store: &Store, name: &str, digest: &Digest) -> Result<Recipe, KilnError> {
     crate::stored_recipe::load(store, digest)?.ok_or_else(|| KilnError::NoRecipe {
         name: name.to_owned(),
-        digest: digest.to_string(),
+        digest: digest.clone(),
     })
 }
 

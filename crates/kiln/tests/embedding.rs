@@ -1,0 +1,130 @@
+//! The facade as a Rust tool that embeds kiln uses it: recipes from memory,
+//! typed digests and OCI types back, errors to branch on. These tests need
+//! no container engine: their recipes have file layers only.
+
+use std::path::Path;
+
+use kiln::{BuildOptions, Digest, ErrorKind, KilnError, NoEvents, Store};
+
+/// A recipe in a fresh context folder that holds one file to copy.
+fn context() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join("site")).expect("mkdir");
+    std::fs::write(dir.path().join("site/index.html"), "hello\n").expect("write");
+    dir
+}
+
+const RECIPE: &str = r#"
+[image]
+name = "embedded"
+version = "1.0.0"
+epoch = 1700000000
+
+[config]
+cmd = ["/bin/true"]
+labels = { "org.example.stage" = "file" }
+
+[[layer]]
+name = "site"
+files = [{ src = "site/", dest = "/www/" }]
+"#;
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// Build [`RECIPE`], parsed with `ctx` as its context, into `store`.
+fn build(store: &Store, ctx: &Path) -> kiln::BuildReport {
+    let recipe = kiln::parse_recipe(RECIPE, ctx).expect("parse");
+    assert!(!kiln::needs_engine(&recipe), "file layers only");
+    block_on(kiln::build(
+        store,
+        &recipe,
+        &BuildOptions::default(),
+        None,
+        &NoEvents,
+    ))
+    .expect("build")
+}
+
+#[test]
+fn a_recipe_from_memory_builds_and_inspects_as_oci_types() {
+    let ctx = context();
+    let store_dir = tempfile::tempdir().expect("tmp");
+    let store = Store::open(store_dir.path()).expect("store");
+    let report = build(&store, ctx.path());
+
+    let inspection = kiln::inspect(&store, "embedded:1.0.0").expect("inspect");
+    assert_eq!(inspection.digest.to_string(), report.digest.to_string());
+    assert_eq!(Digest::of(&inspection.manifest_bytes), inspection.digest);
+    let annotations = inspection
+        .manifest
+        .annotations()
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("org.opencontainers.image.version")
+            .map(String::as_str),
+        Some("1.0.0")
+    );
+    assert_eq!(inspection.manifest.layers().len(), 1);
+    assert_eq!(
+        inspection.manifest.layers()[0].digest().to_string(),
+        report.layers[0].digest.to_string()
+    );
+    let config = inspection.config.config().clone().expect("runtime config");
+    let labels = config.labels().clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("org.example.stage").map(String::as_str),
+        Some("file")
+    );
+    assert_eq!(inspection.config.rootfs().diff_ids().len(), 1);
+
+    // `kiln inspect` prints the stored documents, not a re-serialisation.
+    let json = serde_json::to_value(&inspection).expect("json");
+    let stored: serde_json::Value =
+        serde_json::from_slice(&inspection.config_bytes).expect("config json");
+    assert_eq!(json["config"], stored);
+    assert_eq!(json["digest"], report.digest.to_string());
+}
+
+#[test]
+fn errors_say_what_callers_branch_on() {
+    let store_dir = tempfile::tempdir().expect("tmp");
+    let store = Store::open(store_dir.path()).expect("store");
+
+    let bad: Result<Digest, _> = "sha256:nothex".parse();
+    let err = KilnError::from(bad.expect_err("bad digest"));
+    assert_eq!(err.kind(), ErrorKind::Input);
+    assert!(err.to_string().contains("sha256:nothex"), "{err}");
+
+    let err = kiln::rollback(&store, "web", "stable").expect_err("nothing to roll back");
+    assert!(err.is_nothing_to_roll_back(), "{err:?}");
+    assert!(!err.is_untested());
+
+    // A digest that is stored but was never tested is refused as untested.
+    let ctx = context();
+    let built = build(&store, ctx.path());
+    let digest: Digest = built.digest.to_string().parse().expect("digest");
+    let err = kiln::promote(&store, "embedded", &digest, "stable").expect_err("untested");
+    assert!(err.is_untested(), "{err:?}");
+    assert!(!err.is_nothing_to_roll_back() && !err.is_engine_unreachable());
+}
+
+#[test]
+fn a_bad_recipe_from_memory_names_the_context_file() {
+    let err = kiln::parse_recipe("[image]\nnmae = \"x\"\n", Path::new("/ctx")).expect_err("typo");
+    let KilnError::Recipe(recipe) = &err else {
+        panic!("a recipe error: {err:?}")
+    };
+    assert_eq!(
+        recipe.diagnostics()[0].to_string(),
+        "/ctx/kiln.toml:2:1: unknown key `nmae` in [image]; did you mean `name`?"
+    );
+    assert_eq!(err.kind(), ErrorKind::Input);
+}
