@@ -397,11 +397,7 @@ async fn test_target(
         let progress = Progress::new();
         let work = kiln::build(store, &recipe, &options, Some(engine), &progress);
         let built = cancellable(engine, run_id, work).await?;
-        let digest = built
-            .digest
-            .parse()
-            .map_err(|e: kiln::DigestParseError| Failure::Usage(e.to_string()))?;
-        return Ok((recipe, digest));
+        return Ok((recipe, built.digest));
     }
     let resolved = kiln::resolve(store, target)?;
     let recipe = kiln::recipe_of(store, &resolved.name, &resolved.digest)?;

@@ -101,7 +101,7 @@ impl kiln::Events for Progress {
         let mut line = format!(
             "  {how} {} {} ({})",
             layer.name,
-            &layer.digest[..("sha256:".len() + 12).min(layer.digest.len())],
+            &layer.digest.as_str()[.."sha256:".len() + 12],
             human_size(layer.size)
         );
         if self.explain {

@@ -2,7 +2,7 @@
 //! digest whose checks all passed moves a channel.
 
 use kiln_engine::Engine;
-use kiln_image::{Digest, Store};
+use kiln_image::Store;
 use kiln_promote::channel;
 use kiln_recipe::Recipe;
 
@@ -27,15 +27,7 @@ pub async fn release(
     // finish.
     ensure_supported(recipe, Stage::Release)?;
     let built = build(store, recipe, options, Some(engine), events).await?;
-    let digest: Digest = built
-        .digest
-        .parse()
-        .map_err(
-            |e: kiln_image::DigestParseError| KilnError::InvalidReference {
-                reference: built.digest.clone(),
-                reason: e.to_string(),
-            },
-        )?;
+    let digest = built.digest.clone();
     let tested = test(store, engine, recipe, &digest, run_id, events).await?;
     let mut promoted = Vec::new();
     if tested.passed {

@@ -9,7 +9,7 @@ pub struct BuildReport {
     /// Image name.
     pub name: String,
     /// Manifest digest, as skopeo and registries report it.
-    pub digest: String,
+    pub digest: Digest,
     /// Tags the store gives it.
     pub tags: Vec<String>,
     /// What it was built on, resolved to a digest (absent for `scratch`).
@@ -28,7 +28,7 @@ pub struct BaseReport {
     pub reference: String,
     /// The manifest digest it resolved to: the same recipe and base digest
     /// always give the same image.
-    pub digest: String,
+    pub digest: Digest,
 }
 
 /// One layer of a build.
@@ -37,7 +37,7 @@ pub struct LayerReport {
     /// The layer's name in the recipe.
     pub name: String,
     /// Digest of the compressed blob.
-    pub digest: String,
+    pub digest: Digest,
     /// Size of the compressed blob.
     pub size: u64,
     /// Whether it was reused from the cache rather than built.

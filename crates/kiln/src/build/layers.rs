@@ -154,7 +154,7 @@ pub(super) async fn produce(
 fn layer_report(name: &str, blob: &LayerBlob, why: &[Why]) -> LayerReport {
     LayerReport {
         name: name.to_owned(),
-        digest: blob.digest.to_string(),
+        digest: blob.digest.clone(),
         size: blob.size,
         cached: why.is_empty(),
         why: why.iter().map(ToString::to_string).collect(),

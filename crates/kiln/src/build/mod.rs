@@ -113,16 +113,7 @@ pub async fn build_all(
             let done = futures_util::future::join_all(builds).await;
             for (&n, report) in chunk.iter().zip(done) {
                 let report = report?;
-                let digest = report
-                    .digest
-                    .parse()
-                    .map_err(
-                        |e: kiln_image::DigestParseError| KilnError::InvalidReference {
-                            reference: report.digest.clone(),
-                            reason: e.to_string(),
-                        },
-                    )?;
-                built.insert(graph.recipes[n].path.clone(), digest);
+                built.insert(graph.recipes[n].path.clone(), report.digest.clone());
                 reports.push(report);
             }
         }
@@ -158,7 +149,7 @@ async fn build_one(
         layers::produce(&workshop, recipe, &plan, base.as_ref(), &mut inputs, &last).await?;
     let base_report = base.as_ref().map(|b| BaseReport {
         reference: recipe.image.base.to_string(),
-        digest: b.manifest_digest.to_string(),
+        digest: b.manifest_digest.clone(),
     });
     let image = assemble::assemble(store, recipe, &plan, base, produced.records)?;
     // Before the image gets a name: no declared secret may be in it.
@@ -168,7 +159,7 @@ async fn build_one(
 
     let report = BuildReport {
         name: plan.name,
-        digest: image.manifest.digest.to_string(),
+        digest: image.manifest.digest.clone(),
         tags: plan.tags,
         base: base_report,
         layers: produced.reports,
