@@ -91,6 +91,7 @@ mod field;
 mod layer;
 pub mod model;
 mod section;
+mod serialised;
 pub mod values;
 
 use std::path::{Path, PathBuf};

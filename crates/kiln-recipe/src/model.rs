@@ -1,14 +1,21 @@
 //! The typed recipe: what a `kiln.toml` says once it has been parsed and
 //! validated. Every value here is already valid; nothing downstream re-checks.
+//!
+//! Every type is also serde data, so that a recipe value (changed in memory
+//! or not) can be kept exactly as it was built: kiln's store keeps it as
+//! JSON beside the image. That form is kiln's own, not the TOML format;
+//! deserialising it parses every value type again.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 pub use crate::values::{BaseRef, Duration, ImageName, Mode, Owner, Port, Protocol, SecretSource};
 
 /// One golden image, as described by one recipe file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Recipe {
     /// The file the recipe was read from (as given to the parser).
     pub path: PathBuf,
@@ -29,7 +36,7 @@ pub struct Recipe {
 }
 
 /// `[image]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ImageSection {
     /// The repository name (`[a-z0-9][a-z0-9._-]*`).
     pub name: ImageName,
@@ -46,7 +53,7 @@ pub struct ImageSection {
 }
 
 /// `[config]`: every key optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
 pub struct ConfigSection {
     /// `entrypoint`.
     pub entrypoint: Option<Vec<String>>,
@@ -69,7 +76,7 @@ pub struct ConfigSection {
 }
 
 /// One `[[layer]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Layer {
     /// Unique within the recipe.
     pub name: String,
@@ -78,7 +85,7 @@ pub struct Layer {
 }
 
 /// What a layer is made of.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum LayerKind {
     /// Files, folders and symlinks assembled by kiln itself.
     Files(FileLayer),
@@ -87,7 +94,7 @@ pub enum LayerKind {
 }
 
 /// A file layer: `files`, `dirs`, `symlinks`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileLayer {
     /// Default owner of this layer's entries (default `0:0`).
     pub owner: Owner,
@@ -100,7 +107,7 @@ pub struct FileLayer {
 }
 
 /// One entry of `files`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileCopy {
     /// Path relative to the context. Ending in `/`: a folder copied
     /// recursively.
@@ -116,7 +123,7 @@ pub struct FileCopy {
 }
 
 /// One entry of `dirs`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DirEntry {
     /// Absolute path in the image.
     pub path: String,
@@ -127,7 +134,7 @@ pub struct DirEntry {
 }
 
 /// One entry of `symlinks`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SymlinkEntry {
     /// Absolute path of the link in the image.
     pub path: String,
@@ -138,7 +145,7 @@ pub struct SymlinkEntry {
 }
 
 /// A run layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RunLayer {
     /// The command.
     pub run: RunCommand,
@@ -151,7 +158,7 @@ pub struct RunLayer {
 }
 
 /// The command of a run layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum RunCommand {
     /// A string, run with `/bin/sh -c`.
     Shell(String),
@@ -160,14 +167,14 @@ pub enum RunCommand {
 }
 
 /// `[secrets.NAME]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SecretDecl {
     /// Where the value is read from, where kiln runs.
     pub from: SecretSource,
 }
 
 /// `[boot]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Boot {
     /// Declared secrets injected into the booted container, by secret name.
     pub secrets: BTreeMap<String, BootSecretTarget>,
@@ -188,7 +195,7 @@ impl Default for Boot {
 }
 
 /// How a boot secret reaches the container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum BootSecretTarget {
     /// `env:NAME`: as an environment variable.
     Env(String),
@@ -197,7 +204,7 @@ pub enum BootSecretTarget {
 }
 
 /// One `[[check]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Check {
     /// Shown in reports.
     pub name: String,
@@ -206,7 +213,7 @@ pub struct Check {
 }
 
 /// The kinds of check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum CheckKind {
     /// `http = { port, path }`.
     Http(HttpCheck),
@@ -234,7 +241,7 @@ impl CheckKind {
 }
 
 /// Retry policy of a readiness check (http, tcp).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Copy, PartialEq, Eq)]
 pub struct Probe {
     /// Consecutive successes needed (default 1).
     pub healthy_threshold: u32,
@@ -258,7 +265,7 @@ impl Default for Probe {
 }
 
 /// An HTTP readiness check against a port of the container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HttpCheck {
     /// Container port.
     pub port: u16,
@@ -273,7 +280,7 @@ pub struct HttpCheck {
 }
 
 /// A TCP readiness check: the port accepts a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TcpCheck {
     /// Container port.
     pub port: u16,
@@ -282,7 +289,7 @@ pub struct TcpCheck {
 }
 
 /// A command run inside the booted container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CommandCheck {
     /// argv, exec form.
     pub argv: Vec<String>,
@@ -295,7 +302,7 @@ pub struct CommandCheck {
 }
 
 /// A file in the booted container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileCheck {
     /// Absolute path.
     pub path: String,
@@ -310,7 +317,7 @@ pub struct FileCheck {
 }
 
 /// Expectations on the image's configuration. Only given keys are compared.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
 pub struct MetadataCheck {
     /// Exact `User`.
     pub user: Option<String>,
@@ -329,7 +336,7 @@ pub struct MetadataCheck {
 }
 
 /// `[promote]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
 pub struct Promote {
     /// Channels `kiln release` moves once every check passed.
     pub channels: Vec<String>,

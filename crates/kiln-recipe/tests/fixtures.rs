@@ -338,3 +338,35 @@ fn every_example_image_parses() {
         images.display()
     );
 }
+
+/// A recipe kept as serde data comes back equal: every good fixture and
+/// every example image, through JSON and back.
+#[test]
+fn every_recipe_survives_serde_unchanged() {
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images");
+    let mut files = vec![fixtures().join("good/full.toml")];
+    for entry in std::fs::read_dir(&images).expect("images/") {
+        let file = entry.expect("entry").path().join("kiln.toml");
+        if file.is_file() {
+            files.push(file);
+        }
+    }
+    assert!(files.len() > 1, "the example images are found");
+    for file in files {
+        let recipe = kiln_recipe::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        let json = serde_json::to_string(&recipe).expect("serialise");
+        let back: kiln_recipe::Recipe = serde_json::from_str(&json)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{json}", file.display()));
+        assert_eq!(back, recipe, "{}", file.display());
+    }
+}
+
+#[test]
+fn a_stored_value_is_parsed_again() {
+    let text = "[image]\nname = \"web\"\n";
+    let recipe = kiln_recipe::parse(text, Path::new("kiln.toml")).expect("parse");
+    let mut json = serde_json::to_value(&recipe).expect("serialise");
+    json["image"]["name"] = "Not A Name".into();
+    let err = serde_json::from_value::<kiln_recipe::Recipe>(json).expect_err("invalid name");
+    assert!(err.to_string().contains("invalid image name"), "{err}");
+}
