@@ -107,7 +107,7 @@ async fn run(command: Command) -> CmdResult {
                 None
             };
             let engine = docker.as_ref().map(|e| e as &dyn Engine);
-            let work = kiln::build_all(&store, &recipes, &options, engine, &progress);
+            let work = kiln::build_graph(&store, &graph, &options, engine, &progress);
             let reports = match &docker {
                 Some(docker) => cancellable(docker, &run_id, work).await?,
                 None => work.await?,

@@ -9,48 +9,9 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 use support::{
-    assert_store_never_saw, engine, have_tool, json, kiln, kiln_with_env, ok, required, stderr,
+    assert_store_never_saw, engine, have_tool, hello_copy, json, kiln, kiln_with_env, ok,
+    repo_root, required, stderr,
 };
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A copy of images/hello in its own folder, with busybox staged, as
-/// `version`: tests that run side by side use distinct versions, hence
-/// distinct digests, so that none sees another's containers.
-fn hello_copy(dir: &Path, version: &str) -> PathBuf {
-    let image = dir.join("hello");
-    copy_tree(&repo_root().join("images/hello"), &image);
-    let toml = std::fs::read_to_string(image.join("kiln.toml")).expect("read recipe");
-    // The version alone changes only the manifest; Docker names images by
-    // their config, so a label keeps each test's image (and containers)
-    // apart in the engine too.
-    let toml = toml
-        .replace("version = \"1.0.0\"", &format!("version = \"{version}\""))
-        .replace(
-            "labels = {",
-            &format!("labels = {{ \"test.copy\" = \"{version}\","),
-        );
-    std::fs::write(image.join("kiln.toml"), toml).expect("write recipe");
-    std::fs::create_dir_all(image.join("rootfs")).expect("mkdir rootfs");
-    std::fs::copy("/bin/busybox", image.join("rootfs/busybox"))
-        .expect("/bin/busybox (busybox-static) is needed");
-    image
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else if entry.file_name() != "busybox" {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
 
 fn build_digest(store: &Path, recipe: &Path) -> String {
     let out = ok(kiln(

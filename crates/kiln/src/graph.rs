@@ -1,6 +1,6 @@
 //! Recipe graphs: `recipe:PATH` bases make recipes depend on each other.
-//! [`plan`] loads every recipe reachable from the ones asked for, each
-//! once, and orders them in levels: every recipe comes after the ones it is
+//! [`plan`] (from files) and [`plan_recipes`] (from values) load every
+//! recipe reachable from the ones asked for, each once, and order them in levels: every recipe comes after the ones it is
 //! built on, and the recipes of one level are independent of each other (so
 //! they may build side by side). A cycle is an error that shows its path.
 
@@ -15,13 +15,19 @@ use crate::plan::recipe_dir;
 /// Recipes in build order.
 #[derive(Debug, Clone)]
 pub struct BuildGraph {
-    /// Every recipe, each once.
+    /// Every recipe, each once: the values given first, then the recipes
+    /// their `recipe:` bases name, read from disk. A build builds and
+    /// stores exactly these values, so an embedder may change one (a
+    /// version, a label, a check) before building the graph.
     pub recipes: Vec<Recipe>,
     /// Indexes into `recipes`, level by level: a level only depends on
     /// earlier levels.
     pub levels: Vec<Vec<usize>>,
     /// For each recipe, the recipe its base names, if it is a `recipe:` base.
     pub base_of: Vec<Option<usize>>,
+    /// For each recipe, the absolute, canonical recipe file it stands for:
+    /// what a `recipe:` base that names it resolves to.
+    pub files: Vec<PathBuf>,
 }
 
 /// The file a recipe path names: a folder means its `kiln.toml`. Made
@@ -31,22 +37,52 @@ fn recipe_file(path: &Path) -> Result<PathBuf, KilnError> {
     std::fs::canonicalize(&file).map_err(|source| KilnError::Io { path: file, source })
 }
 
+/// The node a recipe value stands for: its file, canonical when it exists
+/// (or its folder does), else absolute. A recipe parsed from memory need
+/// not have a file.
+fn node_file(path: &Path) -> PathBuf {
+    if let Ok(file) = std::fs::canonicalize(path) {
+        return file;
+    }
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let folder = folder.map_or_else(|| std::fs::canonicalize("."), std::fs::canonicalize);
+    match (folder, path.file_name()) {
+        (Ok(folder), Some(name)) => folder.join(name),
+        _ => std::path::absolute(path).unwrap_or_else(|_| path.to_owned()),
+    }
+}
+
 /// Load `roots` and every recipe they are built on, and order them.
 pub fn plan(roots: &[PathBuf]) -> Result<BuildGraph, KilnError> {
-    let mut index: BTreeMap<PathBuf, usize> = BTreeMap::new();
-    let mut recipes: Vec<Recipe> = Vec::new();
-    let mut base_of: Vec<Option<usize>> = Vec::new();
-    let mut pending: Vec<PathBuf> = Vec::new();
+    let mut recipes = Vec::with_capacity(roots.len());
     for root in roots {
-        pending.push(recipe_file(root)?);
+        recipes.push(kiln_recipe::load(&recipe_file(root)?)?);
     }
-    // Load breadth-first; edges are filled in once every node exists.
-    let mut edges: Vec<Option<PathBuf>> = Vec::new();
-    while let Some(file) = pending.pop() {
-        if index.contains_key(&file) {
-            continue;
+    plan_recipes(recipes)
+}
+
+/// The nodes found so far, each once by recipe file.
+#[derive(Default)]
+struct Nodes {
+    index: BTreeMap<PathBuf, usize>,
+    recipes: Vec<Recipe>,
+    files: Vec<PathBuf>,
+    /// The recipe file each node's `recipe:` base names.
+    edges: Vec<Option<PathBuf>>,
+}
+
+impl Nodes {
+    /// Add `recipe` as the node for `file` unless it has one; queue the
+    /// recipe its base names.
+    fn add(
+        &mut self,
+        recipe: Recipe,
+        file: PathBuf,
+        pending: &mut Vec<PathBuf>,
+    ) -> Result<(), KilnError> {
+        if self.index.contains_key(&file) {
+            return Ok(());
         }
-        let recipe = kiln_recipe::load(&file)?;
         let base = match &recipe.image.base {
             BaseRef::Recipe { path } => {
                 let dep = recipe_file(&recipe_dir(&recipe).join(path))?;
@@ -55,13 +91,39 @@ pub fn plan(roots: &[PathBuf]) -> Result<BuildGraph, KilnError> {
             }
             _ => None,
         };
-        index.insert(file, recipes.len());
-        recipes.push(recipe);
-        edges.push(base);
+        self.index.insert(file.clone(), self.recipes.len());
+        self.recipes.push(recipe);
+        self.files.push(file);
+        self.edges.push(base);
+        Ok(())
     }
-    for edge in &edges {
-        base_of.push(edge.as_ref().and_then(|f| index.get(f).copied()));
+}
+
+/// Order the recipe values `roots` and every recipe their `recipe:` bases
+/// name (read from disk, unless one of `roots` is that recipe). The roots
+/// are built as they are given, changed in memory or not.
+pub fn plan_recipes(roots: Vec<Recipe>) -> Result<BuildGraph, KilnError> {
+    let mut nodes = Nodes::default();
+    let mut pending: Vec<PathBuf> = Vec::new();
+    for recipe in roots {
+        let file = node_file(&recipe.path);
+        nodes.add(recipe, file, &mut pending)?;
     }
+    while let Some(file) = pending.pop() {
+        if !nodes.index.contains_key(&file) {
+            nodes.add(kiln_recipe::load(&file)?, file, &mut pending)?;
+        }
+    }
+    let Nodes {
+        index,
+        recipes,
+        files,
+        edges,
+    } = nodes;
+    let base_of: Vec<Option<usize>> = edges
+        .iter()
+        .map(|edge| edge.as_ref().and_then(|f| index.get(f).copied()))
+        .collect();
     // Each recipe has at most one base, so the graph is a forest of chains
     // unless a chain loops back on itself.
     let mut level_of: Vec<Option<usize>> = vec![None; recipes.len()];
@@ -102,6 +164,7 @@ pub fn plan(roots: &[PathBuf]) -> Result<BuildGraph, KilnError> {
         recipes,
         levels,
         base_of,
+        files,
     })
 }
 
@@ -156,6 +219,30 @@ mod tests {
             names(&graph),
             [vec!["base", "solo"], vec!["mid", "tool"], vec!["app"]]
         );
+    }
+
+    #[test]
+    fn values_given_are_the_nodes_and_their_bases_come_from_disk() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        recipe(tmp.path(), "base", "scratch");
+        recipe(tmp.path(), "app", "recipe:../base");
+        // `app` from disk, changed in memory; `tool` has a folder and no
+        // recipe file.
+        std::fs::create_dir_all(tmp.path().join("tool")).expect("mkdir");
+        let mut app = kiln_recipe::load(&tmp.path().join("app/kiln.toml")).expect("load");
+        app.image.version = Some("9.9.9".into());
+        let tool = crate::parse_recipe(
+            "[image]\nname = \"tool\"\nbase = \"recipe:../base\"\n",
+            &tmp.path().join("tool"),
+        )
+        .expect("parse");
+        let graph = plan_recipes(vec![app, tool]).expect("plan");
+        assert_eq!(names(&graph), [vec!["base"], vec!["app", "tool"]]);
+        assert_eq!(graph.recipes[0].image.version.as_deref(), Some("9.9.9"));
+        assert_eq!(graph.base_of[0], Some(2));
+        assert_eq!(graph.base_of[1], Some(2));
+        let base_file = std::fs::canonicalize(tmp.path().join("base/kiln.toml")).expect("file");
+        assert_eq!(graph.files[2], base_file);
     }
 
     #[test]

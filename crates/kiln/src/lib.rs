@@ -43,13 +43,13 @@ mod test_run;
 
 use kiln_promote::channel;
 
-pub use build::{BuildOptions, build, build_all};
+pub use build::{BuildOptions, build, build_all, build_graph};
 pub use capability::{Stage, ensure_supported, needs_engine};
 pub use catalog::{ImageSummary, Inspection, TestStatus, images, inspect};
 pub use error::{ErrorKind, KilnError};
 pub use events::{Events, NoEvents};
 pub use export::{Destination, export};
-pub use graph::{BuildGraph, plan as plan_graph};
+pub use graph::{BuildGraph, plan as plan_graph, plan_recipes};
 pub use kiln_cache::CacheError;
 pub use kiln_check::{CheckError, CheckEvents, CheckOutcome};
 pub use kiln_engine::{Docker, Engine, EngineError, MANAGED_LABEL, RUN_LABEL};

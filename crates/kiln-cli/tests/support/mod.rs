@@ -3,7 +3,7 @@
 // Each test file compiles this module on its own and uses part of it.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -109,6 +109,46 @@ pub(crate) fn assert_store_never_saw(store: &Path, value: &str) {
                     path.display()
                 );
             }
+        }
+    }
+}
+
+pub(crate) fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A copy of images/hello in its own folder, with busybox staged, as
+/// `version`: tests that run side by side use distinct versions, hence
+/// distinct digests, so that none sees another's containers.
+pub(crate) fn hello_copy(dir: &Path, version: &str) -> PathBuf {
+    let image = dir.join("hello");
+    copy_tree(&repo_root().join("images/hello"), &image);
+    let toml = std::fs::read_to_string(image.join("kiln.toml")).expect("read recipe");
+    // The version alone changes only the manifest; Docker names images by
+    // their config, so a label keeps each test's image (and containers)
+    // apart in the engine too.
+    let toml = toml
+        .replace("version = \"1.0.0\"", &format!("version = \"{version}\""))
+        .replace(
+            "labels = {",
+            &format!("labels = {{ \"test.copy\" = \"{version}\","),
+        );
+    std::fs::write(image.join("kiln.toml"), toml).expect("write recipe");
+    std::fs::create_dir_all(image.join("rootfs")).expect("mkdir rootfs");
+    std::fs::copy("/bin/busybox", image.join("rootfs/busybox"))
+        .expect("/bin/busybox (busybox-static) is needed");
+    image
+}
+
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else if entry.file_name() != "busybox" {
+            std::fs::copy(entry.path(), &target).expect("copy");
         }
     }
 }

@@ -33,6 +33,7 @@ use kiln_recipe::{BaseRef, Recipe};
 use crate::KilnError;
 use crate::capability::{Stage, ensure_supported};
 use crate::events::Events;
+use crate::graph::BuildGraph;
 use crate::report::{BaseReport, BuildReport};
 
 /// How to build.
@@ -55,12 +56,15 @@ pub struct BuildOptions {
 /// `recipe:` bases resolve to.
 type BuiltRecipes = BTreeMap<std::path::PathBuf, kiln_image::Digest>;
 
-/// Build `recipe` into `store` and tag it. Same recipe and inputs give the
-/// same manifest digest, wherever and whenever it runs. A `recipe:` base is
-/// built first (and its own, down the chain).
+/// Build `recipe` into `store` and tag it: exactly this value, whether it
+/// was read from a file or made or changed in memory, and the value kept
+/// beside the image is this one. Same recipe and inputs give the same
+/// manifest digest, wherever and whenever it runs. A `recipe:` base is read
+/// from disk and built first (and its own, down the chain).
 ///
 /// Run layers run in `engine`; a recipe with one and no engine is
-/// [`KilnError::NoEngine`] before any work starts.
+/// [`KilnError::NoEngine`] before any work starts
+/// ([`needs_engine`](crate::needs_engine) says whether one is needed).
 pub async fn build(
     store: &Store,
     recipe: &Recipe,
@@ -71,19 +75,17 @@ pub async fn build(
     if !matches!(recipe.image.base, BaseRef::Recipe { .. }) {
         return build_one(store, recipe, options, engine, events, &BuiltRecipes::new()).await;
     }
-    let mut reports = build_all(
-        store,
-        std::slice::from_ref(&recipe.path),
-        options,
-        engine,
-        events,
-    )
-    .await?;
-    // The graph puts the recipe asked for last: everything else is below it.
-    reports.pop().ok_or_else(|| KilnError::InvalidReference {
-        reference: recipe.path.display().to_string(),
-        reason: "nothing was built".into(),
-    })
+    let graph = crate::graph::plan_recipes(vec![recipe.clone()])?;
+    // The recipe asked for is the graph's first node.
+    let mut reports = build_nodes(store, &graph, options, engine, events).await?;
+    let at = reports.iter().position(|(n, _)| *n == 0);
+    match at {
+        Some(at) => Ok(reports.swap_remove(at).1),
+        None => Err(KilnError::InvalidReference {
+            reference: recipe.path.display().to_string(),
+            reason: "nothing was built".into(),
+        }),
+    }
 }
 
 /// Build the recipes at `paths` and every recipe they are built on, each
@@ -97,6 +99,31 @@ pub async fn build_all(
     events: &dyn Events,
 ) -> Result<Vec<BuildReport>, KilnError> {
     let graph = crate::graph::plan(paths)?;
+    build_graph(store, &graph, options, engine, events).await
+}
+
+/// Build every recipe of `graph` ([`crate::plan_graph`],
+/// [`crate::plan_recipes`]), each once, dependencies first: exactly the
+/// values it holds. Reports come in build order.
+pub async fn build_graph(
+    store: &Store,
+    graph: &BuildGraph,
+    options: &BuildOptions,
+    engine: Option<&dyn Engine>,
+    events: &dyn Events,
+) -> Result<Vec<BuildReport>, KilnError> {
+    let reports = build_nodes(store, graph, options, engine, events).await?;
+    Ok(reports.into_iter().map(|(_, report)| report).collect())
+}
+
+/// [`build_graph`], each report with the index of its recipe in the graph.
+async fn build_nodes(
+    store: &Store,
+    graph: &BuildGraph,
+    options: &BuildOptions,
+    engine: Option<&dyn Engine>,
+    events: &dyn Events,
+) -> Result<Vec<(usize, BuildReport)>, KilnError> {
     // Refuse what cannot be built before building anything.
     for recipe in &graph.recipes {
         ensure_supported(recipe, Stage::Build)?;
@@ -113,8 +140,8 @@ pub async fn build_all(
             let done = futures_util::future::join_all(builds).await;
             for (&n, report) in chunk.iter().zip(done) {
                 let report = report?;
-                built.insert(graph.recipes[n].path.clone(), report.digest.clone());
-                reports.push(report);
+                built.insert(graph.files[n].clone(), report.digest.clone());
+                reports.push((n, report));
             }
         }
     }
