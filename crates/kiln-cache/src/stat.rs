@@ -13,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kiln_image::{Digest, Store, write_atomic};
+use kiln_image::{Cancel, Digest, Store, write_atomic};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -59,6 +59,8 @@ pub struct StatCache {
     entries: BTreeMap<PathBuf, Entry>,
     dirty: bool,
     hashed: u64,
+    /// The store handle's token: hashing stops within a MiB once cancelled.
+    cancel: Cancel,
 }
 
 fn now_ns() -> i128 {
@@ -81,6 +83,7 @@ impl StatCache {
             entries,
             dirty: false,
             hashed: 0,
+            cancel: store.cancel().clone(),
         }
     }
 
@@ -101,7 +104,7 @@ impl StatCache {
             return Ok(entry.digest.clone());
         }
         let hashed_at_ns = now_ns();
-        let digest = hash_file(path)?;
+        let digest = hash_file_until(path, &self.cancel)?;
         self.hashed += 1;
         self.entries.insert(
             path.to_owned(),
@@ -151,8 +154,11 @@ impl StatCache {
                             let Some((path, _)) = todo.get(i) else {
                                 break done;
                             };
+                            if self.cancel.is_cancelled() {
+                                break done;
+                            }
                             let hashed_at_ns = now_ns();
-                            if let Ok(digest) = hash_file(path) {
+                            if let Ok(digest) = hash_file_until(path, &self.cancel) {
                                 done.push((i, hashed_at_ns, digest));
                             }
                         }
@@ -203,6 +209,12 @@ impl StatCache {
 
 /// The sha256 of a file's content, streamed.
 pub fn hash_file(path: &Path) -> Result<Digest, CacheError> {
+    hash_file_until(path, &Cancel::new())
+}
+
+/// [`hash_file`], stopping with [`ImageError::Cancelled`](kiln_image::ImageError::Cancelled)
+/// once `cancel` is cancelled.
+fn hash_file_until(path: &Path, cancel: &Cancel) -> Result<Digest, CacheError> {
     let io = |source| CacheError::Io {
         path: path.to_owned(),
         source,
@@ -211,6 +223,7 @@ pub fn hash_file(path: &Path) -> Result<Digest, CacheError> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
+        cancel.check()?;
         let n = file.read(&mut buf).map_err(io)?;
         if n == 0 {
             break;

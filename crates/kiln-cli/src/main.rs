@@ -33,7 +33,10 @@ enum Failure {
 
 impl From<KilnError> for Failure {
     fn from(e: KilnError) -> Self {
-        Failure::Kiln(e)
+        match e {
+            KilnError::Cancelled => Failure::Interrupted,
+            other => Failure::Kiln(other),
+        }
     }
 }
 
@@ -93,9 +96,8 @@ async fn run(command: Command) -> CmdResult {
             // (recipe: bases built first, each recipe once).
             load_all(&recipes)?;
             let graph = kiln::plan_graph(&recipes)?;
-            let run_id = kiln::new_run_id();
             let options = BuildOptions {
-                run_id: Some(run_id.clone()),
+                cancel: cancel_on_ctrl_c(),
                 ..build_options(&build)?
             };
             let progress = Progress::new().explaining(build.explain);
@@ -107,11 +109,7 @@ async fn run(command: Command) -> CmdResult {
                 None
             };
             let engine = docker.as_ref().map(|e| e as &dyn Engine);
-            let work = kiln::build_graph(&store, &graph, &options, engine, &progress);
-            let reports = match &docker {
-                Some(docker) => cancellable(docker, &run_id, work).await?,
-                None => work.await?,
-            };
+            let reports = kiln::build_graph(&store, &graph, &options, engine, &progress).await?;
             if json {
                 print_json(&json!({ "images": reports }));
             } else {
@@ -124,11 +122,13 @@ async fn run(command: Command) -> CmdResult {
         Command::Test { target, junit, .. } => {
             let store = open_store(&store_path)?;
             let engine = kiln::Docker::connect().await.map_err(KilnError::from)?;
-            let run_id = kiln::new_run_id();
-            let (recipe, digest) = test_target(&store, &engine, &target, &run_id).await?;
+            let options = kiln::TestOptions {
+                run_id: Some(kiln::new_run_id()),
+                cancel: cancel_on_ctrl_c(),
+            };
+            let (recipe, digest) = test_target(&store, &engine, &target, &options).await?;
             let progress = Progress::new();
-            let test = kiln::test(&store, &engine, &recipe, &digest, &run_id, &progress);
-            let report = cancellable(&engine, &run_id, test).await?;
+            let report = kiln::test(&store, &engine, &recipe, &digest, &options, &progress).await?;
             if let Some(path) = junit {
                 write_file(&path, junit::render(std::slice::from_ref(&report)))?;
             }
@@ -169,7 +169,10 @@ async fn run(command: Command) -> CmdResult {
                 kiln::ensure_supported(recipe, kiln::Stage::Release)?;
             }
             let engine = kiln::Docker::connect().await.map_err(KilnError::from)?;
-            let options = build_options(&build)?;
+            let options = BuildOptions {
+                cancel: cancel_on_ctrl_c(),
+                ..build_options(&build)?
+            };
             let progress = Progress::new();
             let mut releases = Vec::new();
             for recipe in &recipes {
@@ -179,7 +182,7 @@ async fn run(command: Command) -> CmdResult {
                     ..options.clone()
                 };
                 let release = kiln::release(&store, &engine, recipe, &options, &run_id, &progress);
-                releases.push(cancellable(&engine, &run_id, release).await?);
+                releases.push(release.await?);
             }
             if let Some(path) = junit {
                 let tests: Vec<_> = releases.iter().map(|r| r.test.clone()).collect();
@@ -318,6 +321,7 @@ fn options_with_tags(extra_tags: Vec<String>) -> Result<BuildOptions, Failure> {
         no_cache: false,
         jobs: 1,
         run_id: None,
+        cancel: kiln::Cancel::default(),
     })
 }
 
@@ -385,18 +389,18 @@ async fn test_target(
     store: &Store,
     engine: &kiln::Docker,
     target: &str,
-    run_id: &str,
+    test: &kiln::TestOptions,
 ) -> Result<(Recipe, kiln::Digest), Failure> {
     let path = Path::new(target);
     if path.is_file() || path.join("kiln.toml").is_file() {
         let recipe = load_all(&[path.to_path_buf()])?.remove(0);
         let options = BuildOptions {
-            run_id: Some(run_id.to_owned()),
+            run_id: test.run_id.clone(),
+            cancel: test.cancel.clone(),
             ..options_with_tags(Vec::new())?
         };
         let progress = Progress::new();
-        let work = kiln::build(store, &recipe, &options, Some(engine), &progress);
-        let built = cancellable(engine, run_id, work).await?;
+        let built = kiln::build(store, &recipe, &options, Some(engine), &progress).await?;
         return Ok((recipe, built.digest));
     }
     let resolved = kiln::resolve(store, target)?;
@@ -404,23 +408,19 @@ async fn test_target(
     Ok((recipe, resolved.digest))
 }
 
-/// Run `work`; on Ctrl-C remove every container of the run, then stop.
-async fn cancellable<T>(
-    engine: &kiln::Docker,
-    run_id: &str,
-    work: impl std::future::Future<Output = Result<T, KilnError>>,
-) -> Result<T, Failure> {
-    tokio::select! {
-        result = work => result.map_err(Failure::from),
-        _ = tokio::signal::ctrl_c() => {
-            // The work future is dropped here, mid-flight: its containers
-            // are found again by their run label.
-            if let Err(e) = engine.remove_labelled(kiln::RUN_LABEL, run_id).await {
-                eprintln!("warning: could not remove the run's containers: {e}");
-            }
-            Err(Failure::Interrupted)
+/// A token that Ctrl-C cancels: the library then stops the run, removes
+/// its containers and temporary files, and returns `Cancelled`. Set up only
+/// for commands that run long work, so that Ctrl-C elsewhere still simply
+/// ends the process.
+fn cancel_on_ctrl_c() -> kiln::Cancel {
+    let cancel = kiln::Cancel::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.cancel();
         }
-    }
+    });
+    cancel
 }
 
 fn print_move(json: bool, name: &str, channel: &str, moved: &kiln::Move) {

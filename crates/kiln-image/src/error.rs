@@ -10,6 +10,11 @@ use crate::Digest;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ImageError {
+    /// The work was cancelled through its [`Cancel`](crate::Cancel) token;
+    /// nothing half-written was left in the store.
+    #[error("cancelled")]
+    Cancelled,
+
     /// Reading or writing a file or folder failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -379,6 +384,12 @@ impl ImageError {
     /// An [`ImageError::Io`] for `path`.
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ImageError {
         let path = path.into();
-        move |source| ImageError::Io { path, source }
+        move |source| {
+            if crate::cancel::is_cancelled_io(&source) {
+                ImageError::Cancelled
+            } else {
+                ImageError::Io { path, source }
+            }
+        }
     }
 }

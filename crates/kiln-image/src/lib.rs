@@ -58,6 +58,7 @@ pub use oci_spec;
 
 pub mod archive;
 pub mod base;
+pub mod cancel;
 pub mod canonical;
 pub mod change_set;
 pub mod descriptor;
@@ -76,6 +77,7 @@ pub mod store;
 
 pub use archive::{write_docker_loadable, write_oci_archive, write_oci_layout_dir};
 pub use base::{BaseImage, import_oci_layout, load_image};
+pub use cancel::Cancel;
 pub use canonical::to_canonical_json;
 pub use descriptor::{Descriptor, Platform};
 pub use digest::{Digest, DigestParseError};

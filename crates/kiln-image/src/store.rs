@@ -13,10 +13,11 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::cancel::CancelledIo;
 use crate::descriptor::{Index, is_index};
 use crate::digest::HashWriter;
 use crate::durable::{commit, staging_file, write_atomic};
-use crate::{Descriptor, Digest, ImageError, to_canonical_json};
+use crate::{Cancel, Descriptor, Digest, ImageError, to_canonical_json};
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
@@ -24,6 +25,8 @@ const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Checked before every write of a blob: see [`Store::with_cancel`].
+    cancel: Cancel,
 }
 
 /// What [`Store::gc`] removed.
@@ -41,12 +44,37 @@ pub struct GcReport {
 /// file in `blobs/sha256/`; [`Staged::commit`] renames it into place.
 pub(crate) struct Staged {
     tmp: tempfile::NamedTempFile,
+    cancel: Cancel,
+}
+
+/// Writes into a [`Staged`] blob; each write first checks the store
+/// handle's token, so a cancelled write stops within one buffer.
+pub(crate) struct StagedWriter<'a> {
+    file: &'a File,
+    cancel: &'a Cancel,
+}
+
+impl Write for StagedWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            // Not `Interrupted`: `write_all` would retry that forever.
+            return Err(std::io::Error::other(CancelledIo));
+        }
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 impl Staged {
     /// The file to write to.
-    pub(crate) fn file(&self) -> &File {
-        self.tmp.as_file()
+    pub(crate) fn file(&self) -> StagedWriter<'_> {
+        StagedWriter {
+            file: self.tmp.as_file(),
+            cancel: &self.cancel,
+        }
     }
 
     /// Its path, for errors.
@@ -68,7 +96,10 @@ impl Store {
     pub fn open(root: impl Into<PathBuf>) -> Result<Store, ImageError> {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(ImageError::io(&root))?;
-        let store = Store { root };
+        let store = Store {
+            root,
+            cancel: Cancel::default(),
+        };
         let layout_file = store.root.join("oci-layout");
         match std::fs::read(&layout_file) {
             Ok(bytes) => check_layout_file(&layout_file, &bytes)?,
@@ -104,6 +135,24 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// This store with `cancel` as its token: blobs written through the
+    /// handle returned stop with [`ImageError::Cancelled`] once it is
+    /// cancelled, their temporary files removed; other handles of the same
+    /// store are not affected.
+    #[must_use]
+    pub fn with_cancel(&self, cancel: &Cancel) -> Store {
+        Store {
+            root: self.root.clone(),
+            cancel: cancel.clone(),
+        }
+    }
+
+    /// The token this handle's work checks (a token never cancelled unless
+    /// set with [`Store::with_cancel`]).
+    pub fn cancel(&self) -> &Cancel {
+        &self.cancel
     }
 
     /// The store's folder.
@@ -202,8 +251,10 @@ impl Store {
 
     /// A temporary file for a blob being written.
     pub(crate) fn stage(&self) -> Result<Staged, ImageError> {
+        self.cancel.check()?;
         Ok(Staged {
             tmp: staging_file(&self.blobs_dir())?,
+            cancel: self.cancel.clone(),
         })
     }
 

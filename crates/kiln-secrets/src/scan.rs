@@ -62,7 +62,14 @@ pub fn scan_image(
             findings: &mut findings,
             window: &mut window,
         };
-        layer_scan.run()?;
+        // However the reader's error was wrapped, a cancelled scan says so.
+        layer_scan.run().map_err(|e| {
+            if store.cancel().is_cancelled() {
+                ImageError::Cancelled.into()
+            } else {
+                e
+            }
+        })?;
     }
     scan_config(&image.config, &scanner, &mut findings)?;
     if let Some(Value::Object(annotations)) = image.manifest.get("annotations") {
@@ -331,7 +338,8 @@ impl LayerScan<'_> {
     /// tar walk, then check the hash over every byte of the blob.
     fn run(&mut self) -> Result<(), SecretError> {
         let file = self.store.open_blob(self.digest)?;
-        let mut reader = BufReader::with_capacity(2 * WINDOW, Hashing::new(file));
+        let mut reader =
+            BufReader::with_capacity(2 * WINDOW, Hashing::new(file, self.store.cancel().clone()));
         let magic = reader.fill_buf().map_err(|e| self.io_error(e))?;
         let reader = if magic.starts_with(&[0x1f, 0x8b]) {
             self.walk_tar(MultiGzDecoder::new(reader))?.into_inner()
@@ -414,19 +422,25 @@ fn image_path(raw: &[u8]) -> String {
 struct Hashing {
     inner: File,
     hasher: Sha256,
+    /// The store handle's token: a cancelled scan stops within one read.
+    cancel: kiln_image::Cancel,
 }
 
 impl Hashing {
-    fn new(inner: File) -> Self {
+    fn new(inner: File, cancel: kiln_image::Cancel) -> Self {
         Hashing {
             inner,
             hasher: Sha256::new(),
+            cancel,
         }
     }
 }
 
 impl Read for Hashing {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            return Err(io::Error::other(ImageError::Cancelled));
+        }
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         Ok(n)

@@ -133,6 +133,22 @@ pub enum KilnError {
         /// The layer's name.
         layer: String,
     },
+    /// The run was cancelled through its [`Cancel`](crate::Cancel) token;
+    /// its containers and temporary files were removed and nothing
+    /// half-written was left in the store.
+    #[error("cancelled")]
+    Cancelled,
+    /// The run was cancelled, but removing its containers failed: they
+    /// carry the label `dev.kiln.run=<run_id>`.
+    #[error(
+        "cancelled, but the containers labelled dev.kiln.run={run_id} could not be removed: {source}"
+    )]
+    CancelCleanup {
+        /// The run's id.
+        run_id: String,
+        /// What the engine said.
+        source: kiln_engine::EngineError,
+    },
     /// A bookkeeping or temporary file failed.
     #[error("{path}: {source}")]
     Io {

@@ -26,6 +26,7 @@
 #![deny(missing_docs)]
 
 mod build;
+mod cancel;
 mod capability;
 mod catalog;
 mod error;
@@ -54,7 +55,7 @@ pub use kiln_cache::CacheError;
 pub use kiln_check::{CheckError, CheckEvents, CheckOutcome};
 pub use kiln_engine::{Docker, Engine, EngineError, MANAGED_LABEL, RUN_LABEL};
 pub use kiln_image::change_set::ChangeSetError;
-pub use kiln_image::{Digest, DigestParseError, GcReport, ImageError, Store, oci_spec};
+pub use kiln_image::{Cancel, Digest, DigestParseError, GcReport, ImageError, Store, oci_spec};
 pub use kiln_promote::PromoteError;
 pub use kiln_promote::channel::Move;
 pub use kiln_recipe::{RECIPE_FILE_NAME, Recipe, RecipeDiagnostic, RecipeError};
@@ -63,7 +64,7 @@ pub use reference::{ImageRef, resolve};
 pub use release::release;
 pub use report::{BaseReport, BuildReport, CheckReport, LayerReport, ReleaseReport, TestReport};
 pub use secret::{Redactor, SecretValue, redact};
-pub use test_run::{engine_tag, load_into_engine, new_run_id, recipe_of, test};
+pub use test_run::{TestOptions, engine_tag, load_into_engine, new_run_id, recipe_of, test};
 
 /// The recipe model: every type a [`Recipe`] is made of ([`recipe::Layer`],
 /// [`recipe::Check`], [`recipe::BaseRef`]...), so that embedders can read

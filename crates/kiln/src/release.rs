@@ -11,10 +11,12 @@ use crate::build::{BuildOptions, build};
 use crate::capability::{Stage, ensure_supported};
 use crate::events::Events;
 use crate::report::ReleaseReport;
-use crate::test_run::test;
+use crate::test_run::{TestOptions, test};
 
 /// Build `recipe`, run its checks on the result, and when they all pass move
-/// every channel of `[promote] channels` to the new digest.
+/// every channel of `[promote] channels` to the new digest. `options.cancel`
+/// cancels the build and the test alike; a cancelled release promotes
+/// nothing.
 pub async fn release(
     store: &Store,
     engine: &dyn Engine,
@@ -28,7 +30,11 @@ pub async fn release(
     ensure_supported(recipe, Stage::Release)?;
     let built = build(store, recipe, options, Some(engine), events).await?;
     let digest = built.digest.clone();
-    let tested = test(store, engine, recipe, &digest, run_id, events).await?;
+    let test_options = TestOptions {
+        run_id: Some(run_id.to_owned()),
+        cancel: options.cancel.clone(),
+    };
+    let tested = test(store, engine, recipe, &digest, &test_options, events).await?;
     let mut promoted = Vec::new();
     if tested.passed {
         for ch in &recipe.promote.channels {

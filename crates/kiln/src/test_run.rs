@@ -5,11 +5,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use kiln_check::BootPlan;
 use kiln_engine::Engine;
-use kiln_image::{Digest, Store};
+use kiln_image::{Cancel, Digest, Store};
 use kiln_promote::record::{self, CheckRecord, TestRecord};
 use kiln_recipe::{BootSecretTarget, Recipe};
 
 use crate::KilnError;
+use crate::cancel::{settle, until_cancelled};
 use crate::events::Events;
 use crate::report::{CheckReport, TestReport};
 use crate::secret::{self, SecretValue};
@@ -65,10 +66,38 @@ pub async fn load_into_engine(
     Ok(tag)
 }
 
+/// How to test.
+#[derive(Debug, Clone, Default)]
+pub struct TestOptions {
+    /// The `dev.kiln.run` label of the run's containers. A fresh id when
+    /// `None`.
+    pub run_id: Option<String>,
+    /// Cancels the test: it stops within about a second, removes the run's
+    /// containers and temporary files, keeps no test record, and returns
+    /// [`KilnError::Cancelled`]. Never cancelled by default.
+    pub cancel: Cancel,
+}
+
 /// Boot the stored image `digest` of `recipe` and run the recipe's checks.
 /// A failed check is a report with `passed: false`, not an error. The
 /// record is kept in the store either way.
 pub async fn test(
+    store: &Store,
+    engine: &dyn Engine,
+    recipe: &Recipe,
+    digest: &Digest,
+    options: &TestOptions,
+    events: &dyn Events,
+) -> Result<TestReport, KilnError> {
+    let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
+    let store = store.with_cancel(&options.cancel);
+    let work = test_run(&store, engine, recipe, digest, &run_id, events);
+    let result = until_cancelled(&options.cancel, work).await;
+    settle(result, &options.cancel, Some(engine), &run_id).await
+}
+
+/// [`test`] with the run set up.
+async fn test_run(
     store: &Store,
     engine: &dyn Engine,
     recipe: &Recipe,

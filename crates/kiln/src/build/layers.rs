@@ -4,6 +4,8 @@
 //! order. A run layer needs every layer below it, so the queue is drained
 //! before it runs. A new blob enters the cache only once it is stored.
 
+use std::collections::VecDeque;
+
 use kiln_cache::entry::{self, Lookup};
 use kiln_cache::explain::{self, LastBuild, Why};
 use kiln_cache::key::LayerKey;
@@ -14,6 +16,7 @@ use kiln_recipe::{LayerKind, Recipe};
 use super::plan::Plan;
 use super::snapshot::Inputs;
 use crate::KilnError;
+use crate::cancel::until_cancelled;
 use crate::events::Events;
 use crate::report::LayerReport;
 use crate::run_layer::{ImageSoFar, build_run_layer};
@@ -40,6 +43,10 @@ pub(super) struct Workshop<'a> {
 
 /// Produce every layer of `recipe` from its `inputs`; `last` is the
 /// previous build of the same image, to explain a cache miss.
+///
+/// On failure (a cancel included) the layers still being written are
+/// waited for: they stop at their next write, and their temporary files are
+/// gone when this returns.
 pub(super) async fn produce(
     at: &Workshop<'_>,
     recipe: &Recipe,
@@ -48,12 +55,34 @@ pub(super) async fn produce(
     inputs: &mut Inputs,
     last: &LastBuild,
 ) -> Result<Produced, KilnError> {
+    let mut queue = VecDeque::new();
+    let result = produce_into(at, recipe, plan, base, inputs, last, &mut queue).await;
+    if result.is_err() {
+        for queued in queue {
+            if let Pending::Writing(task) = queued.pending {
+                // Its own outcome no longer matters: the build failed.
+                let _ = task.await;
+            }
+        }
+    }
+    result
+}
+
+/// [`produce`], queueing layers being written in `queue`.
+async fn produce_into(
+    at: &Workshop<'_>,
+    recipe: &Recipe,
+    plan: &Plan,
+    base: Option<&BaseImage>,
+    inputs: &mut Inputs,
+    last: &LastBuild,
+    queue: &mut VecDeque<Queued>,
+) -> Result<Produced, KilnError> {
     let store = at.store;
     let name = &plan.name;
     let epoch = plan.epoch;
     let mut layers = Vec::with_capacity(recipe.layers.len());
     let mut reports = Vec::with_capacity(recipe.layers.len());
-    let mut queue: Vec<Queued> = Vec::new();
     for ((layer, snapshot), entries) in recipe
         .layers
         .iter()
@@ -80,35 +109,25 @@ pub(super) async fn produce(
                 };
                 let pending = match (&layer.kind, at.engine) {
                     (LayerKind::Run(run), Some(engine)) => {
-                        drain(
-                            &mut queue,
-                            store,
-                            name,
-                            at.events,
-                            &mut layers,
-                            &mut reports,
-                        )
-                        .await?;
+                        drain(queue, store, name, at.events, &mut layers, &mut reports).await?;
                         let so_far = ImageSoFar {
                             base,
                             layers: &layers,
                             config: &plan.config,
                             epoch,
                         };
-                        Pending::Built(
-                            build_run_layer(
-                                store,
-                                engine,
-                                name,
-                                &layer.name,
-                                run,
-                                &snapshot.key,
-                                &so_far,
-                                &plan.run_secrets,
-                                &plan.run_id,
-                            )
-                            .await?,
-                        )
+                        let built = build_run_layer(
+                            store,
+                            engine,
+                            name,
+                            &layer.name,
+                            run,
+                            &snapshot.key,
+                            &so_far,
+                            &plan.run_secrets,
+                            &plan.run_id,
+                        );
+                        Pending::Built(until_cancelled(store.cancel(), built).await?)
                     }
                     (LayerKind::Run(_), None) => {
                         return Err(KilnError::NoEngine {
@@ -128,7 +147,7 @@ pub(super) async fn produce(
                 (pending, why)
             }
         };
-        queue.push(Queued {
+        queue.push_back(Queued {
             layer: layer.name.clone(),
             created_by,
             key: snapshot.key.clone(),
@@ -136,15 +155,7 @@ pub(super) async fn produce(
             pending,
         });
     }
-    drain(
-        &mut queue,
-        store,
-        name,
-        at.events,
-        &mut layers,
-        &mut reports,
-    )
-    .await?;
+    drain(queue, store, name, at.events, &mut layers, &mut reports).await?;
     Ok(Produced {
         records: layers,
         reports,
@@ -183,14 +194,14 @@ struct Queued {
 /// Wait for every queued layer in order; record each new blob in the cache
 /// (only now that it is stored) and report it.
 async fn drain(
-    queue: &mut Vec<Queued>,
+    queue: &mut VecDeque<Queued>,
     store: &Store,
     image: &str,
     events: &dyn Events,
     layers: &mut Vec<LayerRecord>,
     reports: &mut Vec<LayerReport>,
 ) -> Result<(), KilnError> {
-    for queued in queue.drain(..) {
+    while let Some(queued) = queue.pop_front() {
         let blob = match queued.pending {
             Pending::Cached(blob) => blob,
             Pending::Built(blob) => {

@@ -27,14 +27,16 @@ use std::time::Instant;
 use kiln_cache::explain;
 use kiln_cache::stat::StatCache;
 use kiln_engine::Engine;
-use kiln_image::Store;
+use kiln_image::{Cancel, Store};
 use kiln_recipe::{BaseRef, Recipe};
 
 use crate::KilnError;
+use crate::cancel::{self, until_cancelled};
 use crate::capability::{Stage, ensure_supported};
 use crate::events::Events;
 use crate::graph::BuildGraph;
 use crate::report::{BaseReport, BuildReport};
+use crate::test_run::new_run_id;
 
 /// How to build.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +52,11 @@ pub struct BuildOptions {
     /// The `dev.kiln.run` label of the containers that run layers use:
     /// whoever cancels the build removes them by it. A fresh id when `None`.
     pub run_id: Option<String>,
+    /// Cancels the build: it stops within about a second, removes the
+    /// run's containers and temporary files, leaves no partial blob and no
+    /// tag, and returns [`KilnError::Cancelled`]. Never cancelled by
+    /// default.
+    pub cancel: Cancel,
 }
 
 /// Recipes built so far in this run, by canonical recipe file: what
@@ -73,7 +80,17 @@ pub async fn build(
     events: &dyn Events,
 ) -> Result<BuildReport, KilnError> {
     if !matches!(recipe.image.base, BaseRef::Recipe { .. }) {
-        return build_one(store, recipe, options, engine, events, &BuiltRecipes::new()).await;
+        let (store, options) = for_this_run(store, options);
+        let result = build_one(
+            &store,
+            recipe,
+            &options,
+            engine,
+            events,
+            &BuiltRecipes::new(),
+        )
+        .await;
+        return settle(result, &options, engine).await;
     }
     let graph = crate::graph::plan_recipes(vec![recipe.clone()])?;
     // The recipe asked for is the graph's first node.
@@ -116,8 +133,43 @@ pub async fn build_graph(
     Ok(reports.into_iter().map(|(_, report)| report).collect())
 }
 
+/// The store handle and options one run works with: the handle carries the
+/// run's token, and the run id is fixed now so that a cancelled run can
+/// find its containers.
+fn for_this_run(store: &Store, options: &BuildOptions) -> (Store, BuildOptions) {
+    let options = BuildOptions {
+        run_id: Some(options.run_id.clone().unwrap_or_else(new_run_id)),
+        ..options.clone()
+    };
+    (store.with_cancel(&options.cancel), options)
+}
+
+/// [`cancel::settle`] for a build run with `options` from [`for_this_run`].
+async fn settle<T>(
+    result: Result<T, KilnError>,
+    options: &BuildOptions,
+    engine: Option<&dyn Engine>,
+) -> Result<T, KilnError> {
+    let run_id = options.run_id.as_deref().unwrap_or_default();
+    cancel::settle(result, &options.cancel, engine, run_id).await
+}
+
 /// [`build_graph`], each report with the index of its recipe in the graph.
 async fn build_nodes(
+    store: &Store,
+    graph: &BuildGraph,
+    options: &BuildOptions,
+    engine: Option<&dyn Engine>,
+    events: &dyn Events,
+) -> Result<Vec<(usize, BuildReport)>, KilnError> {
+    let (store, options) = for_this_run(store, options);
+    let result = build_levels(&store, graph, &options, engine, events).await;
+    settle(result, &options, engine).await
+}
+
+/// [`build_nodes`] once the run is set up: level by level, up to `jobs`
+/// recipes of a level at once.
+async fn build_levels(
     store: &Store,
     graph: &BuildGraph,
     options: &BuildOptions,
@@ -161,7 +213,8 @@ async fn build_one(
     let started = Instant::now();
     events.build_started(&recipe.image.name.to_string(), recipe.layers.len());
 
-    let base = base::resolve(store, recipe, built, engine).await?;
+    let base =
+        until_cancelled(&options.cancel, base::resolve(store, recipe, built, engine)).await?;
     let plan = plan::plan(recipe, options)?;
     let mut stat = StatCache::load(store);
     let mut inputs = snapshot::take(recipe, &plan, base.as_ref(), &mut stat)?;
