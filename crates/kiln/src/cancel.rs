@@ -29,6 +29,31 @@ pub(crate) async fn until_cancelled<T>(
     }
 }
 
+/// How many times a cancelled run's containers are looked for again.
+const CLEANUP_ROUNDS: usize = 20;
+
+/// Remove every container labelled with `run_id`, until the engine lists
+/// none. A request dropped mid-flight may still create a container after
+/// the first removal, and a removal already in progress elsewhere returns
+/// before the container is gone: so the list is asked for again, a few
+/// times, until it is empty.
+async fn remove_containers(engine: &dyn Engine, run_id: &str) -> Result<(), KilnError> {
+    for _ in 0..CLEANUP_ROUNDS {
+        let removed = engine
+            .remove_labelled(RUN_LABEL, run_id)
+            .await
+            .map_err(|source| KilnError::CancelCleanup {
+                run_id: run_id.to_owned(),
+                source,
+            })?;
+        if removed == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 /// The outcome of a run with `run_id`: `result` as it is, unless `cancel`
 /// was cancelled and the run failed, in which case its containers are
 /// removed and the answer is [`KilnError::Cancelled`]. A run that finished
@@ -42,13 +67,7 @@ pub(crate) async fn settle<T>(
     match result {
         Err(_) if cancel.is_cancelled() => {
             if let Some(engine) = engine {
-                engine
-                    .remove_labelled(RUN_LABEL, run_id)
-                    .await
-                    .map_err(|source| KilnError::CancelCleanup {
-                        run_id: run_id.to_owned(),
-                        source,
-                    })?;
+                remove_containers(engine, run_id).await?;
             }
             Err(KilnError::Cancelled)
         }
