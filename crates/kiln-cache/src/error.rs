@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum CacheError {
     /// A cache or input file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -16,7 +16,7 @@ pub enum CacheError {
         source: std::io::Error,
     },
     /// A cache file is not what kiln wrote.
-    #[error("{path}: unreadable cache file: {source}")]
+    #[error("{path}: unreadable cache file")]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -26,4 +26,15 @@ pub enum CacheError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] kiln_image::ImageError),
+}
+
+impl CacheError {
+    /// Which kind of failure this is. Every variant is named, with no
+    /// wildcard: a new variant must be given its kind where it is added.
+    pub fn kind(&self) -> kiln_error_kind::ErrorKind {
+        match self {
+            CacheError::Io { .. } | CacheError::Corrupt { .. } => kiln_error_kind::ErrorKind::Work,
+            CacheError::Store(e) => e.kind(),
+        }
+    }
 }

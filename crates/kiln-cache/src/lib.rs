@@ -44,3 +44,4 @@ pub mod key;
 pub mod stat;
 
 pub use error::CacheError;
+pub use kiln_error_kind::ErrorKind;

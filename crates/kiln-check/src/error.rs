@@ -8,7 +8,7 @@ use kiln_engine::EngineError;
 #[non_exhaustive]
 pub enum CheckError {
     /// The engine failed while booting the image.
-    #[error("booting {image}: {source}")]
+    #[error("booting {image}")]
     Boot {
         /// The image being booted.
         image: String,
@@ -17,7 +17,7 @@ pub enum CheckError {
         source: EngineError,
     },
     /// The engine failed while a check ran.
-    #[error("check {check:?}: {source}")]
+    #[error("check {check:?}")]
     Engine {
         /// The check's name.
         check: String,
@@ -27,7 +27,7 @@ pub enum CheckError {
     },
     /// The container could not be removed after the suite.
     #[error(
-        "removing test container {container}: {source}; remove it with `docker rm -f {container}`"
+        "removing test container {container} failed; remove it with `docker rm -f {container}`"
     )]
     Cleanup {
         /// The container id.
@@ -45,6 +45,17 @@ impl CheckError {
             CheckError::Boot { source, .. }
             | CheckError::Engine { source, .. }
             | CheckError::Cleanup { source, .. } => source,
+        }
+    }
+
+    /// Which kind of failure this is: the engine's error's kind (an
+    /// unreachable engine is missing environment, anything else failed
+    /// work).
+    pub fn kind(&self) -> kiln_error_kind::ErrorKind {
+        match self {
+            CheckError::Boot { source, .. }
+            | CheckError::Engine { source, .. }
+            | CheckError::Cleanup { source, .. } => source.kind(),
         }
     }
 

@@ -53,6 +53,7 @@ mod suite;
 use std::time::Duration;
 
 pub use error::CheckError;
+pub use kiln_error_kind::ErrorKind;
 pub use suite::run_suite;
 
 /// How to boot the image under test.

@@ -210,7 +210,10 @@ async fn secret_owner(
 /// The report of a container that never started: every check fails with
 /// the engine's reason.
 fn not_booted(checks: &[Check], events: &dyn CheckEvents, error: &EngineError) -> SuiteReport {
-    let reason = format!("the container did not start: {error}");
+    let reason = format!(
+        "the container did not start: {}",
+        kiln_error_kind::Chain(error)
+    );
     let outcomes = checks
         .iter()
         .map(|check| {
@@ -242,7 +245,10 @@ fn outcome(check: &Check, passed: bool, duration: Duration, detail: String) -> C
 async fn exit_detail(container: &Container<'_>, code: i64, when: &str) -> String {
     let logs = match container.engine.logs_tail(&container.id, LOG_LINES).await {
         Ok(logs) => tail(logs.as_bytes(), LOG_LINES, 4000),
-        Err(e) => format!("(its log could not be read: {e})"),
+        Err(e) => format!(
+            "(its log could not be read: {})",
+            kiln_error_kind::Chain(&e)
+        ),
     };
     if logs.trim().is_empty() {
         format!("container exited with code {code} {when}; it logged nothing")

@@ -567,12 +567,15 @@ async fn an_engine_that_fails_is_an_error_and_the_container_is_still_removed() {
         .await
         .expect_err("an error");
     assert!(error.is_unreachable(), "{error}");
+    // The message names the check; the engine's error is its source, told
+    // once when the chain is shown.
+    assert_eq!(error.to_string(), "check \"motd\"");
+    let chain = kiln_error_kind::Chain(&error).to_string();
     assert!(
-        error
-            .to_string()
-            .starts_with("check \"motd\": no container engine reachable"),
-        "{error}"
+        chain.starts_with("check \"motd\": no container engine reachable"),
+        "{chain}"
     );
+    assert_eq!(error.kind(), kiln_error_kind::ErrorKind::Environment);
     assert_eq!(engine.removed(), vec!["fake0123456789".to_owned()]);
 
     let engine = FakeEngine::new().failing("create", fake::unreachable);

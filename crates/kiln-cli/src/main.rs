@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use kiln::{BuildOptions, Engine, ErrorKind, KilnError, Recipe, Store};
+use kiln::{BuildOptions, Chain, Engine, KilnError, Recipe, Store};
 use serde_json::json;
 
 use args::{BuildFlags, Cli, Command, store_dir};
@@ -64,12 +64,8 @@ fn report_failure(failure: Failure) -> u8 {
             2
         }
         Failure::Kiln(e) => {
-            eprintln!("error: {e}");
-            match e.kind() {
-                ErrorKind::Work => 1,
-                ErrorKind::Input => 2,
-                ErrorKind::Environment => 3,
-            }
+            eprintln!("error: {}", Chain(&e));
+            e.kind().exit_code()
         }
         Failure::WorkFailed => 1,
         Failure::BadRecipes => 2,
@@ -365,7 +361,7 @@ fn check(paths: &[PathBuf], json: bool) -> CmdResult {
                     .map(|d| json!({ "line": d.line, "column": d.column, "message": d.message }))
                     .collect();
                 let errors = if errors.is_empty() {
-                    vec![json!({ "message": e.to_string() })]
+                    vec![json!({ "message": Chain(&e).to_string() })]
                 } else {
                     errors
                 };

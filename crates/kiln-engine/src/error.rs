@@ -12,7 +12,7 @@ pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum EngineError {
     /// Nothing answers at the engine's endpoint.
     #[error(
-        "no container engine reachable at {endpoint} ({source}): start dockerd (or the Docker service), or set DOCKER_HOST to a running engine"
+        "no container engine reachable at {endpoint}: start dockerd (or the Docker service), or set DOCKER_HOST to a running engine"
     )]
     Unreachable {
         /// The endpoint tried (`DOCKER_HOST`, else the default socket).
@@ -62,7 +62,7 @@ pub enum EngineError {
         timeout: Duration,
     },
     /// A host file the engine's output was being written to failed.
-    #[error("{what}: writing {path}: {source}")]
+    #[error("{what}: writing {}", path.display())]
     HostFile {
         /// What was being written: `container ID` or `image NAME`.
         what: String,
@@ -73,7 +73,7 @@ pub enum EngineError {
         source: std::io::Error,
     },
     /// The tar archive of a path in a container could not be read or built.
-    #[error("container {container}: archive of {path}: {source}")]
+    #[error("container {container}: archive of {path}")]
     Archive {
         /// The container id.
         container: String,
@@ -85,7 +85,7 @@ pub enum EngineError {
     },
     /// The engine's answer could not be read (the connection broke, a
     /// request timed out, unexpected JSON).
-    #[error("container engine: {operation} failed: {source}")]
+    #[error("container engine: {operation} failed")]
     Transport {
         /// What was asked.
         operation: String,
@@ -96,6 +96,23 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// Which kind of failure this is. Every variant is named, with no
+    /// wildcard: a new variant must be given its kind where it is added.
+    pub fn kind(&self) -> kiln_error_kind::ErrorKind {
+        use kiln_error_kind::ErrorKind;
+        match self {
+            EngineError::Unreachable { .. } => ErrorKind::Environment,
+            EngineError::Rejected { .. }
+            | EngineError::NotFound { .. }
+            | EngineError::LoadFailed { .. }
+            | EngineError::PortNotPublished { .. }
+            | EngineError::ExecTimedOut { .. }
+            | EngineError::HostFile { .. }
+            | EngineError::Archive { .. }
+            | EngineError::Transport { .. } => ErrorKind::Work,
+        }
+    }
+
     /// Whether no engine could be reached at all (the CLI's exit code 3).
     pub fn is_unreachable(&self) -> bool {
         matches!(self, EngineError::Unreachable { .. })

@@ -47,6 +47,7 @@ pub use engine::{
     ImageConfig, NewFile, PathInfo, PathKind, ReadOnlyMount,
 };
 pub use error::{Cause, EngineError};
+pub use kiln_error_kind::ErrorKind;
 
 /// The label every container kiln creates carries, with the value `true`.
 pub const MANAGED_LABEL: &str = "dev.kiln.managed";

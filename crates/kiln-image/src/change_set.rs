@@ -51,7 +51,7 @@ pub enum PathChangeKind {
 #[non_exhaustive]
 pub enum ChangeSetError {
     /// Reading the export or writing a staged file failed.
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         /// The host file.
         path: PathBuf,
@@ -80,6 +80,19 @@ pub enum ChangeSetError {
         /// Why.
         reason: String,
     },
+}
+
+impl ChangeSetError {
+    /// Which kind of failure this is: every variant is the work failing
+    /// (what the command left, or reading it), never the user's input.
+    pub fn kind(&self) -> kiln_error_kind::ErrorKind {
+        match self {
+            ChangeSetError::Io { .. }
+            | ChangeSetError::SpecialFile { .. }
+            | ChangeSetError::NotExported { .. }
+            | ChangeSetError::InvalidPath { .. } => kiln_error_kind::ErrorKind::Work,
+        }
+    }
 }
 
 /// Whether `path` is `prefix` or below it.

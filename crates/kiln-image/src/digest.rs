@@ -15,6 +15,14 @@ pub struct Digest(String);
 #[error("invalid digest {0:?}: expected sha256: followed by 64 lowercase hex digits")]
 pub struct DigestParseError(pub String);
 
+impl DigestParseError {
+    /// Which kind of failure this is: a digest that does not parse came
+    /// from the user or a document, so it is bad input.
+    pub fn kind(&self) -> kiln_error_kind::ErrorKind {
+        kiln_error_kind::ErrorKind::Input
+    }
+}
+
 impl Digest {
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::Digest;
+use kiln_error_kind::ErrorKind;
 
 /// What can go wrong while planning or writing layers, or reading and
 /// writing the store, bases and archives.
@@ -16,7 +17,7 @@ pub enum ImageError {
     Cancelled,
 
     /// Reading or writing a file or folder failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file or folder.
         path: PathBuf,
@@ -216,7 +217,7 @@ pub enum ImageError {
     },
 
     /// A file's JSON that does not parse.
-    #[error("{} is not valid JSON of the expected shape: {source}", path.display())]
+    #[error("{} is not valid JSON of the expected shape", path.display())]
     Json {
         /// The file.
         path: PathBuf,
@@ -362,7 +363,7 @@ pub enum ImageError {
     },
 
     /// A value that cannot be serialised as JSON.
-    #[error("cannot serialise {what} as JSON: {source}")]
+    #[error("cannot serialise {what} as JSON")]
     Serialize {
         /// What was serialised.
         what: &'static str,
@@ -381,6 +382,51 @@ fn list(items: &[String]) -> String {
 }
 
 impl ImageError {
+    /// Which kind of failure this is. Every variant is named here, with no
+    /// wildcard: a new variant must be given its kind where it is added.
+    pub fn kind(&self) -> ErrorKind {
+        use ImageError as E;
+        match self {
+            // What the user wrote or pointed at is wrong: a `src`, an
+            // exclude pattern, a base that is not a usable image.
+            E::ContextEscape { .. }
+            | E::SourceMissing { .. }
+            | E::InvalidCopy { .. }
+            | E::UnsupportedFileType { .. }
+            | E::NonUtf8Path { .. }
+            | E::InvalidExclude { .. }
+            | E::InvalidEntryPath { .. }
+            | E::DuplicatePath { .. }
+            | E::InvalidLayout { .. }
+            | E::UnknownRef { .. }
+            | E::RefRequired { .. }
+            | E::InvalidRefName { .. }
+            | E::NoMatchingPlatform { .. }
+            | E::InvalidDocument { .. }
+            | E::UnsupportedMediaType { .. }
+            | E::InvalidArchive { .. }
+            | E::InvalidRegistryReference { .. }
+            | E::RegistryNotFound { .. } => ErrorKind::Input,
+            E::RegistryUnreachable { .. } => ErrorKind::Environment,
+            // The work failed: I/O, a corrupt store or transfer, a base
+            // whose content is not what it claims, a registry's refusal.
+            E::Io { .. }
+            | E::CorruptBlob { .. }
+            | E::MissingBlob { .. }
+            | E::DigestMismatch { .. }
+            | E::SizeMismatch { .. }
+            | E::SourceChanged { .. }
+            | E::Json { .. }
+            | E::DiffIdMismatch { .. }
+            | E::InvalidLayer { .. }
+            | E::HostileLayerEntry { .. }
+            | E::RegistryAccessDenied { .. }
+            | E::Registry { .. }
+            | E::Serialize { .. }
+            | E::Cancelled => ErrorKind::Work,
+        }
+    }
+
     /// An [`ImageError::Io`] for `path`.
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ImageError {
         let path = path.into();

@@ -86,6 +86,7 @@ pub use durable::write_atomic;
 pub use entry::{CopySpec, EntryKind, LayerEntry, plan_copy};
 pub use error::ImageError;
 pub use image::{BuiltImage, ImageSpec, LayerRecord, RuntimeConfig, assemble, rfc3339};
+pub use kiln_error_kind::ErrorKind;
 #[doc(hidden)]
 pub use layer::write_layer_with_threads;
 pub use layer::{LayerBlob, write_layer};

@@ -54,7 +54,7 @@ pub enum PromoteError {
         channel: String,
     },
     /// A bookkeeping file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -62,7 +62,7 @@ pub enum PromoteError {
         source: std::io::Error,
     },
     /// A bookkeeping file is not what kiln wrote.
-    #[error("{path}: unreadable bookkeeping file: {source}")]
+    #[error("{path}: unreadable bookkeeping file")]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -72,4 +72,26 @@ pub enum PromoteError {
     /// The store itself failed.
     #[error(transparent)]
     Store(#[from] kiln_image::ImageError),
+}
+
+impl PromoteError {
+    /// Which kind of failure this is. Every variant is named, with no
+    /// wildcard: a new variant must be given its kind where it is added.
+    pub fn kind(&self) -> kiln_error_kind::ErrorKind {
+        use kiln_error_kind::ErrorKind;
+        match self {
+            // A digest the store does not hold, a channel name that cannot
+            // be one: the user named the wrong thing.
+            PromoteError::NotStored { .. } | PromoteError::InvalidChannel(_) => ErrorKind::Input,
+            // A refused promotion or rollback is the work failing, as is
+            // bookkeeping that cannot be read or written.
+            PromoteError::Untested { .. }
+            | PromoteError::Failed { .. }
+            | PromoteError::WrongImage { .. }
+            | PromoteError::NothingToRollBack { .. }
+            | PromoteError::Io { .. }
+            | PromoteError::Corrupt { .. } => ErrorKind::Work,
+            PromoteError::Store(e) => e.kind(),
+        }
+    }
 }

@@ -35,4 +35,5 @@ mod file;
 pub mod record;
 
 pub use error::PromoteError;
+pub use kiln_error_kind::ErrorKind;
 pub use kiln_image::{Digest, Store};

@@ -15,7 +15,7 @@ use crate::document::Problem;
 #[non_exhaustive]
 pub enum RecipeError {
     /// The recipe file could not be read.
-    #[error("cannot read recipe {}: {source}", path.display())]
+    #[error("cannot read recipe {}", path.display())]
     Io {
         /// The file (for a folder: `<folder>/kiln.toml`).
         path: PathBuf,
@@ -39,6 +39,18 @@ pub enum RecipeError {
 }
 
 impl RecipeError {
+    /// Which kind of failure this is: always bad input (a recipe that
+    /// cannot be read was named wrongly or is not readable by the user).
+    /// Every variant is named, with no wildcard, so that a new one must be
+    /// given its kind where it is added.
+    pub fn kind(&self) -> kiln_error_kind::ErrorKind {
+        match self {
+            RecipeError::Io { .. } | RecipeError::Invalid { .. } => {
+                kiln_error_kind::ErrorKind::Input
+            }
+        }
+    }
+
     /// The located problems (empty for an I/O error).
     pub fn diagnostics(&self) -> &[RecipeDiagnostic] {
         match self {

@@ -10,6 +10,14 @@ use std::str::FromStr;
 #[error("{0}")]
 pub struct ValueError(pub String);
 
+impl ValueError {
+    /// Which kind of failure this is: a value that does not parse is bad
+    /// input.
+    pub fn kind(&self) -> kiln_error_kind::ErrorKind {
+        kiln_error_kind::ErrorKind::Input
+    }
+}
+
 fn err<T>(msg: impl Into<String>) -> Result<T, ValueError> {
     Err(ValueError(msg.into()))
 }

@@ -24,7 +24,7 @@ pub enum SecretError {
     Image(#[from] ImageError),
 
     /// A layer blob could not be read or is not a readable (gzip) tar.
-    #[error("cannot read layer {layer} ({digest}) of the image: {source}")]
+    #[error("cannot read layer {layer} ({digest}) of the image")]
     Io {
         /// The layer's index in the manifest (the base's layers first).
         layer: usize,
@@ -42,4 +42,19 @@ pub enum SecretError {
         /// What the automaton builder said.
         reason: String,
     },
+}
+
+impl SecretError {
+    /// Which kind of failure this is. Every variant is named, with no
+    /// wildcard: a new variant must be given its kind where it is added.
+    pub fn kind(&self) -> kiln_error_kind::ErrorKind {
+        use kiln_error_kind::ErrorKind;
+        match self {
+            // An unset variable or a missing file that the recipe names as
+            // a secret's source: what the user gave kiln is wrong.
+            SecretError::Unavailable { .. } => ErrorKind::Input,
+            SecretError::Image(e) => e.kind(),
+            SecretError::Io { .. } | SecretError::Scanner { .. } => ErrorKind::Work,
+        }
+    }
 }

@@ -69,6 +69,7 @@ mod scan;
 mod value;
 
 pub use error::SecretError;
+pub use kiln_error_kind::ErrorKind;
 pub use leak::{Leak, LeakLocation};
 pub use needle::{Encoding, MIN_ENCODED_LEN, Needle, needles};
 pub use redactor::Redactor;

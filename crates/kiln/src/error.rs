@@ -5,16 +5,7 @@
 
 use std::path::PathBuf;
 
-/// Which of the contract's exit codes an error deserves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The work failed: a build step, a check, a refused promotion (exit 1).
-    Work,
-    /// The input is wrong: a recipe, a reference, a flag (exit 2).
-    Input,
-    /// The environment lacks something: no engine, no registry (exit 3).
-    Environment,
-}
+pub use kiln_error_kind::{Chain, ErrorKind};
 
 /// Why a pipeline step failed.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +111,7 @@ pub enum KilnError {
         output: String,
     },
     /// What a run layer's command changed cannot become a layer.
-    #[error("layer {layer}: {source}")]
+    #[error("layer {layer}: what the command changed cannot become a layer")]
     ChangeSet {
         /// The layer's name.
         layer: String,
@@ -141,7 +132,7 @@ pub enum KilnError {
     /// The run was cancelled, but removing its containers failed: they
     /// carry the label `dev.kiln.run=<run_id>`.
     #[error(
-        "cancelled, but the containers labelled dev.kiln.run={run_id} could not be removed: {source}"
+        "cancelled, but the containers labelled dev.kiln.run={run_id} could not be removed"
     )]
     CancelCleanup {
         /// The run's id.
@@ -150,7 +141,7 @@ pub enum KilnError {
         source: kiln_engine::EngineError,
     },
     /// A bookkeeping or temporary file failed.
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -165,33 +156,6 @@ fn hint(available: &[String]) -> String {
     } else {
         format!("; it holds {}", available.join(", "))
     }
-}
-
-/// Whether an image error is the user's input being wrong (a `src` that
-/// leaves the context, a base that is not a valid image) rather than the
-/// work failing (I/O, a corrupt store).
-fn image_input_error(e: &kiln_image::ImageError) -> bool {
-    use kiln_image::ImageError as I;
-    matches!(
-        e,
-        I::ContextEscape { .. }
-            | I::SourceMissing { .. }
-            | I::InvalidCopy { .. }
-            | I::UnsupportedFileType { .. }
-            | I::NonUtf8Path { .. }
-            | I::InvalidExclude { .. }
-            | I::InvalidEntryPath { .. }
-            | I::DuplicatePath { .. }
-            | I::InvalidLayout { .. }
-            | I::UnknownRef { .. }
-            | I::RefRequired { .. }
-            | I::InvalidRefName { .. }
-            | I::NoMatchingPlatform { .. }
-            | I::InvalidDocument { .. }
-            | I::UnsupportedMediaType { .. }
-            | I::InvalidRegistryReference { .. }
-            | I::RegistryNotFound { .. }
-    )
 }
 
 impl From<kiln_image::DigestParseError> for KilnError {
@@ -249,28 +213,109 @@ impl KilnError {
         }
     }
 
-    /// Which exit code this error deserves.
+    /// Which kind of failure this is, and so which exit code it deserves.
+    /// Every variant is named, with no wildcard, and a lower crate's error
+    /// says its own kind where it is defined: a new variant anywhere must
+    /// be given its kind, it cannot silently become "the work failed".
     pub fn kind(&self) -> ErrorKind {
-        use kiln_promote::PromoteError as P;
         match self {
-            KilnError::Recipe(_)
-            | KilnError::Unsupported { .. }
+            KilnError::Recipe(e) => e.kind(),
+            KilnError::Image(e) => e.kind(),
+            KilnError::Cache(e) => e.kind(),
+            KilnError::Engine(e) => e.kind(),
+            KilnError::Check(e) => e.kind(),
+            KilnError::Promote(e) => e.kind(),
+            KilnError::Secrets(e) => e.kind(),
+            KilnError::ChangeSet { source, .. } => source.kind(),
+            KilnError::Unsupported { .. }
             | KilnError::UnknownImage { .. }
             | KilnError::InvalidReference { .. }
             | KilnError::SecretUnavailable { .. }
             | KilnError::NoRecipe { .. }
             | KilnError::Cycle { .. } => ErrorKind::Input,
-            KilnError::Engine(e) if e.is_unreachable() => ErrorKind::Environment,
             KilnError::NoEngine { .. } | KilnError::NoEngineForBase { .. } => {
                 ErrorKind::Environment
             }
-            KilnError::Check(e) if e.is_unreachable() => ErrorKind::Environment,
-            KilnError::Image(kiln_image::ImageError::RegistryUnreachable { .. }) => {
-                ErrorKind::Environment
-            }
-            KilnError::Image(e) if image_input_error(e) => ErrorKind::Input,
-            KilnError::Promote(P::InvalidChannel(_) | P::NotStored { .. }) => ErrorKind::Input,
-            _ => ErrorKind::Work,
+            // A cancelled run is reported by the caller that cancelled it
+            // (the CLI exits 130); as a kind it is work that did not finish.
+            KilnError::SecretLeaked { .. }
+            | KilnError::RunFailed { .. }
+            | KilnError::Io { .. }
+            | KilnError::Cancelled
+            | KilnError::CancelCleanup { .. } => ErrorKind::Work,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The facade's kind is the kind the lower crate gave its own variant,
+    /// including where a wrapper (cache, promote) carries an image error.
+    #[test]
+    fn kinds_come_from_where_each_variant_is_defined() {
+        let missing = || kiln_image::ImageError::SourceMissing {
+            src: "site/".into(),
+            path: "/ctx/site".into(),
+        };
+        let unreachable = kiln_image::ImageError::RegistryUnreachable {
+            host: "127.0.0.1:1".into(),
+            reason: "connection refused".into(),
+        };
+        let corrupt = kiln_image::ImageError::CorruptBlob {
+            digest: kiln_image::Digest::of(b"x"),
+            path: "/store/blobs/sha256/x".into(),
+        };
+        let cases = [
+            (KilnError::from(missing()), ErrorKind::Input),
+            (KilnError::from(unreachable), ErrorKind::Environment),
+            (KilnError::from(corrupt), ErrorKind::Work),
+            (
+                KilnError::from(kiln_cache::CacheError::Store(missing())),
+                ErrorKind::Input,
+            ),
+            (
+                KilnError::from(kiln_promote::PromoteError::Store(missing())),
+                ErrorKind::Input,
+            ),
+            (
+                KilnError::from(kiln_promote::PromoteError::NothingToRollBack {
+                    name: "web".into(),
+                    channel: "stable".into(),
+                }),
+                ErrorKind::Work,
+            ),
+            (
+                KilnError::from(kiln_secrets::SecretError::Unavailable {
+                    name: "token".into(),
+                    from: "env:TOKEN".into(),
+                    reason: "unset".into(),
+                }),
+                ErrorKind::Input,
+            ),
+            (
+                KilnError::NoEngine {
+                    layer: "motd".into(),
+                },
+                ErrorKind::Environment,
+            ),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.kind(), kind, "{error}");
+        }
+        assert_eq!(ErrorKind::Environment.exit_code(), 3);
+    }
+
+    /// A message names what failed; the cause is its `source()`, shown
+    /// once by `Chain`, never twice.
+    #[test]
+    fn a_cause_is_told_once() {
+        let error = KilnError::Io {
+            path: "/store/kiln/x.json".into(),
+            source: std::io::Error::other("disk full"),
+        };
+        assert_eq!(error.to_string(), "/store/kiln/x.json");
+        assert_eq!(Chain(&error).to_string(), "/store/kiln/x.json: disk full");
     }
 }

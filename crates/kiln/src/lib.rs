@@ -47,7 +47,7 @@ use kiln_promote::channel;
 pub use build::{BuildOptions, build, build_all, build_graph};
 pub use capability::{Stage, ensure_supported, needs_engine};
 pub use catalog::{ImageSummary, Inspection, TestStatus, images, inspect};
-pub use error::{ErrorKind, KilnError};
+pub use error::{Chain, ErrorKind, KilnError};
 pub use events::{Events, NoEvents};
 pub use export::{Destination, export};
 pub use graph::{BuildGraph, plan as plan_graph, plan_recipes};
