@@ -407,7 +407,11 @@ impl ImageError {
             | E::InvalidArchive { .. }
             | E::InvalidRegistryReference { .. }
             | E::RegistryNotFound { .. } => ErrorKind::Input,
-            E::RegistryUnreachable { .. } => ErrorKind::Environment,
+            // No registry, or no usable credentials for it: the machine
+            // kiln runs on lacks something.
+            E::RegistryUnreachable { .. }
+            | E::RegistryAccessDenied { .. }
+            | E::Credentials { .. } => ErrorKind::Environment,
             // The work failed: I/O, a corrupt store or transfer, a base
             // whose content is not what it claims, a registry's refusal.
             E::Io { .. }
@@ -420,8 +424,8 @@ impl ImageError {
             | E::DiffIdMismatch { .. }
             | E::InvalidLayer { .. }
             | E::HostileLayerEntry { .. }
-            | E::RegistryAccessDenied { .. }
             | E::Registry { .. }
+            | E::BlobPush { .. }
             | E::Serialize { .. }
             | E::Cancelled => ErrorKind::Work,
         }
