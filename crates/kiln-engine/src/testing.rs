@@ -26,11 +26,15 @@ pub async fn engine_or_skip() -> Option<Docker> {
         Ok(docker) => Some(docker),
         Err(e) if engine_required() => {
             panic!(
-                "a container engine is required (KILN_REQUIRE_ENGINE=1 or CI=true) but none is usable: {e}"
+                "a container engine is required (KILN_REQUIRE_ENGINE=1 or CI=true) but none is usable: {}",
+                kiln_error_kind::Chain(&e)
             )
         }
         Err(e) => {
-            eprintln!("skipped: no container engine ({e})");
+            eprintln!(
+                "skipped: no container engine ({})",
+                kiln_error_kind::Chain(&e)
+            );
             None
         }
     }
