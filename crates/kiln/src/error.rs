@@ -131,9 +131,7 @@ pub enum KilnError {
     Cancelled,
     /// The run was cancelled, but removing its containers failed: they
     /// carry the label `dev.kiln.run=<run_id>`.
-    #[error(
-        "cancelled, but the containers labelled dev.kiln.run={run_id} could not be removed"
-    )]
+    #[error("cancelled, but the containers labelled dev.kiln.run={run_id} could not be removed")]
     CancelCleanup {
         /// The run's id.
         run_id: String,
