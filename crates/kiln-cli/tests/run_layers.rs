@@ -310,6 +310,47 @@ async fn a_run_layer_holds_exactly_what_the_command_changed() {
 }
 
 /// Images of kiln-managed containers, from the docker CLI.
+/// Owners, modes, hard links and a copied-up folder: what the upper folder
+/// reader must read exactly as the export does.
+const METADATA_CHANGES: &str = r#""echo new > /data/new.txt && chown 1000:42 /data/new.txt && chmod 4750 /data/new.txt && ln /data/keep.txt /data/hard && chmod 0700 /cfg && echo changed >> /data/mod.txt && rm /data/old.txt && ln -s ../data/new.txt /cfg/link""#;
+
+#[tokio::test]
+async fn the_upper_folder_and_the_export_give_the_same_layer() {
+    let Some(engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = run_recipe(tmp.path(), "runcapture", METADATA_CHANGES, "");
+    let recipe = image.to_str().expect("utf8");
+    let store = tmp.path().join("store");
+    // This engine is local: the default reads the container's upper folder
+    // (kiln-engine's tests check that it offers one here) ...
+    let from_upper = json(&ok(kiln(&store, &["build", recipe, "--json"])));
+    // ... and forced, the engine's filesystem export.
+    let from_export = json(&ok(kiln_with_env(
+        &store,
+        &["build", recipe, "--json", "--no-cache"],
+        &[("KILN_RUN_LAYER_CAPTURE", "export")],
+    )));
+    assert_eq!(
+        layer_digest(&from_upper, "changes"),
+        layer_digest(&from_export, "changes"),
+        "both ways of reading the changes give the same layer"
+    );
+    assert_eq!(
+        from_upper["images"][0]["digest"],
+        from_export["images"][0]["digest"]
+    );
+    let layer = layer_entries(&blob_path(&store, &layer_digest(&from_upper, "changes")));
+    let new = layer.get("data/new.txt").expect("new file");
+    assert_eq!((new.mode, new.owner), (0o4750, (1000, 42)));
+    let hard = layer.get("data/hard").expect("hard link");
+    assert_eq!((hard.kind, hard.content.as_str()), ('f', "keep\n"));
+    assert_eq!(layer.get("cfg/").expect("cfg").mode, 0o700);
+    assert!(layer.contains_key("data/.wh.old.txt"));
+    drop(engine);
+}
+
 fn managed_container_images() -> Vec<String> {
     let out = Command::new("docker")
         .args([

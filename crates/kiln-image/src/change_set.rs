@@ -5,8 +5,13 @@
 //! they are normalised the same way (sorted, epoch mtimes, numeric owners,
 //! no xattrs).
 //!
+//! The changed paths are read either from that tar
+//! ([`change_set_entries`]) or, much faster, from a folder that holds
+//! exactly what changed, such as an overlay filesystem's upper folder
+//! ([`change_set_entries_from_dir`]); both give the same entries.
+//!
 //! This module knows nothing of the container engine: it is handed the list
-//! of changes and the tar, as plain values and a file.
+//! of changes and the tar or folder, as plain values and paths.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -71,6 +76,16 @@ pub enum ChangeSetError {
     NotExported {
         /// The in-image path.
         path: String,
+    },
+    /// The folder of changes cannot stand for the changed path: it is
+    /// missing there, or overlay keeps its content or name elsewhere
+    /// (metacopy, redirect). The caller reads the export instead.
+    #[error("{path}: not readable from the folder of changes: {reason}")]
+    NotInChangesDir {
+        /// The in-image path.
+        path: String,
+        /// Why.
+        reason: String,
     },
     /// A path that cannot be an in-image path.
     #[error("{path:?}: not a usable path in a layer: {reason}")]
@@ -146,25 +161,7 @@ pub fn change_set_entries(
         let path = path.to_path_buf();
         move |source| ChangeSetError::Io { path, source }
     };
-    let mut wanted = BTreeSet::new();
-    let mut deleted = BTreeSet::new();
-    for change in changes {
-        check_image_path(&change.path).map_err(|reason| ChangeSetError::InvalidPath {
-            path: change.path.clone(),
-            reason,
-        })?;
-        if change.path == "/" || ignored.iter().any(|i| under(&change.path, i)) {
-            continue;
-        }
-        match change.kind {
-            PathChangeKind::Added | PathChangeKind::Modified => {
-                wanted.insert(change.path.clone());
-            }
-            PathChangeKind::Deleted => {
-                deleted.insert(change.path.clone());
-            }
-        }
-    }
+    let (wanted, deleted) = classify(changes, ignored)?;
 
     let mut stager = Stager {
         dir: staging,
@@ -282,23 +279,168 @@ pub fn change_set_entries(
         }
     }
 
-    if !deleted.is_empty() {
-        let empty = staging.join("whiteout");
-        File::create(&empty).map_err(io(&empty))?;
-        for path in deleted {
-            if let Some((parent, name)) = path.rsplit_once('/') {
-                entries.push(LayerEntry {
-                    path: format!("{parent}/{WHITEOUT_PREFIX}{name}"),
-                    kind: EntryKind::File {
-                        source: empty.clone(),
-                    },
-                    mode: WHITEOUT_MODE,
-                    uid: 0,
-                    gid: 0,
-                });
+    entries.extend(whiteouts(&deleted, staging)?);
+    Ok(entries)
+}
+
+/// The changed paths a layer holds (added or modified) and the deleted
+/// ones, each checked, without `/` and the `ignored` paths.
+fn classify(
+    changes: &[PathChange],
+    ignored: &[&str],
+) -> Result<(BTreeSet<String>, BTreeSet<String>), ChangeSetError> {
+    let mut wanted = BTreeSet::new();
+    let mut deleted = BTreeSet::new();
+    for change in changes {
+        check_image_path(&change.path).map_err(|reason| ChangeSetError::InvalidPath {
+            path: change.path.clone(),
+            reason,
+        })?;
+        if change.path == "/" || ignored.iter().any(|i| under(&change.path, i)) {
+            continue;
+        }
+        match change.kind {
+            PathChangeKind::Added | PathChangeKind::Modified => {
+                wanted.insert(change.path.clone());
+            }
+            PathChangeKind::Deleted => {
+                deleted.insert(change.path.clone());
             }
         }
     }
+    Ok((wanted, deleted))
+}
+
+/// One whiteout entry per deleted path, all sharing one empty file staged
+/// in `staging`.
+fn whiteouts(
+    deleted: &BTreeSet<String>,
+    staging: &Path,
+) -> Result<Vec<LayerEntry>, ChangeSetError> {
+    let mut entries = Vec::with_capacity(deleted.len());
+    if deleted.is_empty() {
+        return Ok(entries);
+    }
+    let empty = staging.join("whiteout");
+    File::create(&empty).map_err(|source| ChangeSetError::Io {
+        path: empty.clone(),
+        source,
+    })?;
+    for path in deleted {
+        if let Some((parent, name)) = path.rsplit_once('/') {
+            entries.push(LayerEntry {
+                path: format!("{parent}/{WHITEOUT_PREFIX}{name}"),
+                kind: EntryKind::File {
+                    source: empty.clone(),
+                },
+                mode: WHITEOUT_MODE,
+                uid: 0,
+                gid: 0,
+            });
+        }
+    }
+    Ok(entries)
+}
+
+/// Overlay's extended attributes that mean an upper entry does not hold
+/// what it stands for: its content is still below (`metacopy`) or it is a
+/// renamed folder whose entries live under another name (`redirect`).
+const OVERLAY_INDIRECTIONS: &[&str] = &["trusted.overlay.metacopy", "trusted.overlay.redirect"];
+
+/// The entries of the layer that holds `changes`, as
+/// [`change_set_entries`] gives them, but read from `dir`: a folder that
+/// holds every added and modified path with its content, mode and numeric
+/// owner (an overlay filesystem's upper folder). Only the changed paths
+/// are read, never the rest of the filesystem, and files are not copied:
+/// each file entry's source is the file in `dir`, which must stay as it is
+/// until [`write_layer`](crate::write_layer) has read it. `staging` gets
+/// only the empty file whiteouts share.
+///
+/// A path missing from `dir`, under a symlink there, or marked by overlay
+/// as kept elsewhere (metacopy, redirect) is
+/// [`ChangeSetError::NotInChangesDir`]: read the export instead. Hard
+/// links become regular files, as in the export.
+pub fn change_set_entries_from_dir(
+    dir: &Path,
+    changes: &[PathChange],
+    staging: &Path,
+    ignored: &[&str],
+) -> Result<Vec<LayerEntry>, ChangeSetError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let (wanted, deleted) = classify(changes, ignored)?;
+    let not_there = |path: &str, reason: String| ChangeSetError::NotInChangesDir {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut entries = Vec::with_capacity(wanted.len() + deleted.len());
+    // Folders of `dir` known to be real folders (not symlinks).
+    let mut real_dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    for path in &wanted {
+        let host = dir.join(path.trim_start_matches('/'));
+        // Every folder on the way must be a real folder in `dir`: a symlink
+        // there would lead out of it.
+        let mut ancestor = host.parent();
+        while let Some(a) = ancestor.filter(|a| a.starts_with(dir) && *a != dir) {
+            if real_dirs.contains(a) {
+                break;
+            }
+            let meta = std::fs::symlink_metadata(a)
+                .map_err(|e| not_there(path, format!("{}: {e}", a.display())))?;
+            if !meta.file_type().is_dir() {
+                return Err(not_there(path, format!("{} is not a folder", a.display())));
+            }
+            real_dirs.insert(a.to_path_buf());
+            ancestor = a.parent();
+        }
+        let meta = std::fs::symlink_metadata(&host).map_err(|e| not_there(path, e.to_string()))?;
+        for attr in OVERLAY_INDIRECTIONS {
+            if rustix::fs::lgetxattr_query(&host, *attr).is_ok() {
+                return Err(not_there(
+                    path,
+                    format!("overlay keeps it elsewhere ({attr})"),
+                ));
+            }
+        }
+        let file_type = meta.file_type();
+        let kind = if file_type.is_file() {
+            EntryKind::File {
+                source: host.clone(),
+            }
+        } else if file_type.is_dir() {
+            real_dirs.insert(host.clone());
+            EntryKind::Dir
+        } else if file_type.is_symlink() {
+            let target = std::fs::read_link(&host).map_err(|source| ChangeSetError::Io {
+                path: host.clone(),
+                source,
+            })?;
+            EntryKind::Symlink {
+                target: target
+                    .to_str()
+                    .ok_or_else(|| ChangeSetError::InvalidPath {
+                        path: path.clone(),
+                        reason: "its link target is not UTF-8".into(),
+                    })?
+                    .to_owned(),
+            }
+        } else if file_type.is_fifo() {
+            return Err(special(path.clone(), "fifo"));
+        } else if file_type.is_char_device() {
+            return Err(special(path.clone(), "character device"));
+        } else if file_type.is_block_device() {
+            return Err(special(path.clone(), "block device"));
+        } else {
+            return Err(special(path.clone(), "special file"));
+        };
+        entries.push(LayerEntry {
+            path: path.clone(),
+            kind,
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+        });
+    }
+    entries.extend(whiteouts(&deleted, staging)?);
     Ok(entries)
 }
 
@@ -383,14 +525,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn changes_become_entries_and_whiteouts() {
+    /// What the command changed in [`export`]'s filesystem.
+    fn fixture_changes() -> Vec<PathChange> {
         use PathChangeKind::*;
-        let tmp = tempfile::tempdir().expect("tmp");
-        let export = export(tmp.path());
-        let staging = tmp.path().join("staging");
-        std::fs::create_dir(&staging).expect("mkdir");
-        let changes = [
+        vec![
             change("/bin", Modified),
             change("/bin/hl", Added),
             change("/etc", Modified),
@@ -398,23 +536,19 @@ mod tests {
             change("/etc/motd", Added),
             change("/etc/old", Deleted),
             change("/gone", Deleted),
-        ];
+        ]
+    }
+
+    #[test]
+    fn changes_become_entries_and_whiteouts() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let export = export(tmp.path());
+        let staging = tmp.path().join("staging");
+        std::fs::create_dir(&staging).expect("mkdir");
+        let changes = fixture_changes();
         let entries =
             change_set_entries(&export, &changes, &staging, &["/etc/hosts"]).expect("entries");
-        let mut seen: Vec<(String, String, u32)> = entries
-            .iter()
-            .map(|e| {
-                let kind = match &e.kind {
-                    EntryKind::File { source } => {
-                        String::from_utf8(std::fs::read(source).expect("staged")).expect("utf8")
-                    }
-                    EntryKind::Dir => "dir".into(),
-                    EntryKind::Symlink { target } => format!("-> {target}"),
-                };
-                (e.path.clone(), kind, e.mode)
-            })
-            .collect();
-        seen.sort();
+        let seen = described(&entries);
         let want = |p: &str, k: &str, m: u32| (p.to_owned(), k.to_owned(), m);
         assert_eq!(
             seen,
@@ -459,5 +593,82 @@ mod tests {
         )
         .expect_err("missing");
         assert!(matches!(err, ChangeSetError::NotExported { path } if path == "/nowhere"));
+    }
+
+    /// What the entries say, files by content: comparable across the tar
+    /// and folder readers.
+    fn described(entries: &[LayerEntry]) -> Vec<(String, String, u32)> {
+        let mut seen: Vec<(String, String, u32)> = entries
+            .iter()
+            .map(|e| {
+                let kind = match &e.kind {
+                    EntryKind::File { source } => {
+                        String::from_utf8(std::fs::read(source).expect("source")).expect("utf8")
+                    }
+                    EntryKind::Dir => "dir".into(),
+                    EntryKind::Symlink { target } => format!("-> {target}"),
+                };
+                (e.path.clone(), kind, e.mode)
+            })
+            .collect();
+        seen.sort();
+        seen
+    }
+
+    #[test]
+    fn a_folder_of_changes_gives_what_the_export_gives() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let export = export(tmp.path());
+        // The same changed paths as an overlay upper folder holds them.
+        let upper = tmp.path().join("upper");
+        let set_mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
+        };
+        std::fs::create_dir_all(upper.join("bin")).expect("mkdir");
+        std::fs::create_dir_all(upper.join("etc")).expect("mkdir");
+        std::fs::write(upper.join("bin/busybox"), "bb!").expect("write");
+        set_mode(&upper.join("bin/busybox"), 0o755);
+        std::fs::hard_link(upper.join("bin/busybox"), upper.join("bin/hl")).expect("link");
+        std::fs::write(upper.join("etc/motd"), "hi").expect("write");
+        set_mode(&upper.join("etc/motd"), 0o4640);
+        std::fs::write(upper.join("etc/hosts"), "").expect("write");
+        let changes = fixture_changes();
+        let staging = tmp.path().join("staging");
+        std::fs::create_dir(&staging).expect("mkdir");
+        let from_tar =
+            change_set_entries(&export, &changes, &staging, &["/etc/hosts"]).expect("tar");
+        let staging2 = tmp.path().join("staging2");
+        std::fs::create_dir(&staging2).expect("mkdir");
+        let from_dir = change_set_entries_from_dir(&upper, &changes, &staging2, &["/etc/hosts"])
+            .expect("folder");
+        assert_eq!(described(&from_dir), described(&from_tar));
+        // Files are read in place, not copied.
+        let hl = from_dir.iter().find(|e| e.path == "/bin/hl").expect("hl");
+        assert!(matches!(&hl.kind, EntryKind::File { source } if *source == upper.join("bin/hl")));
+    }
+
+    #[test]
+    fn a_folder_of_changes_that_cannot_stand_for_a_path_says_so() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let upper = tmp.path().join("upper");
+        std::fs::create_dir_all(&upper).expect("mkdir");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::fs::write(outside.join("secret"), "x").expect("write");
+        std::os::unix::fs::symlink(&outside, upper.join("lnk")).expect("symlink");
+        for path in ["/missing", "/lnk/secret"] {
+            let err = change_set_entries_from_dir(
+                &upper,
+                &[change(path, PathChangeKind::Added)],
+                tmp.path(),
+                &[],
+            )
+            .expect_err(path);
+            assert!(
+                matches!(&err, ChangeSetError::NotInChangesDir { path: p, .. } if p == path),
+                "{err}"
+            );
+        }
     }
 }

@@ -4,9 +4,12 @@
 //! The image so far (base, layers, config) is assembled in the store and
 //! loaded into the engine; the command runs in a container of it, with the
 //! layer's build-time env and no network unless asked; the engine's list of
-//! changes and a tar of the container's filesystem become layer entries
-//! (kiln-image's `change_set`), written like every other layer. The
-//! container is removed on every return path.
+//! changes is the truth of what changed, and the changed paths' content and
+//! metadata are read from the container's overlay upper folder when the
+//! engine is local and offers it (only what changed is read), else from a
+//! tar of the container's whole filesystem; kiln-image's `change_set` turns
+//! either into the same layer entries, written like every other layer. The
+//! container is removed on every return path, after the layer is written.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +17,7 @@ use kiln_cache::key::LayerKey;
 use kiln_engine::{
     ChangeKind, ContainerId, ContainerSpec, Engine, MANAGED_LABEL, RUN_LABEL, ReadOnlyMount,
 };
-use kiln_image::change_set::{self, PathChange, PathChangeKind};
+use kiln_image::change_set::{self, ChangeSetError, PathChange, PathChangeKind};
 use kiln_image::{BaseImage, ImageSpec, LayerBlob, LayerRecord, RuntimeConfig, Store};
 use kiln_recipe::{LayerKind, Recipe, RunCommand, RunLayer};
 use serde_json::{Value, json};
@@ -307,18 +310,40 @@ async fn run_and_capture(
         .tempdir_in(store.bookkeeping_dir())
         .or_else(|_| tempfile::tempdir())
         .map_err(io(store.bookkeeping_dir()))?;
-    let export = tmp.path().join("export.tar");
     let staging = tmp.path().join("staged");
     std::fs::create_dir(&staging).map_err(io(staging.clone()))?;
-    engine.export_to_file(id, &export).await?;
-    let entries = change_set::change_set_entries(&export, &changes, &staging, ENGINE_PATHS)
-        .map_err(|source| KilnError::ChangeSet {
-            layer: layer.to_owned(),
-            source,
-        })?;
-    // The export is no longer needed: free its space before the layer is
-    // written.
-    std::fs::remove_file(&export).map_err(io(export.clone()))?;
+    let change_set_error = |source| KilnError::ChangeSet {
+        layer: layer.to_owned(),
+        source,
+    };
+    // The upper folder holds exactly what changed: read in place, nothing
+    // else of the filesystem is touched. It stays valid until the
+    // container is removed, after the layer is written.
+    let from_upper = match engine.upper_dir(id).await? {
+        Some(upper) => {
+            match change_set::change_set_entries_from_dir(&upper, &changes, &staging, ENGINE_PATHS)
+            {
+                Ok(entries) => Some(entries),
+                // Overlay keeps something elsewhere: the export is the truth.
+                Err(ChangeSetError::NotInChangesDir { .. }) => None,
+                Err(e) => return Err(change_set_error(e)),
+            }
+        }
+        None => None,
+    };
+    let entries = match from_upper {
+        Some(entries) => entries,
+        None => {
+            let export = tmp.path().join("export.tar");
+            engine.export_to_file(id, &export).await?;
+            let entries = change_set::change_set_entries(&export, &changes, &staging, ENGINE_PATHS)
+                .map_err(change_set_error)?;
+            // The export is no longer needed: free its space before the
+            // layer is written.
+            std::fs::remove_file(&export).map_err(io(export.clone()))?;
+            entries
+        }
+    };
     Ok(kiln_image::write_layer(store, entries, epoch)?)
 }
 
