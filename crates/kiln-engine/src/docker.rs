@@ -633,6 +633,12 @@ impl Engine for Docker {
                 status_code: 404 | 409,
                 ..
             }) => Ok(()),
+            // Another caller removed the same image (two names of one id)
+            // a moment before: the name is gone, as asked.
+            Err(ApiError::DockerResponseServerError {
+                status_code: 500,
+                message,
+            }) if message.contains("unrecognized image ID") => Ok(()),
             Err(e) => Err(self.fail("remove", &format!("image {image}"), e)),
         }
     }

@@ -28,7 +28,25 @@ pub fn write_docker_loadable(
     repo_tags: &[String],
     out: impl Write,
 ) -> Result<(), ImageError> {
-    write_archive(store, manifest, repo_tags, true, out)
+    write_archive(store, manifest, repo_tags, Some(0), out)
+}
+
+/// Write the image `manifest` for `docker load` as
+/// [`write_docker_loadable`] does, but without the blobs of its first
+/// `held` layers: the engine holds them already (Docker 20.10's load looks
+/// each layer up by its chain id before it opens the layer's file, so a
+/// held layer's file is never read). Only `manifest.json` is meant to be
+/// read; the OCI index then names blobs the archive lacks. If the engine
+/// no longer holds one of those layers, the load fails: send the whole
+/// image then.
+pub fn write_docker_loadable_holding(
+    store: &Store,
+    manifest: &Digest,
+    repo_tags: &[String],
+    held: usize,
+    out: impl Write,
+) -> Result<(), ImageError> {
+    write_archive(store, manifest, repo_tags, Some(held), out)
 }
 
 /// Write the image `manifest` as an OCI archive (an OCI image layout in a
@@ -39,7 +57,7 @@ pub fn write_oci_archive(
     ref_name: &str,
     out: impl Write,
 ) -> Result<(), ImageError> {
-    write_archive(store, manifest, &[ref_name.to_owned()], false, out)
+    write_archive(store, manifest, &[ref_name.to_owned()], None, out)
 }
 
 /// Copy the image `manifest` into the OCI image layout in `dir` (created if
@@ -108,15 +126,28 @@ fn corrupt_or(e: ImageError, digest: &Digest, path: &Path) -> ImageError {
     }
 }
 
+/// `docker_held`: `None` for an OCI archive; `Some(n)` for a docker-loadable
+/// one without the blobs of its first `n` layers.
 fn write_archive(
     store: &Store,
     manifest: &Digest,
     ref_names: &[String],
-    docker: bool,
+    docker_held: Option<usize>,
     out: impl Write,
 ) -> Result<(), ImageError> {
-    let blobs = image_blobs(store, manifest)?;
+    let docker = docker_held.is_some();
+    let mut blobs = image_blobs(store, manifest)?;
     let image = load_image(store, manifest)?;
+    if let Some(held) = docker_held.filter(|h| *h > 0) {
+        // A blob also used by a layer the engine lacks is still sent.
+        let needed: std::collections::BTreeSet<&Digest> =
+            image.layers.iter().skip(held).map(|l| &l.digest).collect();
+        for layer in image.layers.iter().take(held) {
+            if !needed.contains(&layer.digest) {
+                blobs.remove(&layer.digest);
+            }
+        }
+    }
     let descriptor = store.manifest_descriptor(manifest)?;
     let entries = if ref_names.is_empty() {
         vec![descriptor]

@@ -75,7 +75,9 @@ pub mod oci_archive;
 pub mod registry;
 pub mod store;
 
-pub use archive::{write_docker_loadable, write_oci_archive, write_oci_layout_dir};
+pub use archive::{
+    write_docker_loadable, write_docker_loadable_holding, write_oci_archive, write_oci_layout_dir,
+};
 pub use base::{BaseImage, import_oci_layout, load_image};
 pub use cancel::Cancel;
 pub use canonical::to_canonical_json;

@@ -7,8 +7,8 @@ use kiln_image::Store;
 use kiln_recipe::BaseRef;
 
 use crate::KilnError;
+use crate::engine_images::load_into_engine;
 use crate::reference;
-use crate::test_run::load_into_engine;
 
 /// Where an image is exported to, containers-transports(5) style.
 #[derive(Debug, Clone, PartialEq, Eq)]

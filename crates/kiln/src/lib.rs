@@ -29,6 +29,7 @@ mod build;
 mod cancel;
 mod capability;
 mod catalog;
+mod engine_images;
 mod error;
 mod events;
 mod export;
@@ -47,6 +48,7 @@ use kiln_promote::channel;
 pub use build::{BuildOptions, build, build_all, build_graph};
 pub use capability::{Stage, ensure_supported, needs_engine};
 pub use catalog::{ImageSummary, Inspection, TestStatus, images, inspect};
+pub use engine_images::{ensure_in_engine, load_into_engine};
 pub use error::{Chain, ErrorKind, KilnError};
 pub use events::{Events, NoEvents};
 pub use export::{Destination, export};
@@ -64,7 +66,7 @@ pub use reference::{ImageRef, resolve};
 pub use release::release;
 pub use report::{BaseReport, BuildReport, CheckReport, LayerReport, ReleaseReport, TestReport};
 pub use secret::{Redactor, SecretValue, redact};
-pub use test_run::{TestOptions, engine_tag, load_into_engine, new_run_id, recipe_of, test};
+pub use test_run::{TestOptions, engine_tag, new_run_id, recipe_of, test};
 
 /// The recipe model: every type a [`Recipe`] is made of ([`recipe::Layer`],
 /// [`recipe::Check`], [`recipe::BaseRef`]...), so that embedders can read

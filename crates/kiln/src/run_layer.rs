@@ -23,8 +23,8 @@ use kiln_recipe::{LayerKind, Recipe, RunCommand, RunLayer};
 use serde_json::{Value, json};
 
 use crate::KilnError;
+use crate::engine_images::load_into_engine;
 use crate::secret::{self, SecretValue};
-use crate::test_run::load_into_engine;
 
 /// Paths the engine itself puts into every container (mount points for its
 /// own files, its marker file, the secrets mount): never part of a layer,
@@ -181,6 +181,11 @@ pub async fn build_run_layer(
     // The temporary image's blobs are unreferenced: `kiln gc` removes them.
     let built = kiln_image::assemble(store, &spec)?;
     let tag = format!("kiln.local/build-{image}:{}", &key.0.hex()[..16]);
+    // The base goes into the engine once, as its own image: this image
+    // and later ones then send only kiln's layers.
+    if let Some(base) = so_far.base.filter(|b| !b.layers.is_empty()) {
+        crate::engine_images::hold_base(store, engine, base).await?;
+    }
     let tag = load_into_engine(store, engine, &built.manifest.digest, tag).await?;
     let result = run_in_container(
         store,

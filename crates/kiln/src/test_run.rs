@@ -30,42 +30,6 @@ pub fn engine_tag(name: &str, digest: &Digest) -> String {
     format!("kiln.local/{name}:{}", &digest.hex()[..16])
 }
 
-/// Copy the image `digest` from the store into the engine, tagged `tag`.
-pub async fn load_into_engine(
-    store: &Store,
-    engine: &dyn Engine,
-    digest: &Digest,
-    tag: String,
-) -> Result<String, KilnError> {
-    // The archive is written to a temporary file by a blocking task and
-    // streamed to the engine from there: memory stays bounded whatever the
-    // image size.
-    let tmp = tempfile::NamedTempFile::new_in(store.bookkeeping_dir())
-        .or_else(|_| tempfile::NamedTempFile::new())
-        .map_err(|source| KilnError::Io {
-            path: store.bookkeeping_dir(),
-            source,
-        })?;
-    let file = tmp.reopen().map_err(|source| KilnError::Io {
-        path: tmp.path().to_owned(),
-        source,
-    })?;
-    kiln_image::write_docker_loadable(
-        store,
-        digest,
-        std::slice::from_ref(&tag),
-        std::io::BufWriter::new(file),
-    )?;
-    let reader = tokio::fs::File::open(tmp.path())
-        .await
-        .map_err(|source| KilnError::Io {
-            path: tmp.path().to_owned(),
-            source,
-        })?;
-    engine.load_image(Box::new(reader)).await?;
-    Ok(tag)
-}
-
 /// How to test.
 #[derive(Debug, Clone, Default)]
 pub struct TestOptions {
@@ -131,7 +95,10 @@ async fn test_run(
     }
 
     events.loading_image(&name, digest);
-    let image = load_into_engine(store, engine, digest, engine_tag(&name, digest)).await?;
+    // An image the engine holds already (by id) is booted as it is.
+    let image =
+        crate::engine_images::ensure_in_engine(store, engine, digest, engine_tag(&name, digest))
+            .await?;
     events.boot_started(&name, digest);
     let plan = BootPlan {
         image,

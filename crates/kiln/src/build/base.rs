@@ -51,29 +51,16 @@ pub(super) async fn resolve(
             let engine = engine.ok_or_else(|| KilnError::NoEngineForBase {
                 base: recipe.image.base.to_string(),
             })?;
-            // `docker save` into a temporary file in the store, then the
-            // same import as any docker-archive: layers byte for byte.
-            let tmp = tempfile::NamedTempFile::new_in(store.bookkeeping_dir())
-                .or_else(|_| tempfile::NamedTempFile::new())
-                .map_err(|source| KilnError::Io {
-                    path: store.bookkeeping_dir(),
-                    source,
-                })?;
-            engine
-                .save_image(reference, tmp.path())
-                .await
-                .map_err(|e| match e {
-                    kiln_engine::EngineError::NotFound { .. } => KilnError::InvalidReference {
-                        reference: recipe.image.base.to_string(),
-                        reason: "the container engine holds no such image".into(),
-                    },
-                    other => other.into(),
-                })?;
-            Ok(Some(kiln_image::import_docker_archive(
-                store,
-                tmp.path(),
-                Some(reference),
-            )?))
+            // One inspect when the engine's image id was imported before.
+            Ok(Some(
+                crate::engine_images::daemon_base(
+                    store,
+                    engine,
+                    reference,
+                    &recipe.image.base.to_string(),
+                )
+                .await?,
+            ))
         }
         BaseRef::Recipe { path } => {
             let file = kiln_recipe::recipe_file(&recipe_dir(recipe).join(path));

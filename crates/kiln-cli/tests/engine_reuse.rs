@@ -1,0 +1,191 @@
+//! What the container engine already holds is never moved again (issue 8):
+//! a `docker-daemon:` base is read out of the engine once per image id, an
+//! image the engine holds is tested without a load, an image the engine
+//! dropped is loaded again, and a base that changed under the same tag is
+//! noticed and rebuilt. Checked against the real engine through its event
+//! log (`docker events`), which records every `save` and `load`.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use support::{engine, json, kiln, ok};
+
+fn write(path: &Path, content: &str) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, content).expect("write");
+}
+
+/// The engine's clock now, as `docker events --since` reads it.
+fn now() -> String {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock");
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+}
+
+/// `ACTION ID` of every image event of the engine since `since`.
+fn image_events(since: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["events", "--since", since, "--until", &now()])
+        .args([
+            "--filter",
+            "type=image",
+            "--format",
+            "{{.Action}} {{.Actor.ID}}",
+        ])
+        .output()
+        .expect("docker events");
+    assert!(out.status.success(), "docker events failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Import a busybox root holding `/version` = `version` into the engine as
+/// `tag`; its image id.
+fn import_base(dir: &Path, tag: &str, version: &str) -> String {
+    let root = dir.join(format!("root-{version}"));
+    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("/bin/busybox (busybox-static) is needed");
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).expect("symlink");
+    write(&root.join("version"), &format!("{version}\n"));
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "tar -C '{}' -c . | docker import - '{tag}' >/dev/null",
+            root.display()
+        ))
+        .status()
+        .expect("docker import");
+    assert!(status.success(), "docker import");
+    docker(&["image", "inspect", tag, "--format", "{{.Id}}"])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_the_engine_holds_is_never_moved_again() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let unique = format!("{}-{}", std::process::id(), now().replace('.', ""));
+    let base_tag = format!("kiln-test/speed-base:{unique}");
+    let base_v1 = import_base(tmp.path(), &base_tag, "v1");
+    let name = "speedreuse";
+    let recipe = tmp.path().join("image");
+    write(&recipe.join("site/index.txt"), "hello\n");
+    write(
+        &recipe.join("kiln.toml"),
+        &format!(
+            r#"
+[image]
+name = "{name}"
+version = "1.0.0"
+base = "docker-daemon:{base_tag}"
+epoch = 1700000000
+
+[config]
+entrypoint = ["/bin/busybox", "sleep", "3600"]
+env = {{ PATH = "/bin" }}
+
+[[layer]]
+name = "setup"
+run = "cat /version > /built && echo ran >> /built"
+
+[[layer]]
+name = "site"
+files = [{{ src = "site/", dest = "/srv/" }}]
+
+[[check]]
+name = "the run layer saw the base"
+file = "/built"
+contains = "v1\nran"
+"#
+        ),
+    );
+    let recipe = recipe.to_str().expect("utf8").to_owned();
+    let store = tmp.path().join("store");
+
+    let first = json(&ok(kiln(&store, &["build", &recipe, "--json"])));
+    let digest = first["images"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+    let base_digest = first["images"][0]["base"]["digest"].clone();
+
+    // Built again from scratch: the same bytes, and the base is not read
+    // out of the engine again (no `save` of its id).
+    let since = now();
+    let again = json(&ok(kiln(
+        &store,
+        &["build", &recipe, "--json", "--no-cache"],
+    )));
+    assert_eq!(again["images"][0]["digest"].as_str(), Some(digest.as_str()));
+    let saves: Vec<String> = image_events(&since)
+        .into_iter()
+        .filter(|e| e.starts_with("save") && e.contains(&base_v1))
+        .collect();
+    assert!(saves.is_empty(), "the base was saved again: {saves:?}");
+
+    // Tested once (loaded), then again: the engine holds it, no load.
+    let report = json(&ok(kiln(
+        &store,
+        &["test", &format!("{name}:1.0.0"), "--json"],
+    )));
+    assert_eq!(report["passed"], Value::Bool(true), "{report:#}");
+    let tag = format!("kiln.local/{name}:{}", &digest["sha256:".len()..][..16]);
+    let image_id = docker(&["image", "inspect", &tag, "--format", "{{.Id}}"]);
+    let since = now();
+    let report = json(&ok(kiln(
+        &store,
+        &["test", &format!("{name}:1.0.0"), "--json"],
+    )));
+    assert_eq!(report["passed"], Value::Bool(true), "{report:#}");
+    let loads: Vec<String> = image_events(&since)
+        .into_iter()
+        .filter(|e| e.starts_with("load"))
+        .filter(|e| e.contains(&image_id) || e.contains(&tag))
+        .collect();
+    assert!(loads.is_empty(), "a held image was loaded again: {loads:?}");
+
+    // The engine dropped it: not an error, it is loaded again.
+    docker(&["rmi", &tag]);
+    let report = json(&ok(kiln(
+        &store,
+        &["test", &format!("{name}:1.0.0"), "--json"],
+    )));
+    assert_eq!(report["passed"], Value::Bool(true), "{report:#}");
+    assert_eq!(
+        docker(&["image", "inspect", &tag, "--format", "{{.Id}}"]),
+        image_id
+    );
+
+    // The tag now names another image: noticed, rebuilt, never stale.
+    let base_v2 = import_base(tmp.path(), &base_tag, "v2");
+    assert_ne!(base_v1, base_v2);
+    let moved = json(&ok(kiln(&store, &["build", &recipe, "--json"])));
+    assert_ne!(moved["images"][0]["base"]["digest"], base_digest);
+    assert_ne!(moved["images"][0]["digest"].as_str(), Some(digest.as_str()));
+    assert_eq!(
+        moved["images"][0]["layers"][0]["cached"],
+        Value::Bool(false),
+        "the run layer runs again on the new base"
+    );
+
+    for image in [&base_tag, &tag, &base_v1] {
+        let _ = Command::new("docker").args(["rmi", image]).output();
+    }
+}

@@ -1,0 +1,268 @@
+//! What the container engine already holds, so that nothing it holds is
+//! sent to it or read out of it again: images are found by id (the digest
+//! of their config), layers the engine has are left out of what is loaded,
+//! and a `docker-daemon:` base is imported once per engine image id.
+//!
+//! The bookkeeping lives beside the store (`<store>/kiln/engine/`). It is a
+//! hint, never the truth: every entry is checked against the engine (one
+//! inspect) before it is used, and an engine that dropped an image is not
+//! an error, it is loaded again.
+
+use std::path::PathBuf;
+
+use kiln_engine::{Engine, EngineError};
+use kiln_image::{BaseImage, Digest, Store};
+
+use crate::KilnError;
+
+/// Where the bookkeeping of `store` lives.
+fn engine_dir(store: &Store) -> PathBuf {
+    store.bookkeeping_dir().join("engine")
+}
+
+/// The file that records the layers of the image whose config is `config`.
+fn image_record(store: &Store, config: &Digest) -> PathBuf {
+    engine_dir(store).join("images").join(config.hex())
+}
+
+/// The file that records which stored base an engine image id became.
+fn base_record(store: &Store, engine_id: &Digest) -> PathBuf {
+    engine_dir(store).join("bases").join(engine_id.hex())
+}
+
+fn io(path: PathBuf) -> impl FnOnce(std::io::Error) -> KilnError {
+    move |source| KilnError::Io { path, source }
+}
+
+/// The digest of the config of the stored image `image`: the id the engine
+/// gives it once loaded.
+fn config_digest(image: &BaseImage) -> Result<Digest, KilnError> {
+    image
+        .manifest
+        .get("config")
+        .and_then(|c| c.get("digest"))
+        .and_then(|d| d.as_str())
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| KilnError::InvalidReference {
+            reference: image.manifest_digest.to_string(),
+            reason: "its manifest has no valid config digest".into(),
+        })
+}
+
+/// Remember that the engine was given the image whose config is `config`
+/// with the layers `diff_ids` (one per line).
+fn record_image(store: &Store, config: &Digest, diff_ids: &[Digest]) -> Result<(), KilnError> {
+    let text: String = diff_ids.iter().map(|d| format!("{d}\n")).collect();
+    kiln_image::write_atomic(&image_record(store, config), text.as_bytes())?;
+    Ok(())
+}
+
+/// How many of the first layers of `diff_ids` the engine holds, by the
+/// images recorded as given to it that it still holds; 0 when none.
+async fn held_layers(
+    store: &Store,
+    engine: &dyn Engine,
+    diff_ids: &[Digest],
+) -> Result<usize, KilnError> {
+    let dir = engine_dir(store).join("images");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(0);
+    };
+    let mut candidates: Vec<(usize, String)> = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let layers: Vec<&str> = text.lines().collect();
+        let prefix = !layers.is_empty()
+            && layers.len() <= diff_ids.len()
+            && layers.iter().zip(diff_ids).all(|(a, b)| *a == b.as_str());
+        if prefix {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            candidates.push((layers.len(), format!("sha256:{name}")));
+        }
+    }
+    // The longest prefix first; the first the engine still holds wins.
+    candidates.sort_by(|a, b| b.cmp(a));
+    for (len, id) in candidates {
+        if engine.image_id(&id).await?.is_some() {
+            return Ok(len);
+        }
+    }
+    Ok(0)
+}
+
+/// Copy the stored image `digest` into the engine, tagged `tag`, sending
+/// only the layers the engine does not hold already (a held image costs a
+/// load of a few kilobytes that only names it). If the engine dropped a
+/// layer it was thought to hold, the whole image is sent.
+pub async fn load_into_engine(
+    store: &Store,
+    engine: &dyn Engine,
+    digest: &Digest,
+    tag: String,
+) -> Result<String, KilnError> {
+    let (image, config, id) = lookup(store, engine, digest).await?;
+    load(store, engine, &image, &config, id.is_some(), tag).await
+}
+
+/// The name the engine knows the stored image `digest` by: its id when the
+/// engine holds it already (nothing is sent), else `tag` after loading it
+/// as [`load_into_engine`] does.
+pub async fn ensure_in_engine(
+    store: &Store,
+    engine: &dyn Engine,
+    digest: &Digest,
+    tag: String,
+) -> Result<String, KilnError> {
+    match lookup(store, engine, digest).await? {
+        (_, _, Some(id)) => Ok(id),
+        (image, config, None) => load(store, engine, &image, &config, false, tag).await,
+    }
+}
+
+/// The stored image `digest`, its config digest, and its id in the engine
+/// if the engine holds it.
+async fn lookup(
+    store: &Store,
+    engine: &dyn Engine,
+    digest: &Digest,
+) -> Result<(BaseImage, Digest, Option<String>), KilnError> {
+    let image = kiln_image::load_image(store, digest)?;
+    let config = config_digest(&image)?;
+    let id = engine.image_id(config.as_str()).await?;
+    Ok((image, config, id))
+}
+
+/// Load `image` (config `config`) as `tag`; `held`: the engine holds the
+/// whole image already.
+async fn load(
+    store: &Store,
+    engine: &dyn Engine,
+    image: &BaseImage,
+    config: &Digest,
+    held: bool,
+    tag: String,
+) -> Result<String, KilnError> {
+    let digest = &image.manifest_digest;
+    let held = if held {
+        image.diff_ids.len()
+    } else {
+        held_layers(store, engine, &image.diff_ids).await?
+    };
+    match send(store, engine, digest, &tag, held).await {
+        Err(KilnError::Engine(EngineError::LoadFailed { .. })) if held > 0 => {
+            send(store, engine, digest, &tag, 0).await?;
+        }
+        other => other?,
+    }
+    record_image(store, config, &image.diff_ids)?;
+    Ok(tag)
+}
+
+/// Make the engine hold `base` as an image of its own (tagged
+/// `kiln.local/base:HEX16`, kept like a builder's cache), so that images
+/// built on it send only their own layers, now and in later builds.
+pub(crate) async fn hold_base(
+    store: &Store,
+    engine: &dyn Engine,
+    base: &BaseImage,
+) -> Result<(), KilnError> {
+    let config = config_digest(base)?;
+    if engine.image_id(config.as_str()).await?.is_some() {
+        return record_image(store, &config, &base.diff_ids);
+    }
+    let tag = format!("kiln.local/base:{}", &config.hex()[..16]);
+    load_into_engine(store, engine, &base.manifest_digest, tag).await?;
+    Ok(())
+}
+
+/// Write the docker-loadable archive of `digest` without its first `held`
+/// layer blobs, and load it.
+async fn send(
+    store: &Store,
+    engine: &dyn Engine,
+    digest: &Digest,
+    tag: &str,
+    held: usize,
+) -> Result<(), KilnError> {
+    // The archive is written to a temporary file by a blocking task and
+    // streamed to the engine from there: memory stays bounded whatever the
+    // image size.
+    let tmp = tempfile::NamedTempFile::new_in(store.bookkeeping_dir())
+        .or_else(|_| tempfile::NamedTempFile::new())
+        .map_err(io(store.bookkeeping_dir()))?;
+    let file = tmp.reopen().map_err(io(tmp.path().to_owned()))?;
+    let (writer_store, writer_digest, tags) = (store.clone(), digest.clone(), vec![tag.to_owned()]);
+    tokio::task::spawn_blocking(move || {
+        kiln_image::write_docker_loadable_holding(
+            &writer_store,
+            &writer_digest,
+            &tags,
+            held,
+            std::io::BufWriter::new(file),
+        )
+    })
+    .await
+    .map_err(|e| KilnError::Io {
+        path: store.root().to_path_buf(),
+        source: std::io::Error::other(e),
+    })??;
+    let reader = tokio::fs::File::open(tmp.path())
+        .await
+        .map_err(io(tmp.path().to_owned()))?;
+    engine.load_image(Box::new(reader)).await?;
+    Ok(())
+}
+
+/// The base a `docker-daemon:` reference names, in `store`: one inspect
+/// when the engine's image id was imported before (and its blobs are still
+/// stored), else `docker save` of that id and an import, recorded by id. A
+/// tag moved to another image in the engine has another id: it is imported
+/// anew, never served stale.
+pub(crate) async fn daemon_base(
+    store: &Store,
+    engine: &dyn Engine,
+    reference: &str,
+    base: &str,
+) -> Result<BaseImage, KilnError> {
+    let not_held = || KilnError::InvalidReference {
+        reference: base.to_owned(),
+        reason: "the container engine holds no such image".into(),
+    };
+    let id = engine.image_id(reference).await?.ok_or_else(not_held)?;
+    let id: Digest =
+        id.parse().map_err(
+            |e: kiln_image::DigestParseError| KilnError::InvalidReference {
+                reference: base.to_owned(),
+                reason: format!("the engine gave the image id {id:?}: {e}"),
+            },
+        )?;
+    let record = base_record(store, &id);
+    if let Some(image) = std::fs::read_to_string(&record)
+        .ok()
+        .and_then(|text| text.trim().parse::<Digest>().ok())
+        .and_then(|manifest| kiln_image::load_image(store, &manifest).ok())
+        .filter(|image| image.layers.iter().all(|l| store.has_blob(&l.digest)))
+    {
+        return Ok(image);
+    }
+    // `docker save` by id (the tag may move meanwhile) into a temporary
+    // file in the store, then the same import as any docker-archive:
+    // layers byte for byte.
+    let tmp = tempfile::NamedTempFile::new_in(store.bookkeeping_dir())
+        .or_else(|_| tempfile::NamedTempFile::new())
+        .map_err(io(store.bookkeeping_dir()))?;
+    engine
+        .save_image(id.as_str(), tmp.path())
+        .await
+        .map_err(|e| match e {
+            EngineError::NotFound { .. } => not_held(),
+            other => other.into(),
+        })?;
+    let image = kiln_image::import_docker_archive(store, tmp.path(), None)?;
+    kiln_image::write_atomic(&record, format!("{}\n", image.manifest_digest).as_bytes())?;
+    // The engine holds this image: what is built on it need not send it.
+    record_image(store, &config_digest(&image)?, &image.diff_ids)?;
+    Ok(image)
+}
