@@ -105,6 +105,7 @@ impl ChangeSetError {
             ChangeSetError::Io { .. }
             | ChangeSetError::SpecialFile { .. }
             | ChangeSetError::NotExported { .. }
+            | ChangeSetError::NotInChangesDir { .. }
             | ChangeSetError::InvalidPath { .. } => kiln_error_kind::ErrorKind::Work,
         }
     }
