@@ -19,6 +19,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
     commit(tmp, path)
 }
 
+/// Remove the file at `path`; whether it was there. Removing what is
+/// already gone is not an error: another cleaner got there first.
+pub fn remove_if_present(path: &Path) -> Result<bool, ImageError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(ImageError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// The folder `path` is in (`.` for a bare file name).
 pub(crate) fn parent(path: &Path) -> &Path {
     match path.parent() {

@@ -70,6 +70,7 @@ pub mod error;
 pub mod image;
 pub mod layer;
 pub mod layer_policy;
+pub mod lock;
 pub mod oci;
 pub mod oci_archive;
 pub mod registry;
@@ -84,7 +85,7 @@ pub use canonical::to_canonical_json;
 pub use descriptor::{Descriptor, Platform};
 pub use digest::{Digest, DigestParseError};
 pub use docker_archive::import_docker_archive;
-pub use durable::write_atomic;
+pub use durable::{remove_if_present, write_atomic};
 pub use entry::{CopySpec, EntryKind, LayerEntry, plan_copy};
 pub use error::ImageError;
 pub use image::{BuiltImage, ImageSpec, LayerRecord, RuntimeConfig, assemble, rfc3339};
@@ -93,10 +94,11 @@ pub use kiln_error_kind::ErrorKind;
 pub use layer::write_layer_with_threads;
 pub use layer::{LayerBlob, write_layer};
 pub use layer_policy::{LayerPolicy, validate_layer_entries};
+pub use lock::{Lease, Section, Sweep};
 pub use oci::{StoredImage, read_image};
 pub use oci_archive::import_oci_archive;
 pub use registry::{
     BlobOutcome, CredentialFiles, PushReport, RegistryAuth, Remote, RemoteManifest, pull_registry,
     push_image,
 };
-pub use store::{GcReport, Store};
+pub use store::{BlobFile, BlobState, GcReport, Roots, Store};

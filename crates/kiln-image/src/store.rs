@@ -6,7 +6,8 @@
 //! fsync the folder); a blob appears under its digest only once its bytes
 //! were hashed and found to match. Updates of index.json hold an exclusive
 //! lock on the store's folder, so concurrent builds do not lose each other's
-//! refs.
+//! refs. Blobs are removed only by the holder of the [`Sweep`] (see
+//! [`crate::lock`] for the whole locking scheme).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -17,6 +18,7 @@ use crate::cancel::CancelledIo;
 use crate::descriptor::{Index, is_index};
 use crate::digest::HashWriter;
 use crate::durable::{commit, staging_file, write_atomic};
+use crate::lock::Sweep;
 use crate::{Cancel, Descriptor, Digest, ImageError, to_canonical_json};
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -38,6 +40,38 @@ pub struct GcReport {
     pub freed_bytes: u64,
     /// How many blobs are kept.
     pub kept: usize,
+}
+
+/// What garbage collection keeps besides everything index.json reaches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Roots {
+    /// Manifests (or indexes) kept with everything they reach: the digests
+    /// of channel histories, test records.
+    pub manifests: BTreeSet<Digest>,
+    /// Single blobs kept: layers named by cache entries.
+    pub blobs: BTreeSet<Digest>,
+}
+
+/// One file of `blobs/sha256/`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BlobFile {
+    /// A blob, named by its digest (not yet verified).
+    Blob(Digest),
+    /// A temporary file of a write in progress or interrupted.
+    Temporary(PathBuf),
+    /// Anything else: not kiln's.
+    Stray(PathBuf),
+}
+
+/// What [`Store::verify_blob`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobState {
+    /// Present, and its bytes hash to its name.
+    Whole,
+    /// Present, with other bytes.
+    Corrupt,
+    /// Not there.
+    Missing,
 }
 
 /// A blob being written into the store: bytes go to a hidden temporary
@@ -363,85 +397,151 @@ impl Store {
             .map(|(_, d)| d))
     }
 
-    /// Remove every blob that no entry of index.json reaches (through
-    /// indexes, manifests, configs and layers), and temporary files left by
-    /// interrupted writes. A build running at the same time may lose the
-    /// blobs it wrote but has not named yet: run gc alone.
-    pub fn gc(&self) -> Result<GcReport, ImageError> {
-        self.gc_keeping(&BTreeSet::new())
-    }
-
-    /// Remove the blobs in `digests` that no entry of index.json reaches,
-    /// and return those removed. For discarding what one build wrote and
-    /// must not keep (an image that leaked a secret), without touching
-    /// anything else in the store.
-    pub fn remove_unreferenced(&self, digests: &[Digest]) -> Result<Vec<Digest>, ImageError> {
-        let _lock = self.lock()?;
+    /// Every blob that index.json or `roots` reach: the entries of
+    /// index.json and the manifests in `roots`, through indexes, manifests,
+    /// configs and layers, plus the blobs in `roots`.
+    pub fn reachable(&self, roots: &Roots) -> Result<BTreeSet<Digest>, ImageError> {
         let index = self.read_index()?;
         let mut reachable = BTreeSet::new();
         for d in &index.manifests {
             self.mark(d, &mut reachable, 0)?;
         }
-        let mut removed = Vec::new();
-        for d in digests.iter().filter(|d| !reachable.contains(*d)) {
-            let path = self.blob_path(d);
+        for root in roots.manifests.iter().filter(|d| self.has_blob(d)) {
+            match self.manifest_descriptor(root) {
+                Ok(descriptor) => self.mark(&descriptor, &mut reachable, 0)?,
+                // A corrupt root keeps itself and nothing else: fsck says so.
+                Err(ImageError::CorruptBlob { .. } | ImageError::Json { .. }) => {
+                    reachable.insert(root.clone());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        reachable.extend(roots.blobs.iter().cloned());
+        Ok(reachable)
+    }
+
+    /// Remove every blob that neither index.json nor `roots` reach, and
+    /// every temporary file of an interrupted write. Holding the [`Sweep`]
+    /// means no build, test or promotion is running, so nothing unnamed is
+    /// still wanted and every temporary file is a leftover.
+    pub fn gc(&self, _sweep: &Sweep, roots: &Roots) -> Result<GcReport, ImageError> {
+        let reachable = self.reachable(roots)?;
+        let mut report = GcReport::default();
+        for file in self.blob_files()? {
+            let (path, digest) = match file {
+                BlobFile::Blob(d) if reachable.contains(&d) => {
+                    report.kept += 1;
+                    continue;
+                }
+                BlobFile::Blob(d) => (self.blob_path(&d), Some(d)),
+                BlobFile::Temporary(path) => (path, None),
+                // Not kiln's and not a blob: fsck reports it, gc leaves it.
+                BlobFile::Stray(_) => continue,
+            };
+            let size = std::fs::symlink_metadata(&path).map_or(0, |m| m.len());
             match std::fs::remove_file(&path) {
-                Ok(()) => removed.push(d.clone()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(source) => return Err(ImageError::Io { path, source }),
             }
-        }
-        Ok(removed)
-    }
-
-    /// [`Store::gc`], also keeping the manifests in `roots` and all they
-    /// reach: images that no ref names but that bookkeeping still needs,
-    /// such as a channel's earlier digests that a rollback may return to.
-    /// A root that is not in the store is ignored.
-    pub fn gc_keeping(&self, roots: &BTreeSet<Digest>) -> Result<GcReport, ImageError> {
-        let _lock = self.lock()?;
-        let index = self.read_index()?;
-        let mut reachable = BTreeSet::new();
-        for d in &index.manifests {
-            self.mark(d, &mut reachable, 0)?;
-        }
-        for root in roots.iter().filter(|d| self.has_blob(d)) {
-            let descriptor = self.manifest_descriptor(root)?;
-            self.mark(&descriptor, &mut reachable, 0)?;
-        }
-        let dir = self.blobs_dir();
-        let mut report = GcReport::default();
-        for entry in std::fs::read_dir(&dir).map_err(ImageError::io(&dir))? {
-            let entry = entry.map_err(ImageError::io(&dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = entry.path();
-            let digest = format!("sha256:{name}").parse::<Digest>().ok();
-            let keep = digest.as_ref().is_some_and(|d| reachable.contains(d));
-            // Another process may be writing that temporary file right now.
-            let fresh_tmp = name.starts_with(".tmp-")
-                && entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_none_or(|age| age.as_secs() < 3600);
-            if keep {
-                report.kept += 1;
-                continue;
-            }
-            if fresh_tmp {
-                continue;
-            }
-            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            std::fs::remove_file(&path).map_err(ImageError::io(&path))?;
             report.freed_bytes += size;
             if let Some(d) = digest {
                 report.removed.push(d);
             }
         }
         report.removed.sort();
-        crate::durable::sync_dir(&dir)?;
+        crate::durable::sync_dir(&self.blobs_dir())?;
         Ok(report)
+    }
+
+    /// Remove the blobs in `digests` that neither index.json nor `roots`
+    /// reach, and return those removed. For discarding what one build wrote
+    /// and must not keep (an image that leaked a secret), without touching
+    /// anything else in the store.
+    pub fn remove_unreferenced(
+        &self,
+        sweep: &Sweep,
+        digests: &[Digest],
+        roots: &Roots,
+    ) -> Result<Vec<Digest>, ImageError> {
+        let reachable = self.reachable(roots)?;
+        let mut removed = Vec::new();
+        for d in digests.iter().filter(|d| !reachable.contains(*d)) {
+            if self.remove_blob(sweep, d)? {
+                removed.push(d.clone());
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Remove blob `d` whatever references it; whether it was there. For
+    /// `kiln fsck --repair` (a corrupt blob) and gc; only the holder of the
+    /// [`Sweep`] removes blobs.
+    pub fn remove_blob(&self, _sweep: &Sweep, d: &Digest) -> Result<bool, ImageError> {
+        crate::durable::remove_if_present(&self.blob_path(d))
+    }
+
+    /// The `.json` files directly in `kiln/SUB` (`tests`, `recipes`,
+    /// `cache/layers`), sorted; none when the folder does not exist.
+    pub fn bookkeeping_files(&self, sub: &str) -> Result<Vec<PathBuf>, ImageError> {
+        let dir = self.bookkeeping_dir().join(sub);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(ImageError::Io { path: dir, source }),
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(ImageError::io(&dir))?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                files.push(path);
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// Every file in `blobs/sha256/`, sorted by name.
+    pub fn blob_files(&self) -> Result<Vec<BlobFile>, ImageError> {
+        let dir = self.blobs_dir();
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(ImageError::io(&dir))? {
+            let entry = entry.map_err(ImageError::io(&dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+            files.push(match format!("sha256:{name}").parse::<Digest>() {
+                Ok(d) if is_file => BlobFile::Blob(d),
+                _ if name.starts_with(".tmp") && is_file => BlobFile::Temporary(entry.path()),
+                _ => BlobFile::Stray(entry.path()),
+            });
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// Whether blob `d` is there and its bytes hash to `d`, read streamed.
+    pub fn verify_blob(&self, d: &Digest) -> Result<BlobState, ImageError> {
+        let mut file = match self.open_blob(d) {
+            Ok(f) => f,
+            Err(ImageError::MissingBlob { .. }) => return Ok(BlobState::Missing),
+            Err(e) => return Err(e),
+        };
+        let path = self.blob_path(d);
+        let mut hasher = HashWriter::new(std::io::sink());
+        std::io::copy(&mut file, &mut hasher).map_err(ImageError::io(&path))?;
+        let (_, actual, _) = hasher.finish();
+        Ok(if actual == *d {
+            BlobState::Whole
+        } else {
+            BlobState::Corrupt
+        })
+    }
+
+    /// Add `d` and every blob it reaches (through indexes, manifests,
+    /// configs and layers) to `reached`. A blob that is missing, corrupt or
+    /// not JSON is added but not followed.
+    pub fn reach(&self, d: &Descriptor, reached: &mut BTreeSet<Digest>) -> Result<(), ImageError> {
+        self.mark(d, reached, 0)
     }
 
     /// Add `d` and everything it references to `reachable`.

@@ -7,7 +7,7 @@ use std::fs;
 use std::io::Read;
 
 use common::*;
-use kiln_image::{Descriptor, Digest, ImageError, Store, to_canonical_json};
+use kiln_image::{BlobState, Descriptor, Digest, ImageError, Roots, Store, to_canonical_json};
 
 const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
@@ -193,14 +193,61 @@ fn gc_removes_only_what_no_ref_reaches() -> TestResult {
     let built = build_sample(&store, &ctx)?;
     store.set_ref("web:1", &built.manifest)?;
     let stray = store.put_blob(b"nobody needs me")?;
-    let report = store.gc()?;
+    let sweep = store.sweep()?;
+    let roots = Roots::default();
+    let report = store.gc(&sweep, &roots)?;
     assert_eq!(report.removed, std::slice::from_ref(&stray));
     assert_eq!(report.kept, 3);
     assert!(!store.has_blob(&stray));
     assert!(store.has_blob(&built.config_digest) && store.has_blob(&built.layers[0].digest));
 
     store.remove_ref("web:1")?;
-    assert_eq!(store.gc()?.removed.len(), 3);
+    assert_eq!(store.gc(&sweep, &roots)?.removed.len(), 3);
     assert_eq!(fs::read_dir(store.root().join("blobs/sha256"))?.count(), 0);
+    Ok(())
+}
+
+#[test]
+fn gc_keeps_roots_and_removes_leftover_temporary_files() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let ctx = dir.path().join("ctx");
+    make_context(&ctx, UMASK_002)?;
+    let store = Store::open(dir.path().join("store"))?;
+    let built = build_sample(&store, &ctx)?;
+    let cached = store.put_blob(b"a cached layer")?;
+    let stray = store.put_blob(b"nobody needs me")?;
+    let leftover = store.root().join("blobs/sha256/.tmp-killed");
+    fs::write(&leftover, b"half a blob")?;
+    let roots = Roots {
+        manifests: [built.manifest.digest.clone()].into(),
+        blobs: [cached.clone()].into(),
+    };
+    let sweep = store.sweep()?;
+    let report = store.gc(&sweep, &roots)?;
+    assert_eq!(report.removed, vec![stray]);
+    assert!(
+        !leftover.exists(),
+        "a temporary file under the sweep is a leftover"
+    );
+    assert_eq!(
+        report.kept, 4,
+        "manifest, config, layer and the cached blob"
+    );
+    for d in [&built.manifest.digest, &built.config_digest, &cached] {
+        assert_eq!(store.verify_blob(d)?, BlobState::Whole);
+    }
+    Ok(())
+}
+
+#[test]
+fn verify_blob_tells_whole_from_corrupt_and_missing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path())?;
+    let d = store.put_blob(b"content")?;
+    assert_eq!(store.verify_blob(&d)?, BlobState::Whole);
+    fs::write(store.blob_path(&d), b"other")?;
+    assert_eq!(store.verify_blob(&d)?, BlobState::Corrupt);
+    let absent = Digest::of(b"absent");
+    assert_eq!(store.verify_blob(&absent)?, BlobState::Missing);
     Ok(())
 }
