@@ -136,3 +136,35 @@ pub fn record(store: &Store, key: &LayerKey, blob: &LayerBlob) -> Result<(), Cac
         },
     )
 }
+
+/// One cache entry file as found in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// The entry's file.
+    pub path: PathBuf,
+    /// The layer blob it names, or `None` when the file is not an entry
+    /// kiln wrote (unreadable, torn by hand).
+    pub blob: Option<Digest>,
+}
+
+/// Every cache entry in the store, sorted by file. The blobs they name are
+/// roots of gc: a cached layer stays until its entry goes.
+pub fn stored(store: &Store) -> Result<Vec<StoredEntry>, CacheError> {
+    let files = store.bookkeeping_files("cache/layers")?;
+    Ok(files
+        .into_iter()
+        .map(|path| {
+            let blob = std::fs::read(&path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Entry>(&bytes).ok())
+                .map(|e| e.digest);
+            StoredEntry { path, blob }
+        })
+        .collect())
+}
+
+/// Remove the cache entry at `path` (one [`stored`] listed); whether it
+/// was there. A missing entry only costs a rebuild of its layer.
+pub fn remove(path: &std::path::Path) -> Result<bool, CacheError> {
+    Ok(kiln_image::remove_if_present(path)?)
+}

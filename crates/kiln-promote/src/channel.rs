@@ -6,6 +6,11 @@
 //! on a stack and a rollback pops back to the previous passing digest below
 //! it. So rolling back twice goes back two promotions rather than
 //! flip-flopping between the last two.
+//!
+//! A move is a read-modify-write of the history and of index.json: it runs
+//! inside the store's `channels` section (see [`kiln_image::lock`]) under a
+//! lease, so racing promotions and rollbacks each see the one before and
+//! the `NAME:CHANNEL` ref always names the history's current digest.
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -64,6 +69,17 @@ fn valid_channel(channel: &str) -> Result<(), PromoteError> {
     }
 }
 
+/// Image names become folders: only a name that parses as an image name
+/// (no `..`, no leading `/`, no empty component) is accepted.
+fn valid_name(name: &str) -> Result<(), PromoteError> {
+    name.parse::<kiln_recipe::ImageName>()
+        .map(drop)
+        .map_err(|e| PromoteError::InvalidName(e.to_string()))
+}
+
+/// The section every channel move holds.
+const SECTION: &str = "channels";
+
 fn history_path(store: &Store, name: &str, channel: &str) -> PathBuf {
     store
         .bookkeeping_dir()
@@ -90,6 +106,7 @@ fn replay(events: &[Event]) -> Vec<Digest> {
 
 /// The channel's history, oldest first.
 pub fn history(store: &Store, name: &str, channel: &str) -> Result<Vec<Event>, PromoteError> {
+    valid_name(name)?;
     valid_channel(channel)?;
     Ok(read_json::<History>(&history_path(store, name, channel))?
         .unwrap_or_default()
@@ -102,7 +119,12 @@ pub fn current(store: &Store, name: &str, channel: &str) -> Result<Option<Digest
 }
 
 /// Every channel of image `name` and where it points, sorted by channel.
+/// A name that is not an image name has none (no move ever accepts one),
+/// so listing the refs of foreign tools in index.json never fails.
 pub fn all(store: &Store, name: &str) -> Result<Vec<(String, Digest)>, PromoteError> {
+    if valid_name(name).is_err() {
+        return Ok(Vec::new());
+    }
     let dir = store.bookkeeping_dir().join("channels").join(name);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -132,41 +154,94 @@ pub fn all(store: &Store, name: &str) -> Result<Vec<(String, Digest)>, PromoteEr
 
 /// Every digest any channel of any image ever pointed at: what a rollback
 /// may need, so garbage collection keeps them even when no tag names them.
+/// A history that cannot be read is an error: gc must not guess.
 pub fn referenced(store: &Store) -> Result<std::collections::BTreeSet<Digest>, PromoteError> {
-    let root = store.bookkeeping_dir().join("channels");
     let mut digests = std::collections::BTreeSet::new();
-    let names = match std::fs::read_dir(&root) {
-        Ok(names) => names,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(digests),
-        Err(source) => return Err(PromoteError::Io { path: root, source }),
-    };
-    for name in names {
-        let name = name.map_err(|source| PromoteError::Io {
-            path: root.clone(),
-            source,
-        })?;
-        let dir = name.path();
-        if !dir.is_dir() {
-            continue;
-        }
-        let files = std::fs::read_dir(&dir).map_err(|source| PromoteError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        for file in files {
-            let file = file.map_err(|source| PromoteError::Io {
+    for stored in histories(store)? {
+        digests.extend(stored.events?.into_iter().map(|e| e.digest));
+    }
+    Ok(digests)
+}
+
+/// One channel history file as found in the store.
+#[derive(Debug)]
+pub struct StoredHistory {
+    /// The image name.
+    pub name: String,
+    /// The channel.
+    pub channel: String,
+    /// The file.
+    pub path: PathBuf,
+    /// Its events, or why they could not be read.
+    pub events: Result<Vec<Event>, PromoteError>,
+}
+
+/// Every channel history in the store, of every image (names with `/`
+/// included), sorted by name and channel.
+pub fn histories(store: &Store) -> Result<Vec<StoredHistory>, PromoteError> {
+    let root = store.bookkeeping_dir().join("channels");
+    let mut found = Vec::new();
+    let mut pending = vec![root.clone()];
+    while let Some(dir) = pending.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(PromoteError::Io { path: dir, source }),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|source| PromoteError::Io {
                 path: dir.clone(),
                 source,
             })?;
-            if file.path().extension().is_none_or(|e| e != "json") {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(path);
                 continue;
             }
-            if let Some(history) = read_json::<History>(&file.path())? {
-                digests.extend(history.events.into_iter().map(|e| e.digest));
-            }
+            let Some(channel) = path
+                .file_name()
+                .and_then(|f| f.to_str())
+                .and_then(|f| f.strip_suffix(".json"))
+                .filter(|c| valid_channel(c).is_ok())
+            else {
+                continue;
+            };
+            let Some(name) = path
+                .parent()
+                .and_then(|p| p.strip_prefix(&root).ok())
+                .and_then(|p| p.to_str())
+                .filter(|n| valid_name(n).is_ok())
+            else {
+                continue;
+            };
+            let events = read_json::<History>(&path).map(|h| h.unwrap_or_default().events);
+            found.push(StoredHistory {
+                name: name.to_owned(),
+                channel: channel.to_owned(),
+                path,
+                events,
+            });
         }
     }
-    Ok(digests)
+    found.sort_by(|a, b| (&a.name, &a.channel).cmp(&(&b.name, &b.channel)));
+    Ok(found)
+}
+
+/// Point the `NAME:CHANNEL` ref of index.json at the channel's current
+/// digest (or remove it when the channel points nowhere), as the history
+/// says. For `kiln fsck --repair`; call it holding a lease or the sweep.
+/// Returns where it points.
+pub fn sync_ref(store: &Store, name: &str, channel: &str) -> Result<Option<Digest>, PromoteError> {
+    let _section = store.section(SECTION)?;
+    let current = current(store, name, channel)?;
+    let ref_name = format!("{name}:{channel}");
+    match &current {
+        Some(digest) => store.set_ref(&ref_name, &store.manifest_descriptor(digest)?)?,
+        None => {
+            store.remove_ref(&ref_name)?;
+        }
+    }
+    Ok(current)
 }
 
 fn now() -> u64 {
@@ -199,7 +274,10 @@ pub fn promote(
     digest: &Digest,
     channel: &str,
 ) -> Result<Move, PromoteError> {
+    valid_name(name)?;
     valid_channel(channel)?;
+    let _lease = store.lease()?;
+    let _section = store.section(SECTION)?;
     if !store.has_blob(digest) {
         return Err(PromoteError::NotStored {
             digest: digest.clone(),
@@ -223,6 +301,10 @@ pub fn promote(
 /// Move `channel` of image `name` back to the previous digest below the
 /// current one that still passes its checks.
 pub fn rollback(store: &Store, name: &str, channel: &str) -> Result<Move, PromoteError> {
+    valid_name(name)?;
+    valid_channel(channel)?;
+    let _lease = store.lease()?;
+    let _section = store.section(SECTION)?;
     let events = history(store, name, channel)?;
     let mut stack = replay(&events);
     let nothing = || PromoteError::NothingToRollBack {
@@ -302,6 +384,15 @@ mod tests {
             ]),
             vec![d(1)]
         );
+    }
+
+    #[test]
+    fn image_names_cannot_become_other_paths() {
+        assert!(valid_name("web").is_ok());
+        assert!(valid_name("team/web").is_ok());
+        for bad in ["", "..", "../../etc", "/etc", "a//b", "a/../b", "A"] {
+            assert!(valid_name(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub enum PromoteError {
     /// A channel name that is not `[a-z0-9][a-z0-9._-]*`.
     #[error("invalid channel name {0:?}: use lowercase letters, digits, '.', '_' and '-'")]
     InvalidChannel(String),
+    /// An image name that is not a valid name (`[a-z0-9][a-z0-9._-]*`
+    /// components separated by `/`): it would become a path.
+    #[error("{0}")]
+    InvalidName(String),
     /// No earlier passing digest to go back to.
     #[error("channel {channel} of {name} has no earlier passing digest to roll back to")]
     NothingToRollBack {

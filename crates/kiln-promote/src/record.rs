@@ -49,6 +49,8 @@ fn path(store: &Store, digest: &Digest) -> PathBuf {
 
 /// Keep `record` as the latest run of its digest.
 pub fn save(store: &Store, record: &TestRecord) -> Result<(), PromoteError> {
+    // A record is a root of gc: it is written under a lease.
+    let _lease = store.lease()?;
     write_json(&path(store, &record.digest), record)
 }
 
@@ -88,4 +90,23 @@ pub fn require_passed(
         });
     }
     Ok(record)
+}
+
+/// A test record file and what it holds, or why it could not be read.
+pub type StoredRecord = (PathBuf, Result<TestRecord, PromoteError>);
+
+/// Every test record file in the store with what it holds (or why it
+/// could not be read), sorted by file name.
+pub fn stored(store: &Store) -> Result<Vec<StoredRecord>, PromoteError> {
+    let mut found = Vec::new();
+    for path in store.bookkeeping_files("tests")? {
+        let record = read_json::<TestRecord>(&path).and_then(|r| {
+            r.ok_or_else(|| PromoteError::Io {
+                path: path.clone(),
+                source: std::io::ErrorKind::NotFound.into(),
+            })
+        });
+        found.push((path, record));
+    }
+    Ok(found)
 }
