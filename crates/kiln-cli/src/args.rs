@@ -132,8 +132,24 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Remove what nothing references any more.
+    /// Remove what nothing references any more; waits for builds, tests
+    /// and promotions in progress.
     Gc {
+        /// Keep only the newest N images of each name that no channel ever
+        /// pointed at (older ones lose their tags and test records).
+        #[arg(long, value_name = "N")]
+        keep: Option<usize>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Verify every blob, index entry, cache entry, test record, stored
+    /// recipe, signature tag and channel; exit 1 when something is wrong.
+    Fsck {
+        /// Remove what is broken and unreferenced and point channel refs
+        /// back at their history; never removes what is referenced and
+        /// whole. Waits for builds, tests and promotions in progress.
+        #[arg(long)]
+        repair: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -150,7 +166,8 @@ impl Command {
             | Command::Release { common, .. }
             | Command::Rollback { common, .. }
             | Command::Images { common }
-            | Command::Gc { common }
+            | Command::Gc { common, .. }
+            | Command::Fsck { common, .. }
             | Command::Inspect { common, .. }
             | Command::Export { common, .. } => common,
         }

@@ -246,16 +246,22 @@ async fn run(command: Command) -> CmdResult {
             }
             Ok(())
         }
-        Command::Gc { .. } => {
+        Command::Gc { keep, .. } => {
             let store = open_store(&store_path)?;
-            let report = kiln::gc(&store)?;
+            let options = keep.map_or_else(kiln::GcOptions::default, kiln::GcOptions::keep);
+            let outcome = kiln::gc(&store, &options)?;
+            let report = &outcome.blobs;
             if json {
                 print_json(&json!({
                     "removed": report.removed,
                     "freed_bytes": report.freed_bytes,
                     "kept": report.kept,
+                    "dropped_images": outcome.dropped_images,
                 }));
             } else {
+                for image in &outcome.dropped_images {
+                    println!("dropped {image}");
+                }
                 println!(
                     "removed {} blobs ({} bytes), kept {}",
                     report.removed.len(),
@@ -264,6 +270,31 @@ async fn run(command: Command) -> CmdResult {
                 );
             }
             Ok(())
+        }
+        Command::Fsck { repair, .. } => {
+            let store = open_store(&store_path)?;
+            let options = if repair {
+                kiln::FsckOptions::repair()
+            } else {
+                kiln::FsckOptions::default()
+            };
+            let report = kiln::fsck(&store, &options)?;
+            if json {
+                print_json(&json!({
+                    "clean": report.is_clean(),
+                    "blobs": report.blobs,
+                    "unreferenced": report.unreferenced,
+                    "writers_active": report.writers_active,
+                    "problems": report.problems,
+                }));
+            } else {
+                render::fsck(&report);
+            }
+            if report.is_clean() {
+                Ok(())
+            } else {
+                Err(Failure::WorkFailed)
+            }
         }
         Command::Inspect { reference, .. } => {
             let store = open_store(&store_path)?;

@@ -130,6 +130,29 @@ impl kiln::Events for Progress {
     }
 }
 
+/// `kiln fsck`'s findings on stdout, one line each, then a summary.
+pub fn fsck(report: &kiln::FsckReport) {
+    for p in &report.problems {
+        let kind = serde_json::to_value(p.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let state = if p.repaired { "repaired" } else { "found" };
+        println!("{state} {kind}: {}: {}", p.path.display(), p.detail);
+    }
+    if report.writers_active {
+        println!("writers were running: temporary files were not judged");
+    }
+    let open = report.problems.iter().filter(|p| !p.repaired).count();
+    println!(
+        "{} blobs checked, {} unreferenced (gc removes them), {} problems, {} left",
+        report.blobs,
+        report.unreferenced,
+        report.problems.len(),
+        open
+    );
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

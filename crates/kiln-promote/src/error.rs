@@ -86,7 +86,9 @@ impl PromoteError {
         match self {
             // A digest the store does not hold, a channel name that cannot
             // be one: the user named the wrong thing.
-            PromoteError::NotStored { .. } | PromoteError::InvalidChannel(_) => ErrorKind::Input,
+            PromoteError::NotStored { .. }
+            | PromoteError::InvalidChannel(_)
+            | PromoteError::InvalidName(_) => ErrorKind::Input,
             // A refused promotion or rollback is the work failing, as is
             // bookkeeping that cannot be read or written.
             PromoteError::Untested { .. }

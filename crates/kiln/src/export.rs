@@ -1,6 +1,7 @@
 //! `kiln export`: write a stored image out to another transport.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use kiln_engine::Engine;
 use kiln_image::Store;
@@ -80,13 +81,66 @@ impl std::str::FromStr for Destination {
     }
 }
 
-fn create(path: &PathBuf) -> Result<std::io::BufWriter<std::fs::File>, KilnError> {
-    std::fs::File::create(path)
-        .map(std::io::BufWriter::new)
-        .map_err(|source| KilnError::Io {
-            path: path.clone(),
-            source,
-        })
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> KilnError + '_ {
+    move |source| KilnError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The folder `path` is in (`.` for a bare name).
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Write `file` through `write`, into a temporary file beside it that is
+/// renamed over it only once whole: a failed or killed export leaves the
+/// old file (or none), never a truncated one.
+fn write_file_atomically(
+    file: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> Result<(), KilnError>,
+) -> Result<(), KilnError> {
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(parent(file))
+        .map_err(io_error(parent(file)))?;
+    let mut out = std::io::BufWriter::new(tmp.as_file());
+    write(&mut out)?;
+    out.flush().map_err(io_error(tmp.path()))?;
+    drop(out);
+    tmp.as_file().sync_all().map_err(io_error(tmp.path()))?;
+    tmp.persist(file).map_err(|e| KilnError::Io {
+        path: file.to_owned(),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+/// Write an OCI layout folder. A new folder is written beside `dir` and
+/// renamed into place whole; an existing layout gets the image added (each
+/// blob and index.json there is written atomically, blobs first).
+fn write_layout_atomically(
+    store: &Store,
+    manifest: &kiln_image::Digest,
+    ref_name: &str,
+    dir: &Path,
+) -> Result<(), KilnError> {
+    if dir.exists() {
+        kiln_image::write_oci_layout_dir(store, manifest, ref_name, dir)?;
+        return Ok(());
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempdir_in(parent(dir))
+        .map_err(io_error(parent(dir)))?;
+    kiln_image::write_oci_layout_dir(store, manifest, ref_name, tmp.path())?;
+    std::fs::rename(tmp.path(), dir).map_err(io_error(dir))?;
+    // The folder moved: nothing is left for the guard to clean.
+    let _ = tmp.keep();
+    Ok(())
 }
 
 /// Write the image `reference` names to `destination`. `engine` is needed
@@ -98,19 +152,36 @@ pub async fn export(
     destination: &Destination,
 ) -> Result<(), KilnError> {
     let image = reference::resolve(store, reference)?;
+    // A reader, never blocked by a build: the lease only keeps gc from
+    // removing the blobs while they are copied out.
+    let _lease = store.lease()?;
     let default_ref = || format!("{}:{}", image.name, &image.digest.hex()[..16]);
     match destination {
         Destination::OciDir { dir, reference } => {
             let r = reference.clone().unwrap_or_else(default_ref);
-            kiln_image::write_oci_layout_dir(store, &image.digest, &r, dir)?;
+            write_layout_atomically(store, &image.digest, &r, dir)?;
         }
         Destination::OciArchive { file, reference } => {
             let r = reference.clone().unwrap_or_else(default_ref);
-            kiln_image::write_oci_archive(store, &image.digest, &r, create(file)?)?;
+            write_file_atomically(file, |out| {
+                Ok(kiln_image::write_oci_archive(
+                    store,
+                    &image.digest,
+                    &r,
+                    out,
+                )?)
+            })?;
         }
         Destination::DockerArchive { file, reference } => {
             let r = reference.clone().unwrap_or_else(default_ref);
-            kiln_image::write_docker_loadable(store, &image.digest, &[r], create(file)?)?;
+            write_file_atomically(file, |out| {
+                Ok(kiln_image::write_docker_loadable(
+                    store,
+                    &image.digest,
+                    &[r],
+                    out,
+                )?)
+            })?;
         }
         Destination::DockerDaemon { reference } => {
             let engine = engine.ok_or_else(|| KilnError::InvalidReference {

@@ -33,6 +33,8 @@ mod engine_images;
 mod error;
 mod events;
 mod export;
+mod fsck;
+mod gc;
 mod graph;
 mod plan;
 mod reference;
@@ -40,6 +42,7 @@ mod release;
 mod report;
 mod run_layer;
 mod secret;
+mod store_lock;
 mod stored_recipe;
 mod test_run;
 
@@ -52,6 +55,8 @@ pub use engine_images::{ensure_in_engine, load_into_engine};
 pub use error::{Chain, ErrorKind, KilnError};
 pub use events::{Events, NoEvents};
 pub use export::{Destination, export};
+pub use fsck::{FsckOptions, FsckReport, Problem, ProblemKind, fsck};
+pub use gc::{GcOptions, GcOutcome, gc};
 pub use graph::{BuildGraph, plan as plan_graph, plan_recipes};
 pub use kiln_cache::CacheError;
 pub use kiln_check::{CheckError, CheckEvents, CheckOutcome};
@@ -108,13 +113,6 @@ pub fn promote(
     channel: &str,
 ) -> Result<Move, KilnError> {
     Ok(channel::promote(store, name, digest, channel)?)
-}
-
-/// Remove what nothing references any more: blobs that no tag or channel
-/// reaches and that no channel's history may roll back to.
-pub fn gc(store: &Store) -> Result<kiln_image::GcReport, KilnError> {
-    let keep = channel::referenced(store)?;
-    Ok(store.gc_keeping(&keep)?)
 }
 
 /// Move `channel` of `name` back to the previous digest that passed.

@@ -72,3 +72,31 @@ pub(crate) fn load(store: &Store, digest: &Digest) -> Result<Option<Recipe>, Kil
         (None, None) => Ok(None),
     }
 }
+
+/// Every stored recipe file with the manifest digest its name gives
+/// (`None` for a file kiln did not name), sorted.
+pub(crate) fn stored(store: &Store) -> Result<Vec<(PathBuf, Option<Digest>)>, KilnError> {
+    Ok(store
+        .bookkeeping_files("recipes")?
+        .into_iter()
+        .map(|path| {
+            let digest = crate::gc::digest_of_file(&path);
+            (path, digest)
+        })
+        .collect())
+}
+
+/// When `digest` was last built here: the time its recipe was stored,
+/// else its manifest blob's time. For `kiln gc --keep`'s "newest first".
+pub(crate) fn built_at(store: &Store, digest: &Digest) -> std::time::SystemTime {
+    [path(store, digest), store.blob_path(digest)]
+        .iter()
+        .find_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .unwrap_or(std::time::UNIX_EPOCH)
+}
+
+/// Remove the stored recipe of `digest`, if any (its image is gone).
+pub(crate) fn remove(store: &Store, digest: &Digest) -> Result<(), KilnError> {
+    kiln_image::remove_if_present(&path(store, digest))?;
+    Ok(())
+}

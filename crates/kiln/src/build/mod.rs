@@ -11,7 +11,9 @@
 //! 7. [`record`]: stat cache, last build, stored recipe, and last the tags.
 //!
 //! Only [`record`] makes a build visible: a build that stops earlier leaves
-//! at most unnamed blobs, which gc removes.
+//! at most unnamed blobs, which gc removes. The whole build holds a lease on
+//! the store (see [`kiln_image::lock`]), so gc never removes what a build
+//! in progress wrote or reuses.
 
 mod assemble;
 mod base;
@@ -210,6 +212,9 @@ async fn build_one(
     built: &BuiltRecipes,
 ) -> Result<BuildReport, KilnError> {
     plan::refuse(recipe, engine)?;
+    // A build in progress is a root of gc: its lease keeps every blob it
+    // writes or reuses until the tags name them (or a leak discards them).
+    let lease = crate::store_lock::lease(store).await?;
     let started = Instant::now();
     events.build_started(&recipe.image.name.to_string(), recipe.layers.len());
 
@@ -234,8 +239,9 @@ async fn build_one(
     let image = assemble::assemble(store, recipe, &plan, base, produced.records)?;
     // Before the image gets a name: no declared secret may be in it.
     let base_layers = image.layers.len().saturating_sub(recipe.layers.len());
-    leak::check(store, recipe, &image, base_layers)?;
+    let lease = leak::check(store, recipe, &image, base_layers, lease).await?;
     record::record(store, recipe, &plan, &image, &stat, inputs.snapshots)?;
+    drop(lease);
 
     let report = BuildReport {
         name: plan.name,

@@ -1,0 +1,33 @@
+//! The store's locks (see [`kiln_image::lock`]) taken from async code:
+//! flock waits block a thread, so they wait on the blocking pool, never on
+//! the async threads that drive the other builds of a `-j` run (a build
+//! waiting there for the sweep would stop the very builds whose leases it
+//! waits for).
+
+use kiln_image::{Lease, Store, Sweep};
+
+use crate::KilnError;
+
+/// A [`Lease`] on `store`, waited for off the async threads.
+pub(crate) async fn lease(store: &Store) -> Result<Lease, KilnError> {
+    let store = store.clone();
+    blocking(move || store.lease()).await
+}
+
+/// Give up `lease` and take the [`Sweep`], waited for off the async
+/// threads.
+pub(crate) async fn sweep_after(lease: Lease) -> Result<Sweep, KilnError> {
+    blocking(move || lease.into_sweep()).await
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, kiln_image::ImageError> + Send + 'static,
+) -> Result<T, KilnError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| KilnError::Io {
+            path: "<store lock>".into(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(KilnError::from)
+}
