@@ -1,0 +1,602 @@
+//! One store, many kiln processes, hostile names and killed builds: the
+//! store's guarantees (docs/reliability.md) proven with the real binary,
+//! several processes at once, and the real engine where images are booted.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{assert_store_never_saw, json, kiln, kiln_with_env, ok, stderr};
+
+const SECRET: &str = "s3cr3t-store-safety-7Q";
+
+/// A small files-only recipe `name` at `version` in `dir/name-version`:
+/// busybox and a `shared/` folder that every recipe of a test has alike,
+/// and a page of its own. `extra` is appended to the recipe.
+fn recipe(dir: &Path, name: &str, version: &str, page: &str, extra: &str) -> PathBuf {
+    let root = dir.join(format!("{name}-{version}"));
+    std::fs::create_dir_all(root.join("rootfs")).expect("mkdir rootfs");
+    std::fs::create_dir_all(root.join("site")).expect("mkdir site");
+    std::fs::create_dir_all(root.join("shared")).expect("mkdir shared");
+    std::fs::copy("/bin/busybox", root.join("rootfs/busybox"))
+        .expect("/bin/busybox (busybox-static) is needed");
+    std::fs::write(root.join("shared/common.txt"), "the same in every image\n").expect("write");
+    std::fs::write(root.join("site/index.html"), page).expect("write");
+    let toml = format!(
+        r#"[image]
+name = "{name}"
+version = "{version}"
+base = "scratch"
+epoch = 1700000000
+
+[config]
+entrypoint = ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+env = {{ PATH = "/bin" }}
+labels = {{ "test.store-safety" = "{name}-{version}" }}
+expose = [8080]
+
+[[layer]]
+name = "busybox"
+files = [{{ src = "rootfs/busybox", dest = "/bin/busybox", mode = 0o755 }}]
+
+[[layer]]
+name = "shared"
+files = [{{ src = "shared/", dest = "/shared/" }}]
+
+[[layer]]
+name = "site"
+files = [{{ src = "site/", dest = "/www/" }}]
+
+[boot]
+timeout = "240s"
+
+[[check]]
+name = "busybox answers"
+command = ["/bin/busybox", "echo", "hi"]
+stdout_contains = "hi"
+{extra}"#
+    );
+    std::fs::write(root.join("kiln.toml"), toml).expect("write recipe");
+    root
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}
+
+fn built_digest(out: &Output) -> String {
+    json(out)["images"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned()
+}
+
+/// `kiln fsck --json` says the store is clean (and exits 0).
+fn assert_fsck_clean(store: &Path) {
+    let out = kiln(store, &["fsck", "--json"]);
+    let report = json(&out);
+    assert_eq!(
+        report["problems"],
+        serde_json::json!([]),
+        "fsck found problems: {report:#}"
+    );
+    assert_eq!(report["clean"], true);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// Every file under `dir` with its content, to show that nothing changed.
+fn snapshot(dir: &Path) -> BTreeSet<(PathBuf, Vec<u8>)> {
+    let mut files = BTreeSet::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.parent().is_none_or(|p| !p.ends_with("locks")) {
+                files.insert((path.clone(), std::fs::read(&path).expect("read")));
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn names_that_would_leave_the_store_are_refused_with_exit_2_and_nothing_written() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = tmp.path().join("store");
+    let image = recipe(tmp.path(), "names", "1.0.0", "names\n", "");
+    let digest = built_digest(&ok(kiln(&store, &["build", path_str(&image), "--json"])));
+    let before = snapshot(tmp.path());
+    let cases: [&[&str]; 6] = [
+        &["rollback", "../../etc", "--channel", "stable"],
+        &["rollback", "/etc", "--channel", "stable"],
+        &["rollback", "names", "--channel", "../x"],
+        &["rollback", "names/../../x", "--channel", "stable"],
+        &["promote", &format!("names@{digest}"), "--channel", "../x"],
+        &[
+            "promote",
+            &format!("../names@{digest}"),
+            "--channel",
+            "stable",
+        ],
+    ];
+    for args in cases {
+        let out = kiln(&store, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("invalid"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(
+        before == snapshot(tmp.path()),
+        "a refused name wrote something"
+    );
+    assert!(!tmp.path().join("x.json").exists() && !tmp.path().join("x").exists());
+}
+
+#[test]
+fn four_overlapping_builds_beside_a_gc_loop_all_succeed_and_fsck_is_clean() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = tmp.path().join("store");
+    let names = ["gca", "gcb", "gcc", "gcd"];
+    let recipes: Vec<PathBuf> = names
+        .iter()
+        .map(|n| recipe(tmp.path(), n, "1.0.0", &format!("{n} round 0\n"), ""))
+        .collect();
+    // The store exists before the race so that gc has something to open.
+    ok(kiln(&store, &["images"]));
+    let done = Arc::new(AtomicBool::new(false));
+    let gc_runs = Arc::new(AtomicUsize::new(0));
+    let gc_loop = {
+        let (store, done, gc_runs) = (store.clone(), done.clone(), gc_runs.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                ok(kiln(&store, &["gc", "--json"]));
+                gc_runs.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let rounds = 3;
+    let builders: Vec<_> = recipes
+        .iter()
+        .zip(names)
+        .map(|(recipe, name)| {
+            let (store, recipe) = (store.clone(), recipe.clone());
+            std::thread::spawn(move || {
+                let mut digests = Vec::new();
+                for round in 0..rounds {
+                    // New content each round: new blobs, old ones unnamed.
+                    std::fs::write(
+                        recipe.join("site/index.html"),
+                        format!("{name} round {round}\n"),
+                    )
+                    .expect("write page");
+                    let out = ok(kiln(&store, &["build", path_str(&recipe), "--json"]));
+                    digests.push(built_digest(&out));
+                }
+                digests
+            })
+        })
+        .collect();
+    let digests: Vec<Vec<String>> = builders
+        .into_iter()
+        .map(|b| b.join().expect("builder"))
+        .collect();
+    done.store(true, Ordering::SeqCst);
+    gc_loop.join().expect("gc loop");
+    assert!(
+        gc_runs.load(Ordering::SeqCst) >= 1,
+        "gc ran beside the builds"
+    );
+    for (name, digests) in names.iter().zip(&digests) {
+        assert_eq!(digests.len(), rounds);
+        let unique: BTreeSet<&String> = digests.iter().collect();
+        assert_eq!(unique.len(), rounds, "{name}: each round is a new image");
+        // The last build's image is whole: export streams and verifies
+        // every blob.
+        let archive = tmp.path().join(format!("{name}.tar"));
+        ok(kiln(
+            &store,
+            &[
+                "export",
+                &format!("{name}:1.0.0"),
+                &format!("oci-archive:{}", archive.display()),
+            ],
+        ));
+        let images = json(&ok(kiln(&store, &["inspect", &format!("{name}:1.0.0")])));
+        assert_eq!(
+            images["digest"].as_str(),
+            digests.last().map(String::as_str)
+        );
+    }
+    assert_fsck_clean(&store);
+    // And gc after the race removes the rounds nothing names, still clean.
+    ok(kiln(&store, &["gc"]));
+    assert_fsck_clean(&store);
+}
+
+#[test]
+fn leaking_builds_beside_good_builds_sharing_their_layers_leave_the_good_images_whole() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = tmp.path().join("store");
+    let secret_decl = "\n[secrets.api_token]\nfrom = \"env:KILN_STORE_SAFETY_SECRET\"\n";
+    let mut runs = Vec::new();
+    for i in 0..3 {
+        let good = recipe(
+            tmp.path(),
+            &format!("good{i}"),
+            "1.0.0",
+            &format!("good {i}\n"),
+            secret_decl,
+        );
+        let bad = recipe(
+            tmp.path(),
+            &format!("leaky{i}"),
+            "1.0.0",
+            &format!("leaky {i}: token={SECRET}\n"),
+            secret_decl,
+        );
+        runs.push((good, true));
+        runs.push((bad, false));
+    }
+    ok(kiln(&store, &["images"]));
+    let threads: Vec<_> = runs
+        .into_iter()
+        .map(|(recipe, good)| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let out = kiln_with_env(
+                    &store,
+                    &["build", path_str(&recipe), "--json"],
+                    &[("KILN_STORE_SAFETY_SECRET", SECRET)],
+                );
+                (recipe, good, out)
+            })
+        })
+        .collect();
+    for thread in threads {
+        let (recipe, good, out) = thread.join().expect("build thread");
+        if good {
+            ok(out);
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+            assert!(
+                stderr(&out).contains("secret api_token"),
+                "{}",
+                stderr(&out)
+            );
+            assert!(!stderr(&out).contains(SECRET));
+        }
+        let _ = recipe;
+    }
+    for i in 0..3 {
+        let archive = tmp.path().join(format!("good{i}.tar"));
+        ok(kiln(
+            &store,
+            &[
+                "export",
+                &format!("good{i}:1.0.0"),
+                &format!("oci-archive:{}", archive.display()),
+            ],
+        ));
+        assert!(archive.is_file());
+    }
+    let images = json(&ok(kiln(&store, &["images", "--json"])));
+    let names: BTreeSet<&str> = images["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(names, BTreeSet::from(["good0", "good1", "good2"]));
+    assert_store_never_saw(&store, SECRET);
+    assert_fsck_clean(&store);
+}
+
+/// The history file of a channel and where its ref in index.json points.
+fn channel_state(store: &Path, name: &str, channel: &str) -> (Vec<Value>, Option<String>) {
+    let history: Value = serde_json::from_slice(
+        &std::fs::read(store.join(format!("kiln/channels/{name}/{channel}.json")))
+            .expect("history"),
+    )
+    .expect("history JSON");
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(store.join("index.json")).expect("index"))
+            .expect("index JSON");
+    let ref_name = format!("{name}:{channel}");
+    let in_index = index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == ref_name.as_str())
+        .and_then(|m| m["digest"].as_str().map(str::to_owned));
+    (
+        history["events"].as_array().expect("events").clone(),
+        in_index,
+    )
+}
+
+/// Replays a history as kiln-promote does: a promotion pushes, a rollback
+/// pops back to its digest.
+fn replay(events: &[Value]) -> Option<String> {
+    let mut stack: Vec<&str> = Vec::new();
+    for e in events {
+        let digest = e["digest"].as_str().expect("digest");
+        if e["action"] == "promote" {
+            stack.push(digest);
+        } else {
+            while stack.last().is_some_and(|top| *top != digest) {
+                stack.pop();
+            }
+        }
+    }
+    stack.last().map(|s| (*s).to_owned())
+}
+
+#[tokio::test]
+async fn twelve_releases_racing_twelve_rollbacks_keep_channel_and_index_in_agreement() {
+    if support::engine().await.is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = tmp.path().join("store");
+    let promote = "\n[promote]\nchannels = [\"stable\"]\n";
+    let name = "racer";
+    // Two releases first, so that rollbacks have somewhere to go.
+    for v in ["0.0.1", "0.0.2"] {
+        let r = recipe(tmp.path(), name, v, &format!("{v}\n"), promote);
+        ok(kiln(&store, &["release", path_str(&r), "--json"]));
+    }
+    let releases: Vec<PathBuf> = (1..=12)
+        .map(|i| {
+            let v = format!("1.0.{i}");
+            recipe(tmp.path(), name, &v, &format!("{v}\n"), promote)
+        })
+        .collect();
+    let mut children = Vec::new();
+    for (i, r) in releases.iter().enumerate() {
+        children.push((
+            "release",
+            Command::new(env!("CARGO_BIN_EXE_kiln"))
+                .args(["release", path_str(r), "--store", path_str(&store)])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn release"),
+        ));
+        // Interleave: a rollback after each release starts.
+        let _ = i;
+        children.push((
+            "rollback",
+            Command::new(env!("CARGO_BIN_EXE_kiln"))
+                .args(["rollback", name, "--channel", "stable"])
+                .args(["--store", path_str(&store)])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn rollback"),
+        ));
+    }
+    let mut rollbacks_done = 0;
+    for (what, child) in children {
+        let out = child.wait_with_output().expect("wait");
+        match what {
+            "release" => {
+                ok(out);
+            }
+            _ if out.status.success() => rollbacks_done += 1,
+            _ => {
+                // Only "nothing to roll back to" may refuse a rollback.
+                assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+                assert!(stderr(&out).contains("roll back"), "{}", stderr(&out));
+            }
+        }
+    }
+    eprintln!("store_safety: 12 releases raced 12 rollbacks, {rollbacks_done} rollbacks moved");
+    let (events, in_index) = channel_state(&store, name, "stable");
+    let promotions = events.iter().filter(|e| e["action"] == "promote").count();
+    let rollbacks = events.iter().filter(|e| e["action"] == "rollback").count();
+    assert_eq!(promotions, 14, "no promotion was lost");
+    assert_eq!(rollbacks, rollbacks_done, "no rollback was lost");
+    assert!(rollbacks_done >= 1, "some rollbacks ran");
+    assert_eq!(replay(&events), in_index, "index.json follows the history");
+    assert_fsck_clean(&store);
+}
+
+/// A file of `mib` MiB whose bytes gzip cannot shrink much, so that the
+/// build spends real time hashing and compressing it.
+fn noise(path: &Path, mib: usize) {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut bytes = Vec::with_capacity(mib << 20);
+    while bytes.len() < mib << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(path, bytes).expect("write noise");
+}
+
+#[test]
+fn a_build_killed_at_twenty_moments_leaves_a_store_fsck_accepts_and_the_next_build_agrees() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let extra = "\n[[layer]]\nname = \"big\"\nfiles = [{ src = \"big/\", dest = \"/big/\" }]\n";
+    let image = recipe(tmp.path(), "killed", "1.0.0", "killed\n", extra);
+    std::fs::create_dir_all(image.join("big")).expect("mkdir");
+    noise(&image.join("big/a.bin"), 24);
+    noise(&image.join("big/b.bin"), 24);
+    // The digest a build that is never disturbed gives.
+    let reference_store = tmp.path().join("reference");
+    let started = Instant::now();
+    let expected = built_digest(&ok(kiln(
+        &reference_store,
+        &["build", path_str(&image), "--json"],
+    )));
+    let duration = started.elapsed();
+
+    let store = tmp.path().join("store");
+    ok(kiln(&store, &["images"]));
+    let mut killed = 0;
+    let mut repaired = 0;
+    for moment in 0..20u32 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["build", path_str(&image), "--no-cache"])
+            .args(["--store", path_str(&store)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn build");
+        std::thread::sleep(duration * moment / 20 + Duration::from_millis(5));
+        if child.try_wait().expect("try_wait").is_none() {
+            killed += 1;
+        }
+        child.kill().ok(); // SIGKILL
+        child.wait().expect("wait");
+        let out = kiln(&store, &["fsck", "--json"]);
+        if !out.status.success() {
+            // Only what a killed write leaves may be wrong.
+            for p in json(&out)["problems"].as_array().expect("problems") {
+                assert_eq!(p["kind"], "leftover_temporary", "{p}");
+            }
+            ok(kiln(&store, &["fsck", "--repair"]));
+            repaired += 1;
+        }
+        assert_fsck_clean(&store);
+        let out = ok(kiln(&store, &["build", path_str(&image), "--json"]));
+        assert_eq!(
+            built_digest(&out),
+            expected,
+            "after the kill at moment {moment}"
+        );
+    }
+    eprintln!("store_safety: {killed} of 20 builds killed mid-way, {repaired} stores repaired");
+    assert!(killed >= 10, "most kills landed during a build ({killed})");
+}
+
+#[test]
+fn fsck_finds_a_corrupt_layer_and_repair_removes_only_what_is_broken() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = tmp.path().join("store");
+    let one = recipe(tmp.path(), "fsone", "1.0.0", "one\n", "");
+    let two = recipe(tmp.path(), "fstwo", "1.0.0", "two\n", "");
+    let digest_one = built_digest(&ok(kiln(&store, &["build", path_str(&one), "--json"])));
+    ok(kiln(&store, &["build", path_str(&two), "--json"]));
+    assert_fsck_clean(&store);
+    // Corrupt the layer only fsone has, and leave a killed write behind.
+    let inspection = json(&ok(kiln(&store, &["inspect", "fsone:1.0.0"])));
+    let site = inspection["manifest"]["layers"][2]["digest"]
+        .as_str()
+        .expect("site layer")
+        .to_owned();
+    let site_path = store.join("blobs/sha256").join(&site["sha256:".len()..]);
+    std::fs::write(&site_path, b"not what was stored").expect("corrupt");
+    std::fs::write(store.join("blobs/sha256/.tmp-killed"), b"half").expect("tmp");
+
+    let out = kiln(&store, &["fsck", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = json(&out);
+    let kinds: BTreeSet<&str> = report["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .filter_map(|p| p["kind"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            "broken_cache_entry",
+            "broken_ref",
+            "corrupt_blob",
+            "leftover_temporary"
+        ]),
+        "{report:#}"
+    );
+
+    let out = ok(kiln(&store, &["fsck", "--repair", "--json"]));
+    let repaired = json(&out);
+    assert!(
+        repaired["problems"]
+            .as_array()
+            .expect("problems")
+            .iter()
+            .all(|p| p["repaired"] == true),
+        "{repaired:#}"
+    );
+    assert_fsck_clean(&store);
+    // fstwo, referenced and whole, is untouched and exports whole.
+    let archive = tmp.path().join("two.tar");
+    ok(kiln(
+        &store,
+        &[
+            "export",
+            "fstwo:1.0.0",
+            &format!("oci-archive:{}", archive.display()),
+        ],
+    ));
+    // fsone builds again, to the same digest.
+    let again = built_digest(&ok(kiln(&store, &["build", path_str(&one), "--json"])));
+    assert_eq!(again, digest_one);
+    assert_fsck_clean(&store);
+}
+
+#[test]
+fn gc_keep_drops_the_oldest_unpromoted_images_of_a_name() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = tmp.path().join("store");
+    let mut digests = Vec::new();
+    for v in ["1.0.1", "1.0.2", "1.0.3", "1.0.4"] {
+        let r = recipe(tmp.path(), "keeper", v, &format!("{v}\n"), "");
+        digests.push(built_digest(&ok(kiln(
+            &store,
+            &["build", path_str(&r), "--json"],
+        ))));
+    }
+    let other = recipe(tmp.path(), "other", "1.0.0", "other\n", "");
+    ok(kiln(&store, &["build", path_str(&other)]));
+    let out = json(&ok(kiln(&store, &["gc", "--keep", "2", "--json"])));
+    let dropped: Vec<String> = out["dropped_images"]
+        .as_array()
+        .expect("dropped")
+        .iter()
+        .filter_map(|d| d.as_str().map(str::to_owned))
+        .collect();
+    let mut expected = vec![
+        format!("keeper@{}", digests[0]),
+        format!("keeper@{}", digests[1]),
+    ];
+    expected.sort();
+    assert_eq!(dropped, expected);
+    let images = json(&ok(kiln(&store, &["images", "--json"])));
+    let left: BTreeSet<String> = images["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| {
+            format!(
+                "{}@{}",
+                i["name"].as_str().unwrap_or(""),
+                i["digest"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(left.contains(&format!("keeper@{}", digests[2])));
+    assert!(left.contains(&format!("keeper@{}", digests[3])));
+    assert_eq!(left.len(), 3, "two keepers and other: {left:?}");
+    for gone in &digests[..2] {
+        let blob = store.join("blobs/sha256").join(&gone["sha256:".len()..]);
+        assert!(!blob.exists(), "{gone} was removed");
+    }
+    assert_fsck_clean(&store);
+}
