@@ -159,16 +159,20 @@ fn four_overlapping_builds_beside_a_gc_loop_all_succeed_and_fsck_is_clean() {
     ok(kiln(&store, &["images"]));
     let done = Arc::new(AtomicBool::new(false));
     let gc_runs = Arc::new(AtomicUsize::new(0));
+    let gc_removed = Arc::new(AtomicUsize::new(0));
     let gc_loop = {
-        let (store, done, gc_runs) = (store.clone(), done.clone(), gc_runs.clone());
+        let (store, done) = (store.clone(), done.clone());
+        let (gc_runs, gc_removed) = (gc_runs.clone(), gc_removed.clone());
         std::thread::spawn(move || {
             while !done.load(Ordering::SeqCst) {
-                ok(kiln(&store, &["gc", "--json"]));
+                let report = json(&ok(kiln(&store, &["gc", "--json"])));
+                let removed = report["removed"].as_array().map_or(0, Vec::len);
+                gc_removed.fetch_add(removed, Ordering::SeqCst);
                 gc_runs.fetch_add(1, Ordering::SeqCst);
             }
         })
     };
-    let rounds = 3;
+    let rounds = 5;
     let builders: Vec<_> = recipes
         .iter()
         .zip(names)
@@ -196,10 +200,14 @@ fn four_overlapping_builds_beside_a_gc_loop_all_succeed_and_fsck_is_clean() {
         .collect();
     done.store(true, Ordering::SeqCst);
     gc_loop.join().expect("gc loop");
-    assert!(
-        gc_runs.load(Ordering::SeqCst) >= 1,
-        "gc ran beside the builds"
+    let (gc_runs, gc_removed) = (
+        gc_runs.load(Ordering::SeqCst),
+        gc_removed.load(Ordering::SeqCst),
     );
+    eprintln!(
+        "store_safety: 20 builds by 4 processes beside {gc_runs} gc runs that removed {gc_removed} blobs"
+    );
+    assert!(gc_runs >= 1, "gc ran beside the builds");
     for (name, digests) in names.iter().zip(&digests) {
         assert_eq!(digests.len(), rounds);
         let unique: BTreeSet<&String> = digests.iter().collect();
@@ -365,43 +373,34 @@ async fn twelve_releases_racing_twelve_rollbacks_keep_channel_and_index_in_agree
             recipe(tmp.path(), name, &v, &format!("{v}\n"), promote)
         })
         .collect();
-    let mut children = Vec::new();
-    for (i, r) in releases.iter().enumerate() {
-        children.push((
-            "release",
-            Command::new(env!("CARGO_BIN_EXE_kiln"))
-                .args(["release", path_str(r), "--store", path_str(&store)])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn release"),
-        ));
-        // Interleave: a rollback after each release starts.
-        let _ = i;
-        children.push((
-            "rollback",
-            Command::new(env!("CARGO_BIN_EXE_kiln"))
-                .args(["rollback", name, "--channel", "stable"])
-                .args(["--store", path_str(&store)])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn rollback"),
-        ));
-    }
+    // Each release is followed at once by a rollback, while the other
+    // releases are still building, booting and promoting: rollbacks race
+    // the promotions and each other.
+    let pairs: Vec<_> = releases
+        .into_iter()
+        .map(|r| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let release = kiln(&store, &["release", path_str(&r)]);
+                let rollback = kiln(&store, &["rollback", name, "--channel", "stable"]);
+                (release, rollback)
+            })
+        })
+        .collect();
     let mut rollbacks_done = 0;
-    for (what, child) in children {
-        let out = child.wait_with_output().expect("wait");
-        match what {
-            "release" => {
-                ok(out);
-            }
-            _ if out.status.success() => rollbacks_done += 1,
-            _ => {
-                // Only "nothing to roll back to" may refuse a rollback.
-                assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-                assert!(stderr(&out).contains("roll back"), "{}", stderr(&out));
-            }
+    for pair in pairs {
+        let (release, rollback) = pair.join().expect("release thread");
+        ok(release);
+        if rollback.status.success() {
+            rollbacks_done += 1;
+        } else {
+            // Only "nothing to roll back to" may refuse a rollback.
+            assert_eq!(rollback.status.code(), Some(1), "{}", stderr(&rollback));
+            assert!(
+                stderr(&rollback).contains("roll back"),
+                "{}",
+                stderr(&rollback)
+            );
         }
     }
     eprintln!("store_safety: 12 releases raced 12 rollbacks, {rollbacks_done} rollbacks moved");
