@@ -214,7 +214,8 @@ async fn build_one(
     plan::refuse(recipe, engine)?;
     // A build in progress is a root of gc: its lease keeps every blob it
     // writes or reuses until the tags name them (or a leak discards them).
-    let lease = crate::store_lock::lease(store).await?;
+    // Waiting for it (while gc runs) stops at once when cancelled.
+    let lease = until_cancelled(&options.cancel, crate::store_lock::lease(store)).await?;
     let started = Instant::now();
     events.build_started(&recipe.image.name.to_string(), recipe.layers.len());
 
