@@ -412,6 +412,52 @@ async fn twelve_releases_racing_twelve_rollbacks_keep_channel_and_index_in_agree
     assert!(rollbacks_done >= 1, "some rollbacks ran");
     assert_eq!(replay(&events), in_index, "index.json follows the history");
     assert_fsck_clean(&store);
+    // gc --keep 1 never drops what a channel's history names: every
+    // promoted image stays whole and a rollback still finds its target.
+    ok(kiln(&store, &["gc", "--keep", "1"]));
+    for e in &events {
+        let digest = e["digest"].as_str().expect("digest");
+        let blob = store.join("blobs/sha256").join(&digest["sha256:".len()..]);
+        assert!(
+            blob.is_file(),
+            "{digest} of the history survived gc --keep 1"
+        );
+    }
+    assert_fsck_clean(&store);
+    ok(kiln(&store, &["rollback", name, "--channel", "stable"]));
+    let (events, in_index) = channel_state(&store, name, "stable");
+    assert_eq!(replay(&events), in_index);
+
+    // A ref moved behind kiln's back: fsck says so, --repair follows the
+    // history again.
+    let index_path = store.join("index.json");
+    let mut index: Value =
+        serde_json::from_slice(&std::fs::read(&index_path).expect("index")).expect("JSON");
+    let first = events
+        .iter()
+        .map(|e| e["digest"].clone())
+        .find(|d| d.as_str() != in_index.as_deref())
+        .expect("a digest the channel does not name now");
+    for m in index["manifests"].as_array_mut().expect("manifests") {
+        if m["annotations"]["org.opencontainers.image.ref.name"] == format!("{name}:stable") {
+            m["digest"] = first.clone();
+        }
+    }
+    std::fs::write(&index_path, serde_json::to_vec(&index).expect("JSON")).expect("write");
+    let out = kiln(&store, &["fsck", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let kinds: Vec<Value> = json(&out)["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .map(|p| p["kind"].clone())
+        .collect();
+    assert_eq!(kinds, vec![Value::from("channel_ref_mismatch")]);
+    ok(kiln(&store, &["fsck", "--repair"]));
+    assert_fsck_clean(&store);
+    let (events, repaired) = channel_state(&store, name, "stable");
+    assert_eq!(replay(&events), repaired);
+    assert_eq!(repaired, in_index);
 }
 
 /// A file of `mib` MiB whose bytes gzip cannot shrink much, so that the
