@@ -5,6 +5,7 @@ use kiln_engine::{EngineError, ExecOutput};
 use kiln_recipe::CommandCheck;
 use tokio::time::Instant;
 
+use crate::Redaction;
 use crate::excerpt::{contains, tail};
 use crate::suite::{Container, Verdict};
 
@@ -24,7 +25,7 @@ pub(crate) async fn run(
         .exec(&container.id, &check.argv, left)
         .await
     {
-        Ok(out) => Ok(judge(check, &out)),
+        Ok(out) => Ok(judge(check, &out, container.redaction)),
         Err(EngineError::ExecTimedOut { .. }) => Ok(Verdict::Fail(format!(
             "{}; {:?} was still running",
             container.timeout_detail(),
@@ -39,7 +40,7 @@ pub(crate) async fn run(
 }
 
 /// Compare what the command did with what the check expects.
-pub(crate) fn judge(check: &CommandCheck, out: &ExecOutput) -> Verdict {
+pub(crate) fn judge(check: &CommandCheck, out: &ExecOutput, redaction: &Redaction) -> Verdict {
     let mut wrong = Vec::new();
     if out.exit_code != check.exit_code {
         wrong.push(format!(
@@ -65,7 +66,7 @@ pub(crate) fn judge(check: &CommandCheck, out: &ExecOutput) -> Verdict {
         detail.push_str(&format!(" (exit code {})", out.exit_code));
     }
     for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
-        let shown = tail(bytes, TAIL_LINES, TAIL_CHARS);
+        let shown = tail(bytes, TAIL_LINES, TAIL_CHARS, redaction);
         if shown.is_empty() {
             detail.push_str(&format!("\n{name}: (empty)"));
         } else {
@@ -106,13 +107,18 @@ mod tests {
 
     #[test]
     fn exit_code_and_output_are_judged() {
-        let (ok, d) = detail(judge(&check(0, Some("hi"), None), &out(0, "hi\n", "")));
+        let (ok, d) = detail(judge(
+            &check(0, Some("hi"), None),
+            &out(0, "hi\n", ""),
+            &Redaction::none(),
+        ));
         assert!(ok, "{d}");
         assert!(d.contains("exit code 0"), "{d}");
 
         let (ok, d) = detail(judge(
             &check(0, None, None),
             &out(2, "", "line1\nno such applet\n"),
+            &Redaction::none(),
         ));
         assert!(!ok);
         assert!(d.contains("exit code 2 (expected 0)"), "{d}");
@@ -122,6 +128,7 @@ mod tests {
         let (ok, d) = detail(judge(
             &check(0, Some("hello"), Some("warn")),
             &out(0, "hi\n", ""),
+            &Redaction::none(),
         ));
         assert!(!ok);
         assert!(
@@ -134,6 +141,7 @@ mod tests {
         let (ok, _) = detail(judge(
             &check(3, None, Some("bad")),
             &out(3, "", "bad input"),
+            &Redaction::none(),
         ));
         assert!(ok, "a non-zero exit code can be what is expected");
     }

@@ -5,6 +5,7 @@
 use kiln_engine::{EngineError, PathInfo, PathKind};
 use kiln_recipe::FileCheck;
 
+use crate::Redaction;
 use crate::excerpt::{contains, head};
 use crate::suite::{Container, Verdict};
 
@@ -29,7 +30,7 @@ pub(crate) async fn run(
     check: &FileCheck,
 ) -> Result<Verdict, EngineError> {
     let found = resolve(container, &check.path).await?;
-    Ok(judge(check, &found))
+    Ok(judge(check, &found, container.redaction))
 }
 
 async fn resolve(container: &Container<'_>, path: &str) -> Result<Found, EngineError> {
@@ -84,7 +85,7 @@ fn describe(info: &PathInfo) -> String {
 }
 
 /// Compare what is at the path with what the check expects.
-pub(crate) fn judge(check: &FileCheck, found: &Found) -> Verdict {
+pub(crate) fn judge(check: &FileCheck, found: &Found, redaction: &Redaction) -> Verdict {
     let path = &check.path;
     let (at, info) = match found {
         Found::Missing if check.exists => return Verdict::Fail(format!("{path} does not exist")),
@@ -122,7 +123,7 @@ pub(crate) fn judge(check: &FileCheck, found: &Found) -> Verdict {
                     };
                     wrong.push(format!(
                         "does not contain {needle:?}{searched}; it starts {:?}",
-                        head(content, 120)
+                        head(content, 120, redaction)
                     ));
                 }
             }
@@ -185,7 +186,7 @@ mod tests {
 
     #[track_caller]
     fn check(check: &FileCheck, found: Found, passed: bool, detail: &str) {
-        let (ok, d) = match judge(check, &found) {
+        let (ok, d) = match judge(check, &found, &Redaction::none()) {
             Verdict::Pass(d) => (true, d),
             Verdict::Fail(d) => (false, d),
             Verdict::Exited(c) => panic!("exit {c}"),

@@ -28,6 +28,7 @@
 //!     files: vec![("/run/secrets/db".into(), b"s3cret".to_vec())],
 //!     timeout: std::time::Duration::from_secs(60),
 //!     run_id: "kiln-42".into(),
+//!     redaction: kiln_check::Redaction::none(),
 //! };
 //! let report = run_suite(&docker, &plan, &checks, &NoEvents).await?;
 //! for check in &report.checks {
@@ -53,6 +54,7 @@ mod suite;
 use std::time::Duration;
 
 pub use error::CheckError;
+pub use excerpt::Redaction;
 pub use kiln_error_kind::ErrorKind;
 pub use suite::run_suite;
 
@@ -71,6 +73,9 @@ pub struct BootPlan {
     pub timeout: Duration,
     /// The value of the `dev.kiln.run` label on the container.
     pub run_id: String,
+    /// How secret values are masked in check details and log excerpts,
+    /// before anything is cut to length.
+    pub redaction: Redaction,
 }
 
 /// How one check went.

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::Redaction;
 use crate::excerpt::{contains, head, human};
 use crate::suite::{Container, Verdict};
 
@@ -50,8 +51,9 @@ pub(crate) async fn http(
     let label = format!("GET http://{addr}{path}");
     let expected = check.status;
     let needle = check.body_contains.as_deref();
+    let redaction = container.redaction;
     retry(container, &check.probe, &label, |_| {
-        http_attempt(addr, &path, expected, needle)
+        http_attempt(addr, &path, expected, needle, redaction)
     })
     .await
 }
@@ -247,6 +249,7 @@ async fn http_attempt(
     path: &str,
     expected: u16,
     needle: Option<&str>,
+    redaction: &Redaction,
 ) -> Result<String, String> {
     let (status, body) = get(addr, path).await?;
     if status != expected {
@@ -255,7 +258,7 @@ async fn http_attempt(
     match needle {
         Some(needle) if !contains(&body, needle) => Err(format!(
             "status {status} but the body does not contain {needle:?} (body: {:?})",
-            head(&body, 200)
+            head(&body, 200, redaction)
         )),
         _ => Ok(format!("status {status}")),
     }

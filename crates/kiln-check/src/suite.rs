@@ -49,6 +49,8 @@ pub(crate) struct Container<'a> {
     pub deadline: Instant,
     /// The total timeout, as the recipe gave it (for details).
     pub total: Duration,
+    /// How secrets are masked in what is shown.
+    pub redaction: &'a crate::Redaction,
 }
 
 impl Container<'_> {
@@ -179,6 +181,7 @@ async fn boot_and_check(
         image: &plan.image,
         deadline,
         total: plan.timeout,
+        redaction: &plan.redaction,
     };
     run_checks(&container, checks, events).await
 }
@@ -243,8 +246,12 @@ fn outcome(check: &Check, passed: bool, duration: Duration, detail: String) -> C
 /// The detail of every check failed by the container's exit: its code and
 /// the tail of its log.
 async fn exit_detail(container: &Container<'_>, code: i64, when: &str) -> String {
-    let logs = match container.engine.logs_tail(&container.id, LOG_LINES).await {
-        Ok(logs) => tail(logs.as_bytes(), LOG_LINES, 4000),
+    // A secret of several lines cut by the engine's line limit would show
+    // its last lines: fetch as many more lines as a secret spans, mask, and
+    // only then keep the last LOG_LINES.
+    let fetch = LOG_LINES + container.redaction.secret_lines();
+    let logs = match container.engine.logs_tail(&container.id, fetch).await {
+        Ok(logs) => tail(logs.as_bytes(), LOG_LINES, 4000, container.redaction),
         Err(e) => format!(
             "(its log could not be read: {})",
             kiln_error_kind::Chain(&e)

@@ -195,6 +195,7 @@ fn plan(image: String, run_id: &str) -> BootPlan {
         files: vec![("/run/secrets/db".into(), b"s3cret".to_vec())],
         timeout: Duration::from_secs(60),
         run_id: run_id.to_owned(),
+        redaction: kiln_check::Redaction::none(),
     }
 }
 

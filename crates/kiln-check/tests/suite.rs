@@ -82,6 +82,7 @@ fn plan(timeout: Duration) -> BootPlan {
         files: Vec::new(),
         timeout,
         run_id: "run-7".into(),
+        redaction: kiln_check::Redaction::none(),
     }
 }
 

@@ -1453,3 +1453,91 @@ fn independent_recipes_build_together_with_j() {
     };
     assert_eq!(digests(&report), digests(&serial));
 }
+
+/// Every piece of `SECRET` at least `min` characters long.
+fn pieces_of_secret(min: usize) -> Vec<&'static str> {
+    (min..=SECRET.len())
+        .flat_map(|len| (0..=SECRET.len() - len).map(move |at| &SECRET[at..at + len]))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_printed_across_the_truncation_point_appears_nowhere() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = hello_copy(tmp.path(), "0.16.0-secret-cut");
+    let toml = std::fs::read_to_string(image.join("kiln.toml")).expect("read");
+    // A check's output is shown as its last 1000 characters: the secret is
+    // printed so that this cut falls in its middle, once on stdout and once
+    // on stderr.
+    let after = 1000 - SECRET.len() / 2;
+    let extra = format!(
+        r#"
+[secrets.db_env]
+from = "env:KILN_TEST_SECRET"
+
+[[check]]
+name = "prints the secret across the cut"
+command = ["/bin/sh", "-c", "printf 'head %s' \"$DB_PASSWORD\"; printf 'x%.0s' $(seq {after}); printf 'head %s' \"$DB_PASSWORD\" >&2; printf 'y%.0s' $(seq {after}) >&2; exit 3"]
+"#
+    );
+    let toml = toml.replace(
+        "[boot]\ntimeout = \"60s\"",
+        "[boot]\ntimeout = \"60s\"\nsecrets = { db_env = \"env:DB_PASSWORD\" }",
+    );
+    std::fs::write(image.join("kiln.toml"), format!("{toml}{extra}")).expect("write");
+    let store = tmp.path().join("store");
+    let junit = tmp.path().join("junit.xml");
+    let out = kiln_with_env(
+        &store,
+        &[
+            "test",
+            image.to_str().expect("utf8"),
+            "--json",
+            "--junit",
+            junit.to_str().expect("utf8"),
+        ],
+        &[("KILN_TEST_SECRET", SECRET)],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = json(&out);
+    let detail = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "prints the secret across the cut")
+        .and_then(|c| c["detail"].as_str())
+        .expect("the check's detail")
+        .to_owned();
+    // The cut did fall where the secret was: what is shown starts with
+    // the mask, not with the filler.
+    assert!(detail.contains("***x"), "{detail}");
+    assert!(detail.contains("***y"), "{detail}");
+    let mut texts = vec![
+        ("stdout", String::from_utf8_lossy(&out.stdout).into_owned()),
+        ("stderr", stderr(&out)),
+        ("junit", std::fs::read_to_string(&junit).expect("junit")),
+    ];
+    // The stored test record (and everything else kiln keeps).
+    let mut pending = vec![store.clone()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(text) = std::fs::read_to_string(&path) {
+                texts.push(("store", text));
+            }
+        }
+    }
+    for piece in pieces_of_secret(6) {
+        for (what, text) in &texts {
+            assert!(
+                !text.contains(piece),
+                "{what} shows {piece:?}, a piece of the secret"
+            );
+        }
+    }
+}

@@ -582,6 +582,12 @@ impl Engine for Docker {
         }
         if text.len() > LOG_CAP {
             text.drain(..text.len() - LOG_CAP);
+            // Start at a whole line: the cut may split a secret, and the
+            // caller's redaction sees whole lines only. A line longer than
+            // the cap stays cut (the caller shows far less than the cap).
+            if let Some(newline) = text.iter().position(|&b| b == b'\n') {
+                text.drain(..=newline);
+            }
         }
         Ok(String::from_utf8_lossy(&text).into_owned())
     }

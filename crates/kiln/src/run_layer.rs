@@ -247,7 +247,16 @@ async fn run_in_container(
     };
     let id = engine.create_container(&container).await?;
     let mounted = secret_files.is_some();
-    let result = run_and_capture(store, engine, &id, layer, epoch, mounted).await;
+    // A secret of several lines cut by the engine's line limit would leave
+    // its last lines: fetch as many more lines as a secret spans, redact the
+    // whole, and only then keep the last OUTPUT_TAIL_LINES.
+    let secret_lines = secrets
+        .iter()
+        .map(|s| s.expose().split(|&b| b == b'\n').count())
+        .max()
+        .unwrap_or(0);
+    let log_lines = OUTPUT_TAIL_LINES + secret_lines;
+    let result = run_and_capture(store, engine, &id, layer, epoch, mounted, log_lines).await;
     // The step's output is shown only with every secret it saw redacted.
     let result = result.map_err(|e| match e {
         KilnError::RunFailed {
@@ -257,7 +266,7 @@ async fn run_in_container(
         } => KilnError::RunFailed {
             layer,
             code,
-            output: secret::redact(&output, secrets),
+            output: last_lines(&secret::redact(&output, secrets), OUTPUT_TAIL_LINES),
         },
         other => other,
     });
@@ -271,6 +280,16 @@ async fn run_in_container(
     Ok(blob)
 }
 
+/// The last `n` lines of `text`.
+fn last_lines(text: &str, n: usize) -> String {
+    let text = text.trim_end_matches('\n');
+    let start = text
+        .rmatch_indices('\n')
+        .nth(n.saturating_sub(1))
+        .map_or(0, |(i, _)| i + 1);
+    text[start..].to_owned()
+}
+
 async fn run_and_capture(
     store: &Store,
     engine: &dyn Engine,
@@ -278,11 +297,12 @@ async fn run_and_capture(
     layer: &str,
     epoch: u64,
     secrets_mounted: bool,
+    log_lines: usize,
 ) -> Result<LayerBlob, KilnError> {
     engine.start(id).await?;
     let code = engine.wait(id).await?;
     if code != 0 {
-        let output = engine.logs_tail(id, OUTPUT_TAIL_LINES).await?;
+        let output = engine.logs_tail(id, log_lines).await?;
         return Err(KilnError::RunFailed {
             layer: layer.to_owned(),
             code,

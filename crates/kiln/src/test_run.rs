@@ -106,6 +106,7 @@ async fn test_run(
         files,
         timeout: recipe.boot.timeout.as_std(),
         run_id: run_id.to_owned(),
+        redaction: redaction(&secrets),
     };
     let redacting = Redacting {
         inner: events,
@@ -152,6 +153,18 @@ async fn test_run(
     )?;
     events.test_finished(&report);
     Ok(report)
+}
+
+/// How kiln-check masks `secrets` in what it shows: the whole output is
+/// masked before it is cut to length.
+fn redaction(secrets: &[SecretValue]) -> kiln_check::Redaction {
+    let lines = secrets
+        .iter()
+        .map(|s| s.expose().split(|&b| b == b'\n').count())
+        .max()
+        .unwrap_or(0);
+    let redactor = crate::secret::Redactor::new(secrets);
+    kiln_check::Redaction::new(move |text: &str| redactor.redact(text), lines)
 }
 
 /// The recipe kept in the store for `digest`, to test an image by reference.
