@@ -10,6 +10,10 @@
 //!   Debian mirror into `<target>/fixtures/debian-bookworm/rootfs` (reused
 //!   when complete) and print its path; `ci` and `demo` stage it too and
 //!   pass it to the tests as `KILN_DEBIAN_ROOTFS`.
+//! - `fuzz [--seconds N] [TARGET...]`: the cargo-fuzz targets in fuzz/
+//!   (recipe parser, base-layer reader, manifest/index/config parsers), N
+//!   seconds each, crashes kept in fuzz/seeds/ (nightly and cargo-fuzz
+//!   needed; it says which is missing).
 //! - `bench`: kiln beside `docker build` and `tar | gzip` on ~300 MB, medians
 //!   and the targets into docs/benchmarks.md.
 
@@ -23,6 +27,7 @@ use anyhow::{Context, Result, bail};
 
 mod bench;
 mod debian;
+mod fuzz;
 mod prerequisites;
 
 fn main() -> Result<()> {
@@ -32,8 +37,9 @@ fn main() -> Result<()> {
         Some("demo") => demo(),
         Some("bench") => bench::bench(),
         Some("stage-debian") => debian::stage_command(),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci|demo|bench|stage-debian>");
+            eprintln!("usage: cargo xtask <ci|demo|bench|stage-debian|fuzz>");
             eprintln!(
                 "  ci    install test prerequisites, start dockerd, run fmt, clippy and all tests"
             );
@@ -43,6 +49,9 @@ fn main() -> Result<()> {
             );
             eprintln!(
                 "  bench time kiln against docker build and tar | gzip; write docs/benchmarks.md"
+            );
+            eprintln!(
+                "  fuzz [--seconds N] [TARGET...]  run the cargo-fuzz targets (nightly), keep crashes"
             );
             std::process::exit(2);
         }
@@ -108,6 +117,14 @@ fn ci() -> Result<()> {
             .args(["test", "--workspace", "--no-fail-fast"])
             .env("KILN_REQUIRE_ENGINE", "1")
             .env(debian::ENV, &debian),
+    )?;
+    // The fuzz targets' kept inputs, under stable: fuzz/ is its own
+    // workspace, so the workspace's test run does not reach it.
+    run(
+        "fuzz inputs replayed (stable)",
+        cargo()
+            .args(["test", "--manifest-path", "fuzz/Cargo.toml"])
+            .env("CARGO_TARGET_DIR", target_dir()),
     )?;
     eprintln!("==> ci passed in {:.0?}", started.elapsed());
     Ok(())
