@@ -1541,3 +1541,46 @@ command = ["/bin/sh", "-c", "printf 'head %s' \"$DB_PASSWORD\"; printf 'x%.0s' $
         }
     }
 }
+
+#[test]
+fn hostile_recipes_are_exit_2_never_a_crash() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = tmp.path().join("store");
+    let deep = 100_000;
+    // Random bytes from a fixed xorshift, so the case is the same each run.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let random: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("random-bytes", random),
+        (
+            "deep-arrays",
+            format!("x = {}{}\n", "[".repeat(deep), "]".repeat(deep)).into_bytes(),
+        ),
+        (
+            "deep-inline-tables",
+            format!("x = {}1{}\n", "{a = ".repeat(deep), "}".repeat(deep)).into_bytes(),
+        ),
+        (
+            "deep-dotted-table",
+            format!("[{}]\n", vec!["a"; deep].join(".")).into_bytes(),
+        ),
+    ];
+    for (name, bytes) in cases {
+        let file = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(&file, bytes).expect("write");
+        let out = kiln(&store, &["check", file.to_str().expect("utf8")]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{name}: {}",
+            stderr(&out).chars().take(2000).collect::<String>()
+        );
+    }
+}
