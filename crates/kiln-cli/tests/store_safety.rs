@@ -645,3 +645,54 @@ fn gc_keep_drops_the_oldest_unpromoted_images_of_a_name() {
     }
     assert_fsck_clean(&store);
 }
+
+#[test]
+fn one_process_building_leaking_and_good_recipes_with_j_neither_hangs_nor_loses_the_good() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = tmp.path().join("store");
+    let secret_decl = "\n[secrets.api_token]\nfrom = \"env:KILN_STORE_SAFETY_SECRET\"\n";
+    let mut args = vec!["build".to_owned(), "-j".to_owned(), "4".to_owned()];
+    for i in 0..2 {
+        let good = recipe(
+            tmp.path(),
+            &format!("jgood{i}"),
+            "1.0.0",
+            &format!("good {i}\n"),
+            secret_decl,
+        );
+        let bad = recipe(
+            tmp.path(),
+            &format!("jleaky{i}"),
+            "1.0.0",
+            &format!("leaky {i}: token={SECRET}\n"),
+            secret_decl,
+        );
+        args.push(path_str(&good).to_owned());
+        args.push(path_str(&bad).to_owned());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = kiln_with_env(&store, &args, &[("KILN_STORE_SAFETY_SECRET", SECRET)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("secret api_token"),
+        "{}",
+        stderr(&out)
+    );
+    for i in 0..2 {
+        let archive = tmp.path().join(format!("jgood{i}.tar"));
+        let built = kiln(
+            &store,
+            &[
+                "export",
+                &format!("jgood{i}:1.0.0"),
+                &format!("oci-archive:{}", archive.display()),
+            ],
+        );
+        // The builds of one level run to their end side by side: the good
+        // ones are tagged and whole although their neighbours leaked.
+        ok(built);
+        assert!(archive.is_file());
+    }
+    assert_store_never_saw(&store, SECRET);
+    assert_fsck_clean(&store);
+}
