@@ -2,7 +2,9 @@
 //! configuration become a config blob and a manifest blob in the store,
 //! both canonical JSON, so the same spec always gives the same digest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use oci_spec::image::Config;
 
 use serde_json::{Map, Value, json};
 
@@ -87,7 +89,7 @@ pub fn assemble(store: &Store, spec: &ImageSpec) -> Result<BuiltImage, ImageErro
             });
         }
     }
-    let config = config_json(spec);
+    let config = config_json(spec)?;
     let config_bytes = to_canonical_json(&config)?;
     let config_digest = store.put_blob(&config_bytes)?;
 
@@ -127,14 +129,14 @@ pub fn assemble(store: &Store, spec: &ImageSpec) -> Result<BuiltImage, ImageErro
 
 /// The image config as JSON: the base's (all of it, unknown fields too) with
 /// kiln's settings laid over it, or a fresh one on scratch.
-fn config_json(spec: &ImageSpec) -> Value {
+fn config_json(spec: &ImageSpec) -> Result<Value, ImageError> {
     let created = rfc3339(spec.created_epoch);
     let mut config = match &spec.base {
         Some(base) if base.config.is_object() => base.config.clone(),
         _ => json!({"architecture": "amd64", "os": "linux"}),
     };
     let Some(top) = config.as_object_mut() else {
-        return config;
+        return Ok(config);
     };
     top.insert("created".into(), json!(created));
     top.entry("architecture").or_insert_with(|| json!("amd64"));
@@ -144,7 +146,17 @@ fn config_json(spec: &ImageSpec) -> Value {
         Some(Value::Object(m)) => m,
         _ => Map::new(),
     };
-    apply_runtime(&mut runtime, &spec.config);
+    apply_runtime(&mut runtime, &spec.config).map_err(|e| match &spec.base {
+        Some(base) => ImageError::InvalidDocument {
+            what: "config of base image",
+            digest: base.manifest_digest.clone(),
+            reason: e.to_string(),
+        },
+        None => ImageError::Serialize {
+            what: "the runtime config",
+            source: e,
+        },
+    })?;
     top.insert("config".into(), Value::Object(runtime));
 
     let mut diff_ids: Vec<Value> = spec
@@ -169,84 +181,84 @@ fn config_json(spec: &ImageSpec) -> Value {
             .map(|l| json!({"created": created, "created_by": l.created_by})),
     );
     top.insert("history".into(), Value::Array(history));
-    config
+    Ok(config)
 }
 
-fn apply_runtime(c: &mut Map<String, Value>, r: &RuntimeConfig) {
-    let set_list = |c: &mut Map<String, Value>, key: &str, v: &[String]| {
-        if v.is_empty() {
-            c.remove(key);
-        } else {
-            c.insert(key.into(), json!(v));
-        }
-    };
-    let set_text = |c: &mut Map<String, Value>, key: &str, v: &str| {
-        if v.is_empty() {
-            c.remove(key);
-        } else {
-            c.insert(key.into(), json!(v));
-        }
-    };
+/// The keys of the config's runtime section that kiln sets; every other
+/// key of a base's section (`Healthcheck`, `OnBuild`...) is kept as it is.
+const RUNTIME_KEYS: [&str; 9] = [
+    "Entrypoint",
+    "Cmd",
+    "Env",
+    "WorkingDir",
+    "User",
+    "StopSignal",
+    "ExposedPorts",
+    "Volumes",
+    "Labels",
+];
+
+/// Lay `r` over the runtime section `c` (the base's, or empty). The result
+/// is an oci-spec `Config`, serialised into the keys kiln sets: canonical
+/// JSON sorts what oci-spec leaves in hash order, so the bytes stay fixed.
+///
+/// Fails only when the base's section holds a known key that is not what
+/// the OCI spec says it is.
+fn apply_runtime(c: &mut Map<String, Value>, r: &RuntimeConfig) -> Result<(), serde_json::Error> {
+    let known: Map<String, Value> = RUNTIME_KEYS
+        .iter()
+        .filter_map(|k| c.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+        .collect();
+    let mut config: Config = serde_json::from_value(Value::Object(known))?;
+    let list = |v: Vec<String>| (!v.is_empty()).then_some(v);
+    let text = |v: &str| (!v.is_empty()).then(|| v.to_owned());
     if let Some(entrypoint) = &r.entrypoint {
-        set_list(c, "Entrypoint", entrypoint);
+        config.set_entrypoint(list(entrypoint.clone()));
         if r.cmd.is_none() {
-            c.remove("Cmd");
+            config.set_cmd(None);
         }
     }
     if let Some(cmd) = &r.cmd {
-        set_list(c, "Cmd", cmd);
+        config.set_cmd(list(cmd.clone()));
     }
 
     let mut env: BTreeMap<String, String> = BTreeMap::new();
-    if let Some(Value::Array(items)) = c.get("Env") {
-        for item in items.iter().filter_map(Value::as_str) {
-            let (k, v) = item.split_once('=').unwrap_or((item, ""));
-            env.insert(k.to_owned(), v.to_owned());
-        }
+    for item in config.env().iter().flatten() {
+        let (k, v) = item.split_once('=').unwrap_or((item, ""));
+        env.insert(k.to_owned(), v.to_owned());
     }
     env.extend(r.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-    set_list(c, "Env", &env);
+    config.set_env(list(
+        env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+    ));
 
     if let Some(w) = &r.workdir {
-        set_text(c, "WorkingDir", w);
+        config.set_working_dir(text(w));
     }
     if let Some(u) = &r.user {
-        set_text(c, "User", u);
+        config.set_user(text(u));
     }
     if let Some(s) = &r.stop_signal {
-        set_text(c, "StopSignal", s);
+        config.set_stop_signal(text(s));
     }
-
-    merge_set(c, "ExposedPorts", &r.exposed_ports);
-    merge_set(c, "Volumes", &r.volumes);
-
-    let mut labels: BTreeMap<String, Value> = match c.get("Labels") {
-        Some(Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        _ => BTreeMap::new(),
+    let merged = |base: &Option<Vec<String>>, ours: &[String]| {
+        let set: BTreeSet<String> = base.iter().flatten().chain(ours).cloned().collect();
+        list(set.into_iter().collect())
     };
-    labels.extend(r.labels.iter().map(|(k, v)| (k.clone(), json!(v))));
-    if labels.is_empty() {
-        c.remove("Labels");
-    } else {
-        c.insert("Labels".into(), json!(labels));
-    }
-}
+    config.set_exposed_ports(merged(config.exposed_ports(), &r.exposed_ports));
+    config.set_volumes(merged(config.volumes(), &r.volumes));
+    let mut labels = config.labels().clone().unwrap_or_default();
+    labels.extend(r.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    config.set_labels((!labels.is_empty()).then_some(labels));
 
-/// `{"8080/tcp": {}}`-style sets: the base's keys plus ours.
-fn merge_set(c: &mut Map<String, Value>, key: &str, ours: &[String]) {
-    let mut set: BTreeMap<String, Value> = match c.get(key) {
-        Some(Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        _ => BTreeMap::new(),
+    let Value::Object(typed) = serde_json::to_value(&config)? else {
+        return Ok(());
     };
-    for item in ours {
-        set.entry(item.clone()).or_insert_with(|| json!({}));
-    }
-    if set.is_empty() {
+    for key in RUNTIME_KEYS {
         c.remove(key);
-    } else {
-        c.insert(key.into(), json!(set));
     }
+    c.extend(typed);
+    Ok(())
 }
 
 /// `epoch` (seconds since 1970-01-01 UTC) as RFC 3339 in UTC, e.g.
@@ -306,7 +318,7 @@ mod tests {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        apply_runtime(&mut map, r);
+        apply_runtime(&mut map, r).expect("apply");
         Value::Object(map)
     }
 
@@ -347,6 +359,16 @@ mod tests {
                 "Cmd": ["sh"], "Healthcheck": {"Test": ["CMD", "true"]}
             })
         );
+    }
+
+    #[test]
+    fn a_base_runtime_key_of_the_wrong_shape_is_refused() {
+        let mut map = json!({"ExposedPorts": ["80/tcp"]})
+            .as_object()
+            .cloned()
+            .expect("object");
+        let err = apply_runtime(&mut map, &RuntimeConfig::default()).expect_err("a list");
+        assert!(err.to_string().contains("map"), "{err}");
     }
 
     #[test]
