@@ -3,7 +3,9 @@
 //!
 //! - `ci`: install what the tests need when it is missing (as root), start
 //!   dockerd when it is not running, then `cargo fmt --check`, clippy with
-//!   `-D warnings`, and the whole test suite with the engine required.
+//!   `-D warnings`, the whole test suite with the engine required, `cargo
+//!   doc` with `-D warnings`, and the kiln crate's examples against the
+//!   engine.
 //! - `demo`: the README's end-to-end job on `images/hello`: build, boot,
 //!   check and promote with the release binary.
 //! - `stage-debian`: debootstrap a minbase bookworm root from this machine's
@@ -41,7 +43,7 @@ fn main() -> Result<()> {
         _ => {
             eprintln!("usage: cargo xtask <ci|demo|bench|stage-debian|fuzz>");
             eprintln!(
-                "  ci    install test prerequisites, start dockerd, run fmt, clippy and all tests"
+                "  ci    install test prerequisites, start dockerd, run fmt, clippy, all tests, docs and examples"
             );
             eprintln!("  demo  build, boot, check and promote images/hello end to end");
             eprintln!(
@@ -126,7 +128,38 @@ fn ci() -> Result<()> {
             .args(["test", "--manifest-path", "fuzz/Cargo.toml"])
             .env("CARGO_TARGET_DIR", target_dir()),
     )?;
+    // rustdoc: no broken links, no warnings, in any crate's public docs.
+    run(
+        "cargo doc -D warnings",
+        cargo()
+            .args(["doc", "--no-deps", "--workspace"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    run_examples()?;
     eprintln!("==> ci passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// The kiln crate's examples, run against the real engine as an embedder
+/// would run them, each on a fresh store: they exit non-zero when what they
+/// built, tested or were told by their events is not what they expect.
+fn run_examples() -> Result<()> {
+    let hello = root().join("images/hello");
+    stage_busybox(&hello)?;
+    for example in ["embed", "in_memory"] {
+        let store = target_dir().join(format!("example-store-{example}"));
+        if store.exists() {
+            std::fs::remove_dir_all(&store)
+                .with_context(|| format!("removing {}", store.display()))?;
+        }
+        run(
+            &format!("example {example}"),
+            cargo()
+                .args(["run", "-p", "kiln", "--example", example, "--"])
+                .arg(&hello)
+                .arg(&store),
+        )?;
+    }
     Ok(())
 }
 
