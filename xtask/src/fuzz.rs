@@ -1,6 +1,6 @@
 //! `cargo xtask fuzz [--seconds N] [TARGET...]`: run kiln's cargo-fuzz
 //! targets (fuzz/) one after the other, each for N seconds (60 unless
-//! told), then copy any crash into fuzz/seeds/<target>/ so that it stays a
+//! told), then copy any crash into `fuzz/seeds/<target>/` so that it stays a
 //! regression test under stable. Needs the nightly toolchain and
 //! cargo-fuzz; says which is missing instead of failing obscurely.
 
