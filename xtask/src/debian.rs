@@ -78,7 +78,7 @@ pub fn stage_command() -> Result<()> {
 }
 
 /// The first Debian mirror apt on this machine uses for the main archive.
-fn mirror() -> Result<String> {
+pub(crate) fn mirror() -> Result<String> {
     let mut found = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/etc/apt/sources.list.d") {
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();

@@ -16,6 +16,9 @@
 //!   (recipe parser, base-layer reader, manifest/index/config parsers), N
 //!   seconds each, crashes kept in fuzz/seeds/ (nightly and cargo-fuzz
 //!   needed; it says which is missing).
+//! - `fetch-cosign`: unpack cosign 2.x from Debian trixie's .deb (through a
+//!   private apt source list) into `<target>/tools/cosign/` and print its
+//!   path; `ci` does it too and passes it to the tests as `KILN_COSIGN`.
 //! - `bench`: kiln beside `docker build` and `tar | gzip` on ~300 MB, medians
 //!   and the targets into docs/benchmarks.md.
 
@@ -28,6 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod cosign;
 mod debian;
 mod fuzz;
 mod prerequisites;
@@ -40,14 +44,18 @@ fn main() -> Result<()> {
         Some("bench") => bench::bench(),
         Some("stage-debian") => debian::stage_command(),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
+        Some("fetch-cosign") => cosign::ensure().map(|p| println!("{}", p.display())),
         _ => {
-            eprintln!("usage: cargo xtask <ci|demo|bench|stage-debian|fuzz>");
+            eprintln!("usage: cargo xtask <ci|demo|bench|stage-debian|fuzz|fetch-cosign>");
             eprintln!(
                 "  ci    install test prerequisites, start dockerd, run fmt, clippy, all tests, docs and examples"
             );
             eprintln!("  demo  build, boot, check and promote images/hello end to end");
             eprintln!(
                 "  stage-debian  debootstrap the Debian root the tests and images/debian use"
+            );
+            eprintln!(
+                "  fetch-cosign  unpack Debian trixie's cosign into <target>/tools/cosign (KILN_COSIGN)"
             );
             eprintln!(
                 "  bench time kiln against docker build and tar | gzip; write docs/benchmarks.md"
@@ -96,6 +104,7 @@ fn ci() -> Result<()> {
     prerequisites::ensure_packages()?;
     ensure_dockerd()?;
     let debian = debian::stage()?;
+    let cosign = cosign::ensure()?;
     run(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--", "--check"]),
@@ -118,7 +127,8 @@ fn ci() -> Result<()> {
         cargo()
             .args(["test", "--workspace", "--no-fail-fast"])
             .env("KILN_REQUIRE_ENGINE", "1")
-            .env(debian::ENV, &debian),
+            .env(debian::ENV, &debian)
+            .env(cosign::ENV, &cosign),
     )?;
     // The fuzz targets' kept inputs, under stable: fuzz/ is its own
     // workspace, so the workspace's test run does not reach it.
