@@ -77,7 +77,11 @@ pub fn ensure() -> Result<PathBuf> {
         .status()
         .context("could not start dpkg")?;
     if !status.success() || !binary.is_file() {
-        bail!("dpkg -x {} did not give {}", deb.display(), binary.display());
+        bail!(
+            "dpkg -x {} did not give {}",
+            deb.display(),
+            binary.display()
+        );
     }
     Ok(binary)
 }
