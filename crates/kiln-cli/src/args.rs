@@ -132,6 +132,50 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Write a key pair in cosign's formats: P.key (encrypted with
+    /// COSIGN_PASSWORD, empty allowed) and P.pub.
+    Keygen {
+        /// Prefix of the two files written.
+        #[arg(long, value_name = "P", default_value = "cosign")]
+        output_key_prefix: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Sign an image's digest as cosign does (sha256-HEX.sig), in the store
+    /// or in a registry.
+    Sign {
+        /// NAME, NAME:TAG, NAME:CHANNEL, NAME@sha256:HEX, or
+        /// docker://HOST/REPO@sha256:HEX.
+        reference: String,
+        /// The private key (cosign's format); its password is COSIGN_PASSWORD.
+        #[arg(long, value_name = "K")]
+        key: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Verify an image's signatures, or its attestations of a type; exit 1
+    /// when none verifies.
+    Verify {
+        /// NAME, NAME:TAG, NAME:CHANNEL, NAME@sha256:HEX, or
+        /// docker://HOST/REPO@sha256:HEX.
+        reference: String,
+        /// The public key (PEM).
+        #[arg(long, value_name = "PUB")]
+        key: PathBuf,
+        /// Verify attestations of this type instead: slsaprovenance1 or
+        /// spdxjson.
+        #[arg(long, value_name = "TYPE")]
+        attestation: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print the image's SPDX 2.3 JSON SBOM.
+    Sbom {
+        /// NAME, NAME:TAG, NAME:CHANNEL or NAME@sha256:HEX.
+        reference: String,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Remove what nothing references any more; waits for builds, tests
     /// and promotions in progress.
     Gc {
@@ -169,7 +213,11 @@ impl Command {
             | Command::Gc { common, .. }
             | Command::Fsck { common, .. }
             | Command::Inspect { common, .. }
-            | Command::Export { common, .. } => common,
+            | Command::Export { common, .. }
+            | Command::Keygen { common, .. }
+            | Command::Sign { common, .. }
+            | Command::Verify { common, .. }
+            | Command::Sbom { common, .. } => common,
         }
     }
 }

@@ -301,6 +301,67 @@ async fn run(command: Command) -> CmdResult {
             print_json(&kiln::inspect(&store, &reference)?);
             Ok(())
         }
+        Command::Keygen {
+            output_key_prefix, ..
+        } => {
+            let files = kiln::keygen(&output_key_prefix, cosign_password().as_bytes())?;
+            if json {
+                print_json(&json!({
+                    "private_key": files.private_key,
+                    "public_key": files.public_key,
+                }));
+            } else {
+                eprintln!("Private key written to {}", files.private_key.display());
+                eprintln!("Public key written to {}", files.public_key.display());
+            }
+            Ok(())
+        }
+        Command::Sign { reference, key, .. } => {
+            let store = open_store(&store_path)?;
+            let key = kiln::read_signing_key(&key, cosign_password().as_bytes())?;
+            let report = kiln::sign(&store, &reference, &key).await?;
+            if json {
+                print_json(&report);
+            } else {
+                let what = if report.added {
+                    "signed"
+                } else {
+                    "already signed with this key"
+                };
+                println!("{} {what} ({})", report.digest, report.signature_tag);
+            }
+            Ok(())
+        }
+        Command::Verify {
+            reference,
+            key,
+            attestation,
+            ..
+        } => {
+            let store = open_store(&store_path)?;
+            let attestation = attestation
+                .map(|a| a.parse::<kiln::PredicateKind>())
+                .transpose()
+                .map_err(Failure::Usage)?;
+            let report = kiln::verify(&store, &reference, &key, attestation).await?;
+            if json {
+                print_json(&report);
+            } else {
+                println!(
+                    "{} verified: {} {} with {}",
+                    report.digest,
+                    report.verified,
+                    report.checked,
+                    key.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Sbom { reference, .. } => {
+            let store = open_store(&store_path)?;
+            print_json(&kiln::sbom(&store, &reference)?);
+            Ok(())
+        }
         Command::Export {
             reference,
             destination,
@@ -317,6 +378,12 @@ async fn run(command: Command) -> CmdResult {
             Ok(())
         }
     }
+}
+
+/// The private key's password, as cosign reads it: `COSIGN_PASSWORD`,
+/// empty when unset.
+fn cosign_password() -> String {
+    std::env::var("COSIGN_PASSWORD").unwrap_or_default()
 }
 
 fn open_store(path: &Path) -> Result<Store, Failure> {

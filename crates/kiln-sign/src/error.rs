@@ -35,8 +35,9 @@ pub enum SignError {
         /// The key file.
         path: PathBuf,
     },
-    /// A key file could not be read or written.
-    #[error("{path}: {source}")]
+    /// A key file could not be read or written (only key files: the store's
+    /// failures are [`SignError::Image`]).
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -89,7 +90,7 @@ pub enum SignError {
     #[error(transparent)]
     Image(#[from] ImageError),
     /// JSON could not be written.
-    #[error("json: {0}")]
+    #[error("a document could not be written as JSON")]
     Json(#[from] serde_json::Error),
 }
 
@@ -99,16 +100,30 @@ impl SignError {
         move |source| SignError::Io { path, source }
     }
 
+    /// Which kind of failure this is: a key that cannot be used is the
+    /// user's input (exit 2), a verification that fails is failed work
+    /// (exit 1), and the store's or registry's errors keep their own kind.
+    pub fn kind(&self) -> kiln_error_kind::ErrorKind {
+        use kiln_error_kind::ErrorKind;
+        match self {
+            SignError::MalformedKey { .. }
+            | SignError::WrongCurve { .. }
+            | SignError::WrongPassword { .. }
+            | SignError::KeyExists { .. }
+            | SignError::Io { .. } => ErrorKind::Input,
+            SignError::NotVerified { .. }
+            | SignError::InvalidDocument { .. }
+            | SignError::Layer { .. }
+            | SignError::Json(_) => ErrorKind::Work,
+            SignError::Random { .. } => ErrorKind::Environment,
+            SignError::Image(e) => e.kind(),
+        }
+    }
+
     /// Whether the error is the user's input (a key that is not usable, a
     /// wrong password): a command line exits 2 for these.
     pub fn is_input(&self) -> bool {
-        matches!(
-            self,
-            SignError::MalformedKey { .. }
-                | SignError::WrongCurve { .. }
-                | SignError::WrongPassword { .. }
-                | SignError::KeyExists { .. }
-        )
+        self.kind() == kiln_error_kind::ErrorKind::Input
     }
 }
 

@@ -10,7 +10,7 @@ use crate::KilnError;
 pub enum Stage {
     /// Building layers and the image.
     Build,
-    /// Build, test and promote (signing and pushing too).
+    /// Build, test, sign and promote (pushing too).
     Release,
 }
 
@@ -25,9 +25,6 @@ pub fn ensure_supported(recipe: &Recipe, stage: Stage) -> Result<(), KilnError> 
     // Every base transport and layer kind builds; what remains is
     // release-only.
     if stage == Stage::Release {
-        if recipe.promote.sign.is_some() {
-            return Err(unsupported("signing", "is", Some("[promote] sign".into())));
-        }
         if recipe.promote.push.is_some() {
             return Err(unsupported(
                 "pushing to a registry",

@@ -46,6 +46,10 @@ pub fn images(store: &Store) -> Result<Vec<ImageSummary>, KilnError> {
         let Some((name, tag)) = ref_name.split_once(':') else {
             continue;
         };
+        if kiln_sign::attached::is_attachment_tag(tag) {
+            // A signature or attestation manifest, not an image.
+            continue;
+        }
         let channels = match channels_of.get(name) {
             Some(c) => c,
             None => channels_of

@@ -85,6 +85,9 @@ pub enum KilnError {
         /// Where each leak is (never the value).
         leaks: Vec<String>,
     },
+    /// Keys, signatures, attestations, SBOMs.
+    #[error(transparent)]
+    Sign(#[from] kiln_sign::SignError),
     /// Reading or scanning for secrets failed.
     #[error(transparent)]
     Secrets(#[from] kiln_secrets::SecretError),
@@ -224,6 +227,7 @@ impl KilnError {
             KilnError::Check(e) => e.kind(),
             KilnError::Promote(e) => e.kind(),
             KilnError::Secrets(e) => e.kind(),
+            KilnError::Sign(e) => e.kind(),
             KilnError::ChangeSet { source, .. } => source.kind(),
             KilnError::Unsupported { .. }
             | KilnError::UnknownImage { .. }

@@ -3,7 +3,8 @@
 //! A recipe (see [`kiln_recipe`]) becomes a reproducible OCI image in
 //! kiln's store ([`build()`]), is booted in a real container engine and
 //! checked ([`test()`]), and only a digest that passed moves a channel
-//! ([`promote()`], [`release()`], [`rollback()`]).
+//! ([`promote()`], [`release()`], [`rollback()`]), and is signed, attested
+//! and described as cosign does ([`sign()`], [`verify()`], [`sbom()`]).
 //!
 //! This crate plans and sequences; the work is done by the crates below it:
 //! `kiln-image` (layers, manifests, the store), `kiln-engine` (Docker),
@@ -42,6 +43,7 @@ mod release;
 mod report;
 mod run_layer;
 mod secret;
+mod sign;
 mod store_lock;
 mod stored_recipe;
 mod test_run;
@@ -67,10 +69,15 @@ pub use kiln_promote::PromoteError;
 pub use kiln_promote::channel::Move;
 pub use kiln_recipe::{RECIPE_FILE_NAME, Recipe, RecipeDiagnostic, RecipeError};
 pub use kiln_secrets::SecretError;
+pub use kiln_sign::{PredicateKind, SigningKey};
 pub use reference::{ImageRef, resolve};
 pub use release::release;
 pub use report::{BaseReport, BuildReport, CheckReport, LayerReport, ReleaseReport, TestReport};
 pub use secret::{Redactor, SecretValue, redact};
+pub use sign::{
+    KeyFiles, SignError, SignReport, VerifyFailure, VerifyReport, keygen, read_signing_key, sbom,
+    sign, verify,
+};
 pub use test_run::{TestOptions, engine_tag, new_run_id, recipe_of, test};
 
 /// The recipe model: every type a [`Recipe`] is made of ([`recipe::Layer`],

@@ -36,7 +36,16 @@ pub fn resolve(store: &Store, reference: &str) -> Result<ImageRef, KilnError> {
         store: store.root().to_path_buf(),
         available,
     };
-    let refs = store.refs()?;
+    // cosign's signature and attestation manifests sit beside images as
+    // tags (`NAME:sha256-HEX.sig`) but name no image of their own.
+    let refs: Vec<(String, kiln_image::Descriptor)> = store
+        .refs()?
+        .into_iter()
+        .filter(|(r, _)| {
+            !r.split_once(':')
+                .is_some_and(|(_, tag)| kiln_sign::attached::is_attachment_tag(tag))
+        })
+        .collect();
     if let Some((name, digest)) = reference.split_once('@') {
         let name = parse_name(reference, name)?;
         let digest: Digest = digest

@@ -1,22 +1,25 @@
-//! Release: build, test, then promote to the recipe's channels. Only a
-//! digest whose checks all passed moves a channel.
+//! Release: build, test, then sign and attest (with `[promote] sign`), then
+//! promote to the recipe's channels. Only a digest whose checks all passed
+//! is signed or moves a channel, and a signing failure moves none.
 
 use kiln_engine::Engine;
 use kiln_image::Store;
 use kiln_promote::channel;
-use kiln_recipe::Recipe;
+use kiln_recipe::{BaseRef, Recipe};
 
 use crate::KilnError;
 use crate::build::{BuildOptions, build};
 use crate::capability::{Stage, ensure_supported};
 use crate::events::Events;
 use crate::report::ReleaseReport;
+use crate::sign::{ReleaseFacts, sign_release};
 use crate::test_run::{TestOptions, test};
 
-/// Build `recipe`, run its checks on the result, and when they all pass move
-/// every channel of `[promote] channels` to the new digest. `options.cancel`
-/// cancels the build and the test alike; a cancelled release promotes
-/// nothing.
+/// Build `recipe`, run its checks on the result, and when they all pass
+/// sign the digest and attest its provenance and SBOM (when `[promote]
+/// sign` names a key), then move every channel of `[promote] channels` to
+/// the new digest. `options.cancel` cancels the build and the test alike;
+/// a cancelled release signs and promotes nothing.
 pub async fn release(
     store: &Store,
     engine: &dyn Engine,
@@ -25,9 +28,12 @@ pub async fn release(
     run_id: &str,
     events: &dyn Events,
 ) -> Result<ReleaseReport, KilnError> {
-    // Refuse sign/push before spending a build on a release that cannot
-    // finish.
+    // Refuse what cannot finish before spending a build on it.
     ensure_supported(recipe, Stage::Release)?;
+    let started_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let built = build(store, recipe, options, Some(engine), events).await?;
     let digest = built.digest.clone();
     let test_options = TestOptions {
@@ -37,6 +43,25 @@ pub async fn release(
     let tested = test(store, engine, recipe, &digest, &test_options, events).await?;
     let mut promoted = Vec::new();
     if tested.passed {
+        if let Some(source) = &recipe.promote.sign {
+            let facts = ReleaseFacts {
+                recipe,
+                name: &built.name,
+                digest: &digest,
+                base: built
+                    .base
+                    .as_ref()
+                    .map(|b| (b.reference.clone(), b.digest.to_string())),
+                layers: built
+                    .layers
+                    .iter()
+                    .map(|l| (l.name.clone(), l.digest.to_string()))
+                    .collect(),
+                run_id,
+                started_at,
+            };
+            sign_release(store, &facts, source, &identity(recipe, &built.name))?;
+        }
         for ch in &recipe.promote.channels {
             let moved = channel::promote(store, &built.name, &digest, ch)?;
             events.promoted(&built.name, ch, &moved);
@@ -48,4 +73,15 @@ pub async fn release(
         test: tested,
         promoted,
     })
+}
+
+/// Where the signature says the image lives: the push destination's
+/// `HOST/REPO` when the recipe pushes, else the image's name.
+fn identity(recipe: &Recipe, name: &str) -> String {
+    match recipe.promote.push.as_deref().map(str::parse::<BaseRef>) {
+        Some(Ok(BaseRef::Registry {
+            host, repository, ..
+        })) => format!("{host}/{repository}"),
+        _ => name.to_owned(),
+    }
 }
