@@ -9,20 +9,9 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 use support::{
-    assert_store_never_saw, engine, have_tool, hello_copy, json, kiln, kiln_with_env, ok,
-    repo_root, required, stderr,
+    Registry, assert_store_never_saw, build_digest, engine, have_tool, hello_copy, json, kiln,
+    kiln_with_env, ok, repo_root, stderr,
 };
-
-fn build_digest(store: &Path, recipe: &Path) -> String {
-    let out = ok(kiln(
-        store,
-        &["build", recipe.to_str().expect("utf8"), "--json"],
-    ));
-    json(&out)["images"][0]["digest"]
-        .as_str()
-        .expect("digest")
-        .to_owned()
-}
 
 /// Touch every file under `dir` with a different mtime.
 fn retime(dir: &Path, seconds: u64) {
@@ -346,7 +335,7 @@ fn no_engine_is_exit_3() {
 }
 
 #[test]
-fn unsupported_features_are_refused_not_ignored() {
+fn a_release_whose_signing_key_is_unusable_builds_nothing() {
     let tmp = tempfile::tempdir().expect("tmp");
     let image = hello_copy(tmp.path(), "0.5.0");
     let store = tmp.path().join("store");
@@ -359,10 +348,14 @@ fn unsupported_features_are_refused_not_ignored() {
         ),
     )
     .expect("write");
-    let out = kiln(&store, &["release", image.to_str().expect("utf8")]);
+    let out = kiln_with_env(
+        &store,
+        &["release", image.to_str().expect("utf8")],
+        &[("KILN_SIGNING_KEY", "")],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("signing is not supported yet"),
+        stderr(&out).contains("KILN_SIGNING_KEY"),
         "{}",
         stderr(&out)
     );
@@ -1216,76 +1209,6 @@ async fn recipe_bases_build_first_each_once_and_cycles_are_refused() {
         err.contains("cycle") && err.contains("hello/kiln.toml") && err.contains("child/kiln.toml"),
         "{err}"
     );
-}
-
-/// A CNCF distribution registry on a free loopback port, stopped on drop.
-struct Registry {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Option<Registry> {
-        if !have_tool_at("/usr/bin/docker-registry") {
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("tmp");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .expect("config");
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("docker-registry");
-        let registry = Registry {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the registry did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Some(registry)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn have_tool_at(path: &str) -> bool {
-    let found = Path::new(path).exists();
-    assert!(
-        found || !required(),
-        "{path} is required (KILN_REQUIRE_ENGINE=1 or CI=true) but missing"
-    );
-    if !found {
-        eprintln!("skipped: {path} is not installed");
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -477,6 +477,18 @@ fn promote(v: &Value<'_>, text: &str, p: &mut Problems) -> Option<Promote> {
         ok.then_some(out)
     });
     let sign = optional(&t, "sign", |v, what| {
+        // A key written into the recipe would be committed, copied and
+        // stored with it: refuse it here, at its line, before anything runs.
+        if let toml::de::DeValue::String(text) = v.get_ref()
+            && (text.contains("-----BEGIN") || text.contains("PRIVATE KEY"))
+        {
+            return p.fail_help(
+                v.span(),
+                "a key written inline",
+                "[promote] sign holds a key itself: kiln refuses keys inline in a recipe",
+                "keep the key in a file or the environment: sign = \"file:keys/release.key\" or sign = \"env:KILN_SIGNING_KEY\"",
+            );
+        }
         crate::document::parsed::<SecretSource>(v, what, "sign = \"file:keys/release.key\"", p)
             .map(Spanned::into_inner)
     });

@@ -109,28 +109,11 @@ pub fn read_layers(
     manifest: &Digest,
     kind: Attachment,
 ) -> Result<Vec<AttachedLayer>, SignError> {
-    let invalid = |reason: String| SignError::InvalidDocument {
-        what: kind.what(),
-        digest: manifest.clone(),
-        reason,
-    };
     let bytes = store.read_blob(manifest)?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
-    let layers: Vec<Descriptor> = value
-        .get("layers")
-        .map(|l| serde_json::from_value(l.clone()))
-        .transpose()
-        .map_err(|e| invalid(format!("its layers: {e}")))?
-        .unwrap_or_default();
-    layers
+    referenced_blobs(manifest, &bytes, kind)?
         .into_iter()
+        .skip(1)
         .map(|descriptor| {
-            if descriptor.size > MAX_LAYER {
-                return Err(invalid(format!(
-                    "layer {} has {} bytes, more than kiln reads",
-                    descriptor.digest, descriptor.size
-                )));
-            }
             let content = store.read_blob(&descriptor.digest)?;
             Ok(AttachedLayer {
                 descriptor,
@@ -138,6 +121,41 @@ pub fn read_layers(
             })
         })
         .collect()
+}
+
+/// The config and layers an attachment manifest (its `bytes`, digest
+/// `manifest`) references, in that order: what a copy to or from a registry
+/// must carry with it.
+pub fn referenced_blobs(
+    manifest: &Digest,
+    bytes: &[u8],
+    kind: Attachment,
+) -> Result<Vec<Descriptor>, SignError> {
+    let invalid = |reason: String| SignError::InvalidDocument {
+        what: kind.what(),
+        digest: manifest.clone(),
+        reason,
+    };
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+    let config: Descriptor = value
+        .get("config")
+        .map(|c| serde_json::from_value(c.clone()))
+        .transpose()
+        .map_err(|e| invalid(format!("its config: {e}")))?
+        .ok_or_else(|| invalid("it has no config".into()))?;
+    let layers: Vec<Descriptor> = value
+        .get("layers")
+        .map(|l| serde_json::from_value(l.clone()))
+        .transpose()
+        .map_err(|e| invalid(format!("its layers: {e}")))?
+        .unwrap_or_default();
+    if let Some(big) = layers.iter().find(|l| l.size > MAX_LAYER) {
+        return Err(invalid(format!(
+            "layer {} has {} bytes, more than kiln reads",
+            big.digest, big.size
+        )));
+    }
+    Ok(std::iter::once(config).chain(layers).collect())
 }
 
 /// Write into `store` the attachment manifest holding the layers of

@@ -24,14 +24,12 @@ pub fn ensure_supported(recipe: &Recipe, stage: Stage) -> Result<(), KilnError> 
     };
     // Every base transport and layer kind builds; what remains is
     // release-only.
-    if stage == Stage::Release {
-        if recipe.promote.push.is_some() {
-            return Err(unsupported(
-                "pushing to a registry",
-                "is",
-                Some("[promote] push".into()),
-            ));
-        }
+    if stage == Stage::Release && recipe.promote.push.is_some() {
+        return Err(unsupported(
+            "pushing to a registry",
+            "is",
+            Some("[promote] push".into()),
+        ));
     }
     Ok(())
 }

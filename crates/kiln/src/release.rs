@@ -12,7 +12,7 @@ use crate::build::{BuildOptions, build};
 use crate::capability::{Stage, ensure_supported};
 use crate::events::Events;
 use crate::report::ReleaseReport;
-use crate::sign::{ReleaseFacts, sign_release};
+use crate::sign::{ReleaseFacts, release_key, sign_release};
 use crate::test_run::{TestOptions, test};
 
 /// Build `recipe`, run its checks on the result, and when they all pass
@@ -30,6 +30,12 @@ pub async fn release(
 ) -> Result<ReleaseReport, KilnError> {
     // Refuse what cannot finish before spending a build on it.
     ensure_supported(recipe, Stage::Release)?;
+    // A key that cannot be read or opened fails the release before it
+    // builds anything.
+    let key = match &recipe.promote.sign {
+        Some(source) => Some(release_key(recipe, source)?),
+        None => None,
+    };
     let started_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -43,7 +49,7 @@ pub async fn release(
     let tested = test(store, engine, recipe, &digest, &test_options, events).await?;
     let mut promoted = Vec::new();
     if tested.passed {
-        if let Some(source) = &recipe.promote.sign {
+        if let Some(key) = &key {
             let facts = ReleaseFacts {
                 recipe,
                 name: &built.name,
@@ -60,7 +66,7 @@ pub async fn release(
                 run_id,
                 started_at,
             };
-            sign_release(store, &facts, source, &identity(recipe, &built.name))?;
+            sign_release(store, &facts, key, &identity(recipe, &built.name))?;
         }
         for ch in &recipe.promote.channels {
             let moved = channel::promote(store, &built.name, &digest, ch)?;

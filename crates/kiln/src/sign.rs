@@ -7,9 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_image::{Digest, RegistryAuth, Store};
+use kiln_image::{CredentialFiles, Descriptor, Digest, ImageError, Remote, Store};
 use kiln_recipe::{BaseRef, Recipe, SecretSource};
-use kiln_sign::attached::Attachment;
+use kiln_sign::attached::{self, Attachment};
 use kiln_sign::{PredicateKind, PublicKey, SbomSubject, SigningKey, Statement};
 use serde::Serialize;
 
@@ -136,22 +136,15 @@ pub async fn sign(
             digest,
         } => {
             let scratch = Scratch::new()?;
-            scratch
-                .pull(host, repository, digest, Attachment::Signature)
-                .await?;
+            let remote = remote(host, repository, true)?;
+            scratch.pull(&remote, digest, Attachment::Signature).await?;
             let identity = format!("{host}/{repository}");
             let signed =
                 kiln_sign::sign_image(&scratch.store, SCRATCH_NAME, digest, &identity, key)?;
             if signed.added {
-                kiln_image::push_artifact(
-                    &scratch.store,
-                    &signed.manifest.digest,
-                    host,
-                    repository,
-                    &tag,
-                    RegistryAuth::Anonymous,
-                )
-                .await?;
+                scratch
+                    .push(&remote, &signed.manifest, Attachment::Signature, digest)
+                    .await?;
             }
             signed.added
         }
@@ -188,7 +181,9 @@ pub async fn verify(
             digest,
         } => {
             scratch = Scratch::new()?;
-            scratch.pull(host, repository, digest, kind).await?;
+            scratch
+                .pull(&remote(host, repository, false)?, digest, kind)
+                .await?;
             (&scratch.store, SCRATCH_NAME)
         }
     };
@@ -252,25 +247,60 @@ impl Scratch {
         Ok(Scratch { _dir: dir, store })
     }
 
-    /// Pull the `kind` attachment of `digest` (if the registry has one) and
-    /// name it as kiln-sign looks for it.
+    /// Pull the `kind` attachment of `digest` (if the registry has one),
+    /// with its blobs, and name it as kiln-sign looks for it.
     async fn pull(
         &self,
-        host: &str,
-        repository: &str,
+        remote: &Remote,
         digest: &Digest,
         kind: Attachment,
     ) -> Result<(), KilnError> {
         let tag = kind.tag(digest);
-        let found =
-            kiln_image::pull_artifact(&self.store, host, repository, &tag, RegistryAuth::Anonymous)
-                .await?;
-        if let Some(manifest) = found {
-            self.store
-                .set_ref(&format!("{SCRATCH_NAME}:{tag}"), &manifest)?;
+        let manifest = match remote.manifest(&tag).await {
+            Ok(m) => m,
+            Err(ImageError::RegistryNotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let stored = self.store.put_blob(&manifest.bytes)?;
+        for blob in attached::referenced_blobs(&stored, &manifest.bytes, kind)? {
+            remote.fetch_blob(&self.store, &blob).await?;
         }
+        let descriptor = Descriptor::new(manifest.media_type, stored, manifest.bytes.len() as u64);
+        self.store
+            .set_ref(&format!("{SCRATCH_NAME}:{tag}"), &descriptor)?;
         Ok(())
     }
+
+    /// Push the attachment `manifest` with its blobs under the `kind` tag
+    /// of `digest`.
+    async fn push(
+        &self,
+        remote: &Remote,
+        manifest: &Descriptor,
+        kind: Attachment,
+        digest: &Digest,
+    ) -> Result<(), KilnError> {
+        let bytes = self.store.read_blob(&manifest.digest)?;
+        for blob in attached::referenced_blobs(&manifest.digest, &bytes, kind)? {
+            let what = format!("{} of {}", blob.media_type, kind.tag(digest));
+            remote.push_blob(&self.store, &blob, &what).await?;
+        }
+        remote
+            .push_manifest(&kind.tag(digest), &manifest.media_type, bytes)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The repository `repository` at `host`, with the credentials docker,
+/// skopeo and podman would use there; asking to push only when `write`.
+fn remote(host: &str, repository: &str, write: bool) -> Result<Remote, KilnError> {
+    let auth = CredentialFiles::from_environment().lookup(host)?;
+    Ok(if write {
+        Remote::new(host, repository, auth)?
+    } else {
+        Remote::new_read_only(host, repository, auth)?
+    })
 }
 
 /// The facts of one release that its provenance records.
@@ -284,17 +314,16 @@ pub(crate) struct ReleaseFacts<'a> {
     pub started_at: u64,
 }
 
-/// The release's signing step: read the key `[promote] sign` names, sign
-/// the digest, and attest its provenance and its SBOM, all in the store.
+/// The release's signing step: sign the digest with `key`, and attest its
+/// provenance and its SBOM, all in the store.
 /// `identity` is where the image is going (`HOST/REPO`), else its name.
 pub(crate) fn sign_release(
     store: &Store,
     facts: &ReleaseFacts<'_>,
-    source: &SecretSource,
+    key: &SigningKey,
     identity: &str,
 ) -> Result<(), KilnError> {
-    let key = release_key(facts.recipe, source)?;
-    kiln_sign::sign_image(store, facts.name, facts.digest, identity, &key)?;
+    kiln_sign::sign_image(store, facts.name, facts.digest, identity, key)?;
     let provenance = provenance(store, facts)?;
     let statement = Statement::about_image(
         identity,
@@ -302,17 +331,17 @@ pub(crate) fn sign_release(
         PredicateKind::SlsaProvenanceV1,
         provenance.predicate(),
     );
-    kiln_sign::attest_image(store, facts.name, facts.digest, &statement, &key)?;
+    kiln_sign::attest_image(store, facts.name, facts.digest, &statement, key)?;
     let sbom = sbom_of(store, facts.name, facts.digest)?;
     let statement = Statement::about_image(identity, facts.digest, PredicateKind::SpdxJson, sbom);
-    kiln_sign::attest_image(store, facts.name, facts.digest, &statement, &key)?;
+    kiln_sign::attest_image(store, facts.name, facts.digest, &statement, key)?;
     Ok(())
 }
 
 /// The signing key `[promote] sign` names: a file (relative to the recipe)
 /// or an environment variable holding the PEM; its password is
 /// `COSIGN_PASSWORD` (empty when unset), as for cosign.
-fn release_key(recipe: &Recipe, source: &SecretSource) -> Result<SigningKey, KilnError> {
+pub(crate) fn release_key(recipe: &Recipe, source: &SecretSource) -> Result<SigningKey, KilnError> {
     let password = std::env::var("COSIGN_PASSWORD").unwrap_or_default();
     let unavailable = |reason: String| KilnError::SecretUnavailable {
         name: "[promote] sign".into(),

@@ -152,3 +152,88 @@ pub(crate) fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A CNCF distribution registry on a free loopback port, stopped on drop.
+pub(crate) struct Registry {
+    child: std::process::Child,
+    /// Its loopback port.
+    pub(crate) port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Start one, or `None` (after saying so) when docker-registry is
+    /// missing and the real parts are not required.
+    pub(crate) fn start() -> Option<Registry> {
+        if !have_tool_at("/usr/bin/docker-registry") {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tmp");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("config");
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry");
+        let registry = Registry {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the registry did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(registry)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn have_tool_at(path: &str) -> bool {
+    let found = Path::new(path).exists();
+    assert!(
+        found || !required(),
+        "{path} is required (KILN_REQUIRE_ENGINE=1 or CI=true) but missing"
+    );
+    if !found {
+        eprintln!("skipped: {path} is not installed");
+    }
+    found
+}
+
+/// Build `recipe` into `store`; the image's digest.
+pub(crate) fn build_digest(store: &Path, recipe: &Path) -> String {
+    let out = ok(kiln(
+        store,
+        &["build", recipe.to_str().expect("utf8"), "--json"],
+    ));
+    json(&out)["images"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned()
+}
