@@ -24,17 +24,8 @@ pub fn ensure_supported(recipe: &Recipe, stage: Stage) -> Result<(), KilnError> 
     };
     // Every base transport and layer kind builds; what remains is
     // release-only.
-    if stage == Stage::Release {
-        if recipe.promote.sign.is_some() {
-            return Err(unsupported("signing", "is", Some("[promote] sign".into())));
-        }
-        if recipe.promote.push.is_some() {
-            return Err(unsupported(
-                "pushing to a registry",
-                "is",
-                Some("[promote] push".into()),
-            ));
-        }
+    if stage == Stage::Release && recipe.promote.sign.is_some() {
+        return Err(unsupported("signing", "is", Some("[promote] sign".into())));
     }
     Ok(())
 }

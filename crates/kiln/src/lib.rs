@@ -38,6 +38,7 @@ mod gc;
 mod graph;
 mod plan;
 mod reference;
+mod registry;
 mod release;
 mod report;
 mod run_layer;
@@ -68,8 +69,11 @@ pub use kiln_promote::channel::Move;
 pub use kiln_recipe::{RECIPE_FILE_NAME, Recipe, RecipeDiagnostic, RecipeError};
 pub use kiln_secrets::SecretError;
 pub use reference::{ImageRef, resolve};
+pub use registry::RegistryTarget;
 pub use release::release;
-pub use report::{BaseReport, BuildReport, CheckReport, LayerReport, ReleaseReport, TestReport};
+pub use report::{
+    BaseReport, BuildReport, CheckReport, LayerReport, PushedReport, ReleaseReport, TestReport,
+};
 pub use secret::{Redactor, SecretValue, redact};
 pub use test_run::{TestOptions, engine_tag, new_run_id, recipe_of, test};
 

@@ -10,7 +10,8 @@ use crate::KilnError;
 use crate::build::{BuildOptions, build};
 use crate::capability::{Stage, ensure_supported};
 use crate::events::Events;
-use crate::report::ReleaseReport;
+use crate::registry::RegistryTarget;
+use crate::report::{PushedReport, ReleaseReport};
 use crate::test_run::{TestOptions, test};
 
 /// Build `recipe`, run its checks on the result, and when they all pass move
@@ -36,7 +37,22 @@ pub async fn release(
     };
     let tested = test(store, engine, recipe, &digest, &test_options, events).await?;
     let mut promoted = Vec::new();
+    let mut pushed = None;
     if tested.passed {
+        // Pushed before any channel moves: a push that fails leaves the
+        // channels where they were, here and in the registry.
+        if let Some(destination) = &recipe.promote.push {
+            pushed = Some(
+                push(
+                    store,
+                    destination,
+                    &digest,
+                    &built.tags,
+                    &recipe.promote.channels,
+                )
+                .await?,
+            );
+        }
         for ch in &recipe.promote.channels {
             let moved = channel::promote(store, &built.name, &digest, ch)?;
             events.promoted(&built.name, ch, &moved);
@@ -47,5 +63,33 @@ pub async fn release(
         build: built,
         test: tested,
         promoted,
+        pushed,
+    })
+}
+
+/// Push `digest` to `destination` (`docker://HOST/REPO`), tagged with the
+/// build's tags and then each channel.
+async fn push(
+    store: &Store,
+    destination: &str,
+    digest: &Digest,
+    build_tags: &[String],
+    channels: &[String],
+) -> Result<PushedReport, KilnError> {
+    let target = RegistryTarget::parse(destination)?;
+    let mut tags: Vec<String> = build_tags.to_vec();
+    tags.extend(target.tag.iter().cloned());
+    for ch in channels {
+        if !tags.contains(ch) {
+            tags.push(ch.clone());
+        }
+    }
+    let remote = target.remote(false)?;
+    let report = remote.push_image(store, digest, &tags).await?;
+    Ok(PushedReport {
+        destination: format!("docker://{}/{}", target.host, target.repository),
+        digest: report.digest.unwrap_or_else(|| digest.clone()).to_string(),
+        tags: report.tags,
+        blobs_uploaded: report.uploaded.len(),
     })
 }
