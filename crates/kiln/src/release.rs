@@ -2,7 +2,7 @@
 //! digest whose checks all passed moves a channel.
 
 use kiln_engine::Engine;
-use kiln_image::Store;
+use kiln_image::{Digest, Store};
 use kiln_promote::channel;
 use kiln_recipe::Recipe;
 
@@ -88,7 +88,7 @@ async fn push(
     let report = remote.push_image(store, digest, &tags).await?;
     Ok(PushedReport {
         destination: format!("docker://{}/{}", target.host, target.repository),
-        digest: report.digest.unwrap_or_else(|| digest.clone()).to_string(),
+        digest: report.digest.unwrap_or_else(|| digest.clone()),
         tags: report.tags,
         blobs_uploaded: report.uploaded.len(),
     })

@@ -94,7 +94,7 @@ pub struct PushedReport {
     /// `docker://HOST/REPO`.
     pub destination: String,
     /// The manifest digest the registry reported (always the image's own).
-    pub digest: String,
+    pub digest: Digest,
     /// The tags written: the version, extra tags, and each channel moved.
     pub tags: Vec<String>,
     /// Blobs sent; those the registry had (or mounted) are not counted.
