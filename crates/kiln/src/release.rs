@@ -8,6 +8,7 @@ use kiln_recipe::Recipe;
 
 use crate::KilnError;
 use crate::build::{BuildOptions, build};
+use crate::cancel::until_cancelled;
 use crate::capability::{Stage, ensure_supported};
 use crate::events::Events;
 use crate::registry::RegistryTarget;
@@ -42,16 +43,16 @@ pub async fn release(
         // Pushed before any channel moves: a push that fails leaves the
         // channels where they were, here and in the registry.
         if let Some(destination) = &recipe.promote.push {
-            pushed = Some(
-                push(
-                    store,
-                    destination,
-                    &digest,
-                    &built.tags,
-                    &recipe.promote.channels,
-                )
-                .await?,
+            // A cancelled push stops between requests: the manifest goes
+            // last, so the registry is left with no half-written tag.
+            let pushing = push(
+                store,
+                destination,
+                &digest,
+                &built.tags,
+                &recipe.promote.channels,
             );
+            pushed = Some(until_cancelled(&options.cancel, pushing).await?);
         }
         for ch in &recipe.promote.channels {
             let moved = channel::promote(store, &built.name, &digest, ch)?;

@@ -225,11 +225,10 @@ async fn build_one(
     let started = Instant::now();
     events.build_started(&recipe.image.name.to_string(), recipe.layers.len());
 
-    let base =
-        until_cancelled(&options.cancel, base::resolve(store, recipe, built, engine)).await?;
     let shared =
         crate::registry::SharedCache::open(&options.cache_from, options.cache_to.as_deref())?;
-    let base = base::resolve(store, recipe, built, engine).await?;
+    let base =
+        until_cancelled(&options.cancel, base::resolve(store, recipe, built, engine)).await?;
     let plan = plan::plan(recipe, options)?;
     let mut stat = StatCache::load(store);
     let mut inputs = snapshot::take(recipe, &plan, base.as_ref(), &mut stat)?;
@@ -259,7 +258,7 @@ async fn build_one(
     let lease = leak::check(store, recipe, &image, base_layers, lease).await?;
     record::record(store, recipe, &plan, &image, &stat, inputs.snapshots)?;
     if let Some(shared) = &shared {
-        shared.publish(store, &to_publish).await?;
+        until_cancelled(&options.cancel, shared.publish(store, &to_publish)).await?;
     }
     drop(lease);
 
