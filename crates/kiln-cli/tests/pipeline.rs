@@ -1600,6 +1600,7 @@ fn hostile_recipes_are_exit_2_never_a_crash() {
             stderr(&out).chars().take(2000).collect::<String>()
         );
     }
+}
 
 /// The hello image set to push to `destination` when released.
 fn pushing_hello(dir: &Path, version: &str, destination: &str) -> PathBuf {
