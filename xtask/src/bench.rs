@@ -151,6 +151,9 @@ pub(crate) fn bench() -> Result<()> {
         docker_changed.push(b.docker_build(false)?.elapsed);
     }
     b.docker_rmi();
+
+    eprintln!("==> push to a local registry: kiln export docker:// vs skopeo copy");
+    let (kiln_push, skopeo_push) = push_rounds(&b, &store)?;
     remove_dir(&store)?;
 
     eprintln!("==> kiln peak memory on a ~2 GB layer");
@@ -175,6 +178,8 @@ pub(crate) fn bench() -> Result<()> {
         only_its_layer,
         large_time,
         peak_rss_kib,
+        kiln_push: median(&kiln_push),
+        skopeo_push: median(&skopeo_push),
         raw: vec![
             ("tar | sha256sum", tar_sha),
             ("tar | gzip -1 -n | sha256sum", tar_gzip),
@@ -184,6 +189,8 @@ pub(crate) fn bench() -> Result<()> {
             ("docker build, cached", docker_cached),
             ("kiln build, one file changed", kiln_changed),
             ("docker build, one file changed", docker_changed),
+            ("kiln export docker://, cold registry", kiln_push),
+            ("skopeo copy oci: docker://, cold registry", skopeo_push),
         ],
     };
     let table = m.table();
@@ -310,6 +317,106 @@ impl Bench {
 /// The ~300 MB context: `lib/` (a copy of the system's libraries, regular
 /// files and symlinks), `extra/`, the recipe and the Dockerfile. Returns
 /// the bytes of file content in it.
+/// Push the built `bench:1.0.0` from `store` to an empty local registry,
+/// once with `kiln export ... docker://` and once with `skopeo copy oci:...
+/// docker://`, in alternating order, each round against a fresh registry
+/// (a new process on a new loopback port and storage folder) so that
+/// every blob is sent.
+fn push_rounds(b: &Bench, store: &Path) -> Result<(Vec<Duration>, Vec<Duration>)> {
+    let mut kiln = Vec::new();
+    let mut skopeo = Vec::new();
+    for round in 0..ROUNDS {
+        for first_kiln in [round % 2 == 0, round % 2 != 0] {
+            let registry = LocalRegistry::start(&b.dir.join("registry"))?;
+            let elapsed = if first_kiln {
+                b.time(
+                    "kiln export docker://",
+                    Command::new(&b.kiln)
+                        .arg("export")
+                        .arg("bench:1.0.0")
+                        .arg(format!("docker://{}/bench/kiln:1.0.0", registry.host))
+                        .arg("--store")
+                        .arg(store),
+                )?
+                .elapsed
+            } else {
+                b.time(
+                    "skopeo copy",
+                    Command::new("skopeo")
+                        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+                        .arg(format!("oci:{}:bench:1.0.0", store.display()))
+                        .arg(format!("docker://{}/bench/skopeo:1.0.0", registry.host)),
+                )?
+                .elapsed
+            };
+            if first_kiln {
+                kiln.push(elapsed);
+            } else {
+                skopeo.push(elapsed);
+            }
+        }
+    }
+    remove_dir(&b.dir.join("registry"))?;
+    Ok((kiln, skopeo))
+}
+
+/// A CNCF distribution registry of the bench's own on a loopback port,
+/// stopped (by its pid) and its storage removed when dropped.
+struct LocalRegistry {
+    child: std::process::Child,
+    host: String,
+    dir: PathBuf,
+}
+
+impl LocalRegistry {
+    fn start(dir: &Path) -> Result<LocalRegistry> {
+        remove_dir(dir)?;
+        fs::create_dir_all(dir)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let config = dir.join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("data").display()
+            ),
+        )?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("could not start docker-registry")?;
+        let registry = LocalRegistry {
+            child,
+            host: format!("127.0.0.1:{port}"),
+            dir: dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&registry.host).is_err() {
+            if Instant::now() > deadline {
+                bail!(
+                    "docker-registry did not listen on {} within 30 s",
+                    registry.host
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(registry)
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn prepare_small(b: &Bench) -> Result<u64> {
     let done = b.dir.join("ctx-v2.complete");
     let lib = b.ctx.join("lib");
@@ -498,6 +605,8 @@ struct Measured {
     only_its_layer: bool,
     large_time: Duration,
     peak_rss_kib: Option<u64>,
+    kiln_push: Duration,
+    skopeo_push: Duration,
     raw: Vec<(&'static str, Vec<Duration>)>,
 }
 
@@ -579,6 +688,15 @@ impl Measured {
             secs(self.docker_changed),
             ratio(self.kiln_changed, self.docker_changed),
             verdict(self.only_its_layer)
+        );
+        let push_ratio = ratio(self.kiln_push, self.skopeo_push);
+        let _ = writeln!(
+            t,
+            "| push to a local registry vs `skopeo copy oci: docker://` | {} | {} | {:.2} | ≤ 1.0 | {} |",
+            secs(self.kiln_push),
+            secs(self.skopeo_push),
+            push_ratio,
+            verdict(push_ratio <= 1.0)
         );
         match self.peak_rss_kib {
             Some(kib) => {

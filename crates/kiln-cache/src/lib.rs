@@ -13,6 +13,9 @@
 //! - [`key`]: the key and the inputs it is made of.
 //! - [`entry`]: key → blob, written atomically and only after the blob is in
 //!   the store; a blob that is missing or whose bytes changed is never a hit.
+//! - [`shared`]: a registry repository as the cache machines share
+//!   (`--cache-to`, `--cache-from`): entries as tagged manifests, taken
+//!   only after the key, the blob's digest and its diff_id check out.
 //! - [`explain`]: why a layer missed: which input file, which key of the
 //!   recipe, or which parent changed, compared with the image's last build.
 //!
@@ -41,6 +44,7 @@ pub mod entry;
 mod error;
 pub mod explain;
 pub mod key;
+pub mod shared;
 pub mod stat;
 
 pub use error::CacheError;

@@ -41,6 +41,14 @@ pub struct BuildFlags {
     /// Another tag to give the built images (repeatable).
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
+    /// Take layers this store misses from a registry's shared cache, each
+    /// verified (repeatable; the first that has a layer wins).
+    #[arg(long = "cache-from", value_name = "docker://HOST/REPO")]
+    pub cache_from: Vec<String>,
+    /// Publish every built layer's cache entry and blob to a registry, for
+    /// other machines' --cache-from.
+    #[arg(long = "cache-to", value_name = "docker://HOST/REPO")]
+    pub cache_to: Option<String>,
 }
 
 /// The commands.

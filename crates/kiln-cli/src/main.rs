@@ -394,6 +394,8 @@ fn build_options(flags: &BuildFlags) -> Result<BuildOptions, Failure> {
     Ok(BuildOptions {
         no_cache: flags.no_cache,
         jobs: usize::from(flags.jobs),
+        cache_from: flags.cache_from.clone(),
+        cache_to: flags.cache_to.clone(),
         ..options_with_tags(flags.tags.clone())?
     })
 }
@@ -416,6 +418,8 @@ fn options_with_tags(extra_tags: Vec<String>) -> Result<BuildOptions, Failure> {
         jobs: 1,
         run_id: None,
         cancel: kiln::Cancel::default(),
+        cache_from: Vec::new(),
+        cache_to: None,
     })
 }
 

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use support::{
     Registry, assert_store_never_saw, build_digest, engine, have_tool, hello_copy, json, kiln,
-    kiln_with_env, ok, repo_root, stderr,
+    kiln_with_env, ok, repo_root, required, stderr,
 };
 
 /// Touch every file under `dir` with a different mtime.
@@ -1506,4 +1506,300 @@ fn hostile_recipes_are_exit_2_never_a_crash() {
             stderr(&out).chars().take(2000).collect::<String>()
         );
     }
+}
+
+/// The hello image set to push to `destination` when released.
+fn pushing_hello(dir: &Path, version: &str, destination: &str) -> PathBuf {
+    let image = hello_copy(dir, version);
+    let toml = std::fs::read_to_string(image.join("kiln.toml")).expect("read recipe");
+    let toml = toml.replace(
+        "channels = [\"stable\"]",
+        &format!("channels = [\"stable\"]\npush = \"{destination}\""),
+    );
+    std::fs::write(image.join("kiln.toml"), toml).expect("write recipe");
+    image
+}
+
+/// `docker` with its output, failing the test when it fails.
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn release_pushes_the_tested_digest_and_docker_runs_it() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    if !have_tool("skopeo") {
+        return;
+    }
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = format!("127.0.0.1:{}/team/hello-pushed", registry.port);
+    let image = pushing_hello(tmp.path(), "0.30.0-push", &format!("docker://{repo}"));
+    let store = tmp.path().join("store");
+    let empty_config = tmp.path().join("docker-config");
+    std::fs::create_dir_all(&empty_config).expect("mkdir");
+    let env = [("DOCKER_CONFIG", empty_config.to_str().expect("utf8"))];
+    let release = |env: &[(&str, &str)]| {
+        json(&ok(kiln_with_env(
+            &store,
+            &["release", image.to_str().expect("utf8"), "--json"],
+            env,
+        )))
+    };
+    let first = release(&env);
+    let r = &first["releases"][0];
+    let digest = r["build"]["digest"].as_str().expect("digest").to_owned();
+    assert_eq!(
+        r["pushed"]["digest"].as_str(),
+        Some(digest.as_str()),
+        "{r:#}"
+    );
+    assert_eq!(
+        r["pushed"]["tags"],
+        serde_json::json!(["0.30.0-push", "stable"])
+    );
+    assert_eq!(
+        r["pushed"]["blobs_uploaded"], 3,
+        "config and two layers: {r:#}"
+    );
+    // The registry serves kiln's digest under every tag.
+    for tag in ["0.30.0-push", "stable"] {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{repo}:{tag}"))
+            .output()
+            .expect("skopeo");
+        let inspect: Value = serde_json::from_slice(&out.stdout).expect("skopeo JSON");
+        assert_eq!(
+            inspect["Digest"].as_str(),
+            Some(digest.as_str()),
+            "tag {tag}"
+        );
+    }
+    // Docker pulls it and runs it.
+    let pulled = format!("{repo}:0.30.0-push");
+    docker(&["pull", &pulled]);
+    let said = docker(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/busybox",
+        &pulled,
+        "cat",
+        "/www/index.html",
+    ]);
+    let _ = Command::new("docker").args(["rmi", &pulled]).output();
+    assert!(said.contains("Hello from kiln"), "{said}");
+
+    // A second release pushes no blob: the registry has them all.
+    let second = release(&env);
+    let r = &second["releases"][0];
+    assert_eq!(r["pushed"]["digest"].as_str(), Some(digest.as_str()));
+    assert_eq!(r["pushed"]["blobs_uploaded"], 0, "{r:#}");
+
+    // An export under another tag is the same digest.
+    ok(kiln_with_env(
+        &store,
+        &[
+            "export",
+            "hello:0.30.0-push",
+            &format!("docker://{repo}:exported"),
+        ],
+        &env,
+    ));
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{repo}:exported"))
+        .output()
+        .expect("skopeo");
+    let inspect: Value = serde_json::from_slice(&out.stdout).expect("skopeo JSON");
+    assert_eq!(inspect["Digest"].as_str(), Some(digest.as_str()));
+}
+
+/// An htpasswd line for `user`/`password` (bcrypt, from Python's crypt).
+fn htpasswd_line(user: &str, password: &str) -> Option<String> {
+    let out = Command::new("python3")
+        .args([
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+            password,
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    assert!(
+        out.is_some() || !required(),
+        "python3 with crypt is required to make an htpasswd file"
+    );
+    let hash = String::from_utf8(out?.stdout).ok()?;
+    Some(format!("{user}:{}\n", hash.trim()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_come_from_docker_config_helpers_and_registry_auth_file() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let Some(line) = htpasswd_line("kiln", "s3cret") else {
+        return;
+    };
+    let Some(registry) = Registry::start_with_auth(Some(&line)) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let host = format!("127.0.0.1:{}", registry.port);
+    let image = hello_copy(tmp.path(), "0.31.0-private");
+    let store = tmp.path().join("store");
+    build_digest(&store, &image);
+    let auth = |user_password: &str| {
+        use base64::Engine as _;
+        serde_json::json!({ "auths": { host.clone(): {
+            "auth": base64::engine::general_purpose::STANDARD.encode(user_password)
+        } } })
+        .to_string()
+    };
+    let dir = |name: &str, config: Option<String>| {
+        let d = tmp.path().join(name);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        if let Some(config) = config {
+            std::fs::write(d.join("config.json"), config).expect("write config");
+        }
+        d.to_str().expect("utf8").to_owned()
+    };
+    let nothing = dir("none", None);
+    let good = dir("good", Some(auth("kiln:s3cret")));
+    let bad = dir("bad", Some(auth("kiln:hunter2-bad")));
+    let export = |to: &str, env: &[(&str, &str)]| {
+        kiln_with_env(
+            &store,
+            &[
+                "export",
+                "hello:0.31.0-private",
+                &format!("docker://{host}/team/private:{to}"),
+            ],
+            env,
+        )
+    };
+
+    // No credentials, and wrong ones: exit 3, naming the registry and
+    // what to set, never the password.
+    for (config, what) in [(&nothing, "none"), (&bad, "wrong")] {
+        let out = export(
+            "x",
+            &[("DOCKER_CONFIG", config), ("REGISTRY_AUTH_FILE", "")],
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{what}: {err}");
+        assert!(
+            err.contains(&host) && err.contains("REGISTRY_AUTH_FILE"),
+            "{what}: {err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+    // docker's config.json.
+    ok(export(
+        "1",
+        &[("DOCKER_CONFIG", &good), ("REGISTRY_AUTH_FILE", "")],
+    ));
+    // containers-auth.json through REGISTRY_AUTH_FILE; it comes first.
+    let auth_file = tmp.path().join("auth.json");
+    std::fs::write(&auth_file, auth("kiln:s3cret")).expect("write auth file");
+    let auth_file = auth_file.to_str().expect("utf8");
+    ok(export(
+        "2",
+        &[("DOCKER_CONFIG", &bad), ("REGISTRY_AUTH_FILE", auth_file)],
+    ));
+    // A credential helper on PATH, named by credHelpers.
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let helper = bin.join("docker-credential-kiln-test");
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\nread host\n[ \"$1\" = get ] && printf '{\"ServerURL\":\"%s\",\"Username\":\"kiln\",\"Secret\":\"s3cret\"}' \"$host\"\n",
+    )
+    .expect("write helper");
+    let mut perms = std::fs::metadata(&helper).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&helper, perms).expect("chmod");
+    let helped = dir(
+        "helped",
+        Some(serde_json::json!({ "credHelpers": { host.clone(): "kiln-test" } }).to_string()),
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    ok(export(
+        "3",
+        &[
+            ("DOCKER_CONFIG", &helped),
+            ("REGISTRY_AUTH_FILE", ""),
+            ("PATH", &path),
+        ],
+    ));
+
+    // A private docker:// base, in another store, with the same credentials.
+    let child = child_recipe(
+        &tmp.path().join("c"),
+        &format!("docker://{host}/team/private:1"),
+    );
+    let other = tmp.path().join("other-store");
+    let out = kiln_with_env(
+        &other,
+        &["build", child.to_str().expect("utf8"), "--json"],
+        &[
+            ("DOCKER_CONFIG", &nothing),
+            ("REGISTRY_AUTH_FILE", auth_file),
+        ],
+    );
+    let built = json(&ok(out));
+    assert!(
+        built["images"][0]["base"]["digest"].as_str().is_some(),
+        "{built:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_store_takes_every_layer_from_the_shared_cache() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = hello_copy(tmp.path(), "0.32.0-shared");
+    let recipe = image.to_str().expect("utf8");
+    let cache = format!("docker://127.0.0.1:{}/team/cache", registry.port);
+    let first = json(&ok(kiln(
+        &tmp.path().join("machine-a"),
+        &["build", recipe, "--cache-to", &cache, "--json"],
+    )));
+    let second = json(&ok(kiln(
+        &tmp.path().join("machine-b"),
+        &["build", recipe, "--cache-from", &cache, "--json"],
+    )));
+    let (a, b) = (&first["images"][0], &second["images"][0]);
+    assert_eq!(a["digest"], b["digest"], "the same image on both machines");
+    let layers = b["layers"].as_array().expect("layers");
+    assert_eq!(layers.len(), 2);
+    for layer in layers {
+        assert_eq!(layer["cached"], Value::Bool(true), "{layer:#}");
+    }
+    // A cache that is not a repository is bad input.
+    let out = kiln(
+        &tmp.path().join("machine-c"),
+        &["build", recipe, "--cache-from", &format!("{cache}:tagged")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }

@@ -303,3 +303,34 @@ fn set_field(header: &mut Header, field: Field, value: &str) {
     let n = bytes.len().min(slot.len());
     slot[..n].copy_from_slice(&bytes[..n]);
 }
+
+/// The diff_id of the gzip layer `layer` in `store`: the digest of its
+/// uncompressed tar. The blob is verified against its digest on the way
+/// ([`ImageError::CorruptBlob`]); one that is not gzip is
+/// [`ImageError::InvalidLayer`]. For layers that arrive with a diff_id
+/// someone else computed (a shared cache), to check it.
+pub fn layer_diff_id(store: &Store, layer: &crate::Descriptor) -> Result<Digest, ImageError> {
+    let path = store.blob_path(&layer.digest);
+    let reader = crate::digest::VerifyingReader::new(
+        store.open_blob(&layer.digest)?,
+        layer.digest.clone(),
+        layer.size,
+    );
+    let mut decoder = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(reader));
+    let mut out = HashWriter::new(std::io::sink());
+    std::io::copy(&mut decoder, &mut out).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidData && e.to_string().contains("digest") {
+            ImageError::CorruptBlob {
+                digest: layer.digest.clone(),
+                path,
+            }
+        } else {
+            ImageError::InvalidLayer {
+                layer: layer.digest.clone(),
+                reason: e.to_string(),
+            }
+        }
+    })?;
+    let (_, digest, _) = out.finish();
+    Ok(digest)
+}

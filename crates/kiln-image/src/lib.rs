@@ -92,7 +92,7 @@ pub use image::{BuiltImage, ImageSpec, LayerRecord, RuntimeConfig, assemble, rfc
 pub use kiln_error_kind::ErrorKind;
 #[doc(hidden)]
 pub use layer::write_layer_with_threads;
-pub use layer::{LayerBlob, write_layer};
+pub use layer::{LayerBlob, layer_diff_id, write_layer};
 pub use layer_policy::{LayerPolicy, validate_layer_entries};
 pub use lock::{Lease, Section, Sweep};
 pub use oci::{StoredImage, read_image};

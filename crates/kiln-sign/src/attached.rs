@@ -95,7 +95,7 @@ impl AttachedLayer {
 #[derive(Debug, Clone)]
 pub struct NewLayer {
     /// Its media type.
-    pub media_type: &'static str,
+    pub media_type: String,
     /// Its bytes.
     pub content: Vec<u8>,
     /// Its annotations.
@@ -240,7 +240,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("store");
         let layer = |content: &[u8], sig: &str| NewLayer {
-            media_type: SIMPLE_SIGNING_MEDIA_TYPE,
+            media_type: SIMPLE_SIGNING_MEDIA_TYPE.to_owned(),
             content: content.to_vec(),
             annotations: [(SIGNATURE_ANNOTATION.to_owned(), sig.to_owned())].into(),
         };

@@ -26,7 +26,7 @@ pub fn attest_image(
     let payload = serde_json::to_vec(statement)?;
     let envelope = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &payload, key);
     let layer = NewLayer {
-        media_type: DSSE_MEDIA_TYPE,
+        media_type: DSSE_MEDIA_TYPE.to_owned(),
         content: envelope.to_bytes(),
         annotations: [
             (SIGNATURE_ANNOTATION.to_owned(), String::new()),

@@ -39,7 +39,7 @@ pub fn sign_image(
     let signature = key.sign(&payload);
     use base64::Engine as _;
     let layer = NewLayer {
-        media_type: SIMPLE_SIGNING_MEDIA_TYPE,
+        media_type: SIMPLE_SIGNING_MEDIA_TYPE.to_owned(),
         content: payload,
         annotations: [(
             SIGNATURE_ANNOTATION.to_owned(),

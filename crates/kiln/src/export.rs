@@ -10,6 +10,7 @@ use kiln_recipe::BaseRef;
 use crate::KilnError;
 use crate::engine_images::load_into_engine;
 use crate::reference;
+use crate::registry::RegistryTarget;
 
 /// Where an image is exported to, containers-transports(5) style.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,9 @@ pub enum Destination {
         /// `NAME:TAG`.
         reference: String,
     },
+    /// `docker://HOST/REPO[:TAG]`: pushed, with the credentials docker or
+    /// skopeo would use.
+    Registry(RegistryTarget),
 }
 
 impl Destination {
@@ -67,14 +71,9 @@ impl std::str::FromStr for Destination {
                 Ok(Destination::DockerArchive { file, reference })
             }
             BaseRef::DockerDaemon { reference } => Ok(Destination::DockerDaemon { reference }),
-            BaseRef::Registry { .. } => Err(KilnError::Unsupported {
-                recipe: PathBuf::from(s),
-                feature: "exporting to a registry".into(),
-                verb: "is",
-                detail: Some("use oci:, oci-archive:, docker-archive: or docker-daemon:".into()),
-            }),
+            BaseRef::Registry { .. } => Ok(Destination::Registry(RegistryTarget::parse(s)?)),
             other => Err(invalid(format!(
-                "{}: is not a place to export to: use oci:, oci-archive:, docker-archive: or docker-daemon:",
+                "{}: is not a place to export to: use oci:, oci-archive:, docker-archive:, docker-daemon: or docker://",
                 other.transport()
             ))),
         }
@@ -190,6 +189,24 @@ pub async fn export(
             })?;
             load_into_engine(store, engine, &image.digest, reference.clone()).await?;
         }
+        Destination::Registry(target) => {
+            // The tag given with the destination, else the tag or channel
+            // the image was named by, else none (pushed by digest).
+            let tag = target.tag.clone().or_else(|| ref_tag(reference));
+            target
+                .remote(false)?
+                .push_image(store, &image.digest, &tag.into_iter().collect::<Vec<_>>())
+                .await?;
+        }
     }
     Ok(())
+}
+
+/// The tag or channel of `NAME:TAG` / `NAME:CHANNEL`; none for `NAME` or
+/// `NAME@DIGEST`.
+fn ref_tag(reference: &str) -> Option<String> {
+    if reference.contains('@') {
+        return None;
+    }
+    reference.split_once(':').map(|(_, tag)| tag.to_owned())
 }

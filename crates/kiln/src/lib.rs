@@ -39,6 +39,7 @@ mod gc;
 mod graph;
 mod plan;
 mod reference;
+mod registry;
 mod release;
 mod report;
 mod run_layer;
@@ -71,8 +72,11 @@ pub use kiln_recipe::{RECIPE_FILE_NAME, Recipe, RecipeDiagnostic, RecipeError};
 pub use kiln_secrets::SecretError;
 pub use kiln_sign::{PredicateKind, SigningKey};
 pub use reference::{ImageRef, resolve};
+pub use registry::RegistryTarget;
 pub use release::release;
-pub use report::{BaseReport, BuildReport, CheckReport, LayerReport, ReleaseReport, TestReport};
+pub use report::{
+    BaseReport, BuildReport, CheckReport, LayerReport, PushedReport, ReleaseReport, TestReport,
+};
 pub use secret::{Redactor, SecretValue, redact};
 pub use sign::{
     KeyFiles, SignError, SignReport, VerifyFailure, VerifyReport, keygen, read_signing_key, sbom,

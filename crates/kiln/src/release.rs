@@ -3,16 +3,18 @@
 //! is signed or moves a channel, and a signing failure moves none.
 
 use kiln_engine::Engine;
-use kiln_image::Store;
+use kiln_image::{Digest, Store};
 use kiln_promote::channel;
 use kiln_recipe::{BaseRef, Recipe};
 
 use crate::KilnError;
 use crate::build::{BuildOptions, build};
+use crate::cancel::until_cancelled;
 use crate::capability::{Stage, ensure_supported};
 use crate::events::Events;
-use crate::report::ReleaseReport;
-use crate::sign::{ReleaseFacts, release_key, sign_release};
+use crate::registry::RegistryTarget;
+use crate::report::{PushedReport, ReleaseReport};
+use crate::sign::{ReleaseFacts, push_attachments, release_key, sign_release};
 use crate::test_run::{TestOptions, test};
 
 /// Build `recipe`, run its checks on the result, and when they all pass
@@ -48,6 +50,7 @@ pub async fn release(
     };
     let tested = test(store, engine, recipe, &digest, &test_options, events).await?;
     let mut promoted = Vec::new();
+    let mut pushed = None;
     if tested.passed {
         if let Some(key) = &key {
             let facts = ReleaseFacts {
@@ -68,6 +71,27 @@ pub async fn release(
             };
             sign_release(store, &facts, key, &identity(recipe, &built.name))?;
         }
+        // Pushed before any channel moves: a push that fails leaves the
+        // channels where they were, here and in the registry.
+        if let Some(destination) = &recipe.promote.push {
+            // A cancelled push stops between requests: the manifest goes
+            // last, so the registry is left with no half-written tag.
+            let pushing = push(
+                store,
+                destination,
+                &digest,
+                &built.tags,
+                &recipe.promote.channels,
+            );
+            pushed = Some(until_cancelled(&options.cancel, pushing).await?);
+            if key.is_some() {
+                // The signature and attestations follow the image, appended
+                // to whatever the registry holds for that digest.
+                let remote = RegistryTarget::parse(destination)?.remote(false)?;
+                let attaching = push_attachments(store, &built.name, &digest, &remote);
+                until_cancelled(&options.cancel, attaching).await?;
+            }
+        }
         for ch in &recipe.promote.channels {
             let moved = channel::promote(store, &built.name, &digest, ch)?;
             events.promoted(&built.name, ch, &moved);
@@ -78,6 +102,34 @@ pub async fn release(
         build: built,
         test: tested,
         promoted,
+        pushed,
+    })
+}
+
+/// Push `digest` to `destination` (`docker://HOST/REPO`), tagged with the
+/// build's tags and then each channel.
+async fn push(
+    store: &Store,
+    destination: &str,
+    digest: &Digest,
+    build_tags: &[String],
+    channels: &[String],
+) -> Result<PushedReport, KilnError> {
+    let target = RegistryTarget::parse(destination)?;
+    let mut tags: Vec<String> = build_tags.to_vec();
+    tags.extend(target.tag.iter().cloned());
+    for ch in channels {
+        if !tags.contains(ch) {
+            tags.push(ch.clone());
+        }
+    }
+    let remote = target.remote(false)?;
+    let report = remote.push_image(store, digest, &tags).await?;
+    Ok(PushedReport {
+        destination: format!("docker://{}/{}", target.host, target.repository),
+        digest: report.digest.unwrap_or_else(|| digest.clone()),
+        tags: report.tags,
+        blobs_uploaded: report.uploaded.len(),
     })
 }
 

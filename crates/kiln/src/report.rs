@@ -82,4 +82,21 @@ pub struct ReleaseReport {
     pub test: TestReport,
     /// Channels moved to the digest (empty when a check failed).
     pub promoted: Vec<String>,
+    /// Where `[promote] push` sent the image, if the recipe says and the
+    /// checks passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<PushedReport>,
+}
+
+/// An image pushed to a registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PushedReport {
+    /// `docker://HOST/REPO`.
+    pub destination: String,
+    /// The manifest digest the registry reported (always the image's own).
+    pub digest: Digest,
+    /// The tags written: the version, extra tags, and each channel moved.
+    pub tags: Vec<String>,
+    /// Blobs sent; those the registry had (or mounted) are not counted.
+    pub blobs_uploaded: usize,
 }

@@ -7,9 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_image::{CredentialFiles, Descriptor, Digest, ImageError, Remote, Store};
+use kiln_image::{Descriptor, Digest, ImageError, Remote, Store};
 use kiln_recipe::{BaseRef, Recipe, SecretSource};
-use kiln_sign::attached::{self, Attachment};
+use kiln_sign::attached::{self, Attachment, NewLayer};
 use kiln_sign::{PredicateKind, PublicKey, SbomSubject, SigningKey, Statement};
 use serde::Serialize;
 
@@ -136,7 +136,7 @@ pub async fn sign(
             digest,
         } => {
             let scratch = Scratch::new()?;
-            let remote = remote(host, repository, true)?;
+            let remote = crate::registry::remote(host, repository, false)?;
             scratch.pull(&remote, digest, Attachment::Signature).await?;
             let identity = format!("{host}/{repository}");
             let signed =
@@ -182,7 +182,11 @@ pub async fn verify(
         } => {
             scratch = Scratch::new()?;
             scratch
-                .pull(&remote(host, repository, false)?, digest, kind)
+                .pull(
+                    &crate::registry::remote(host, repository, true)?,
+                    digest,
+                    kind,
+                )
                 .await?;
             (&scratch.store, SCRATCH_NAME)
         }
@@ -292,17 +296,6 @@ impl Scratch {
     }
 }
 
-/// The repository `repository` at `host`, with the credentials docker,
-/// skopeo and podman would use there; asking to push only when `write`.
-fn remote(host: &str, repository: &str, write: bool) -> Result<Remote, KilnError> {
-    let auth = CredentialFiles::from_environment().lookup(host)?;
-    Ok(if write {
-        Remote::new(host, repository, auth)?
-    } else {
-        Remote::new_read_only(host, repository, auth)?
-    })
-}
-
 /// The facts of one release that its provenance records.
 pub(crate) struct ReleaseFacts<'a> {
     pub recipe: &'a Recipe,
@@ -402,4 +395,40 @@ fn provenance(store: &Store, facts: &ReleaseFacts<'_>) -> Result<kiln_sign::Prov
     provenance.invocation_id = facts.run_id.to_owned();
     provenance.kiln_version = env!("CARGO_PKG_VERSION").to_owned();
     Ok(provenance)
+}
+
+/// Copy the signature and attestations of `name`@`digest` from the store to
+/// `remote`, appended to what the registry holds for that digest (another
+/// signer's signatures stay). Nothing is sent when the registry has them.
+pub(crate) async fn push_attachments(
+    store: &Store,
+    name: &str,
+    digest: &Digest,
+    remote: &Remote,
+) -> Result<(), KilnError> {
+    for kind in [Attachment::Signature, Attachment::Attestation] {
+        let tag = kind.tag(digest);
+        let Some(ours) = store.resolve(&format!("{name}:{tag}"))? else {
+            continue;
+        };
+        let scratch = Scratch::new()?;
+        scratch.pull(remote, digest, kind).await?;
+        let mut head = scratch.store.resolve(&format!("{SCRATCH_NAME}:{tag}"))?;
+        let mut changed = false;
+        for layer in attached::read_layers(store, &ours.digest, kind)? {
+            let new = NewLayer {
+                media_type: layer.descriptor.media_type.clone(),
+                content: layer.content,
+                annotations: layer.descriptor.annotations.clone().unwrap_or_default(),
+            };
+            let base = head.as_ref().map(|d| d.digest.clone());
+            let (manifest, added) = attached::append(&scratch.store, base.as_ref(), kind, new)?;
+            changed |= added;
+            head = Some(manifest);
+        }
+        if let (true, Some(manifest)) = (changed, &head) {
+            scratch.push(remote, manifest, kind, digest).await?;
+        }
+    }
+    Ok(())
 }

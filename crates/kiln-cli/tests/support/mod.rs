@@ -165,6 +165,12 @@ impl Registry {
     /// Start one, or `None` (after saying so) when docker-registry is
     /// missing and the real parts are not required.
     pub(crate) fn start() -> Option<Registry> {
+        Registry::start_with_auth(None)
+    }
+
+    /// A registry that, given an htpasswd file's content, wants Basic
+    /// credentials that match it.
+    pub(crate) fn start_with_auth(htpasswd: Option<&str>) -> Option<Registry> {
         if !have_tool_at("/usr/bin/docker-registry") {
             return None;
         }
@@ -174,11 +180,22 @@ impl Registry {
             .local_addr()
             .expect("addr")
             .port();
+        let auth = match htpasswd {
+            Some(content) => {
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, content).expect("htpasswd");
+                format!(
+                    "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                    file.display()
+                )
+            }
+            None => String::new(),
+        };
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
                 dir.path().join("data").display()
             ),
         )

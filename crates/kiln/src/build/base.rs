@@ -34,17 +34,17 @@ pub(super) async fn resolve(
                     reference: recipe.image.base.to_string(),
                     reason: e.to_string(),
                 })?;
-            // Anonymous pulls; a tag is resolved to the digest the registry
-            // serves, and every blob is verified as it streams in.
-            let image = kiln_image::pull_registry(
-                store,
-                host,
-                repository,
-                tag.as_deref(),
-                digest.as_ref(),
-                kiln_image::RegistryAuth::Anonymous,
-            )
-            .await?;
+            // With the credentials docker or skopeo would use; a tag is
+            // resolved to the digest the registry serves, and every blob
+            // is verified as it streams in.
+            let image = crate::registry::remote(host, repository, true)?
+                .pull(
+                    store,
+                    tag.as_deref(),
+                    digest.as_ref(),
+                    &kiln_image::Platform::host(),
+                )
+                .await?;
             Ok(Some(image))
         }
         BaseRef::DockerDaemon { reference } => {

@@ -39,6 +39,8 @@ pub(super) struct Workshop<'a> {
     pub events: &'a dyn Events,
     /// Build every layer anew (`--no-cache`).
     pub no_cache: bool,
+    /// Registries a local miss is looked up in (`--cache-from`).
+    pub shared: Option<&'a crate::registry::SharedCache>,
 }
 
 /// Produce every layer of `recipe` from its `inputs`; `last` is the
@@ -94,7 +96,13 @@ async fn produce_into(
         let lookup = if at.no_cache {
             None
         } else {
-            Some(entry::lookup(store, &snapshot.key)?)
+            let mut found = entry::lookup(store, &snapshot.key)?;
+            if let (Lookup::Miss(_), Some(shared)) = (&found, at.shared) {
+                if let Some(blob) = shared.fetch(store, &snapshot.key).await? {
+                    found = Lookup::Hit(blob);
+                }
+            }
+            Some(found)
         };
         let created_by = match &layer.kind {
             LayerKind::Files(_) => format!("kiln layer {}: files", layer.name),

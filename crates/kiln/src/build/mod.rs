@@ -59,6 +59,12 @@ pub struct BuildOptions {
     /// tag, and returns [`KilnError::Cancelled`]. Never cancelled by
     /// default.
     pub cancel: Cancel,
+    /// `--cache-from docker://HOST/REPO`: registries whose shared layer
+    /// cache a local miss is taken from (verified), first first.
+    pub cache_from: Vec<String>,
+    /// `--cache-to docker://HOST/REPO`: the registry each built layer's
+    /// cache entry and blob are published to.
+    pub cache_to: Option<String>,
 }
 
 /// Recipes built so far in this run, by canonical recipe file: what
@@ -219,6 +225,8 @@ async fn build_one(
     let started = Instant::now();
     events.build_started(&recipe.image.name.to_string(), recipe.layers.len());
 
+    let shared =
+        crate::registry::SharedCache::open(&options.cache_from, options.cache_to.as_deref())?;
     let base =
         until_cancelled(&options.cancel, base::resolve(store, recipe, built, engine)).await?;
     let plan = plan::plan(recipe, options)?;
@@ -230,6 +238,7 @@ async fn build_one(
         engine,
         events,
         no_cache: options.no_cache,
+        shared: shared.as_ref(),
     };
     let produced =
         layers::produce(&workshop, recipe, &plan, base.as_ref(), &mut inputs, &last).await?;
@@ -237,11 +246,20 @@ async fn build_one(
         reference: recipe.image.base.to_string(),
         digest: b.manifest_digest.clone(),
     });
+    let to_publish: Vec<_> = inputs
+        .snapshots
+        .iter()
+        .map(|s| s.key.clone())
+        .zip(produced.records.iter().map(|r| r.blob.clone()))
+        .collect();
     let image = assemble::assemble(store, recipe, &plan, base, produced.records)?;
     // Before the image gets a name: no declared secret may be in it.
     let base_layers = image.layers.len().saturating_sub(recipe.layers.len());
     let lease = leak::check(store, recipe, &image, base_layers, lease).await?;
     record::record(store, recipe, &plan, &image, &stat, inputs.snapshots)?;
+    if let Some(shared) = &shared {
+        until_cancelled(&options.cancel, shared.publish(store, &to_publish)).await?;
+    }
     drop(lease);
 
     let report = BuildReport {

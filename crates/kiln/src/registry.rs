@@ -1,0 +1,147 @@
+//! Where the facade meets registries: `docker://HOST/REPO[:TAG]` places
+//! parsed once, credentials looked up where docker and skopeo keep them
+//! (kiln-image's [`CredentialFiles`]), and the shared layer cache of
+//! `--cache-from` / `--cache-to`, one [`Remote`] per repository for the
+//! whole build so each token is fetched once.
+
+use kiln_cache::key::LayerKey;
+use kiln_image::{CredentialFiles, LayerBlob, Remote, Store};
+use kiln_recipe::BaseRef;
+
+use crate::KilnError;
+
+/// A repository of a registry, and maybe a tag: where `kiln export` and
+/// `[promote] push` send an image, or a shared cache lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryTarget {
+    /// `HOST[:PORT]`.
+    pub host: String,
+    /// The repository.
+    pub repository: String,
+    /// The tag, if one was given.
+    pub tag: Option<String>,
+}
+
+impl RegistryTarget {
+    /// Parse `docker://HOST/REPO[:TAG]` (no digest: kiln names what it
+    /// pushes by tag, and the digest is the image's own).
+    pub fn parse(s: &str) -> Result<Self, KilnError> {
+        let invalid = |reason: String| KilnError::InvalidReference {
+            reference: s.to_owned(),
+            reason,
+        };
+        match s.parse::<BaseRef>().map_err(|e| invalid(e.to_string()))? {
+            BaseRef::Registry {
+                host,
+                repository,
+                tag,
+                digest: None,
+            } => Ok(RegistryTarget {
+                host,
+                repository,
+                tag,
+            }),
+            BaseRef::Registry { .. } => Err(invalid(
+                "a push destination names a tag, not a digest: the digest is the image's own"
+                    .into(),
+            )),
+            other => Err(invalid(format!(
+                "{}: is not a registry: write docker://HOST/REPO",
+                other.transport()
+            ))),
+        }
+    }
+
+    /// A session with this repository, with the credentials the
+    /// environment gives for its host.
+    pub(crate) fn remote(&self, read_only: bool) -> Result<Remote, KilnError> {
+        remote(&self.host, &self.repository, read_only)
+    }
+}
+
+impl std::fmt::Display for RegistryTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "docker://{}/{}", self.host, self.repository)?;
+        if let Some(tag) = &self.tag {
+            write!(f, ":{tag}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A session with `host`/`repository` using the credentials of
+/// `REGISTRY_AUTH_FILE` or docker's config for `host` (anonymous if none).
+pub(crate) fn remote(host: &str, repository: &str, read_only: bool) -> Result<Remote, KilnError> {
+    let auth = CredentialFiles::from_environment().lookup(host)?;
+    Ok(if read_only {
+        Remote::new_read_only(host, repository, auth)?
+    } else {
+        Remote::new(host, repository, auth)?
+    })
+}
+
+/// The registries a build shares its layer cache through.
+pub(crate) struct SharedCache {
+    from: Vec<Remote>,
+    to: Option<Remote>,
+}
+
+impl SharedCache {
+    /// The caches `cache_from` and `cache_to` name (`docker://HOST/REPO`);
+    /// `None` when there are none.
+    pub(crate) fn open(
+        cache_from: &[String],
+        cache_to: Option<&str>,
+    ) -> Result<Option<SharedCache>, KilnError> {
+        let repository = |s: &str| {
+            let target = RegistryTarget::parse(s)?;
+            if target.tag.is_some() {
+                return Err(KilnError::InvalidReference {
+                    reference: s.to_owned(),
+                    reason: "a cache is a repository: write docker://HOST/REPO, with no tag".into(),
+                });
+            }
+            Ok(target)
+        };
+        let from = cache_from
+            .iter()
+            .map(|s| repository(s)?.remote(true))
+            .collect::<Result<Vec<_>, KilnError>>()?;
+        let to = cache_to.map(|s| repository(s)?.remote(false)).transpose()?;
+        if from.is_empty() && to.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(SharedCache { from, to }))
+    }
+
+    /// `key`'s layer from the first `--cache-from` repository that has it,
+    /// verified and recorded in `store`'s own cache.
+    pub(crate) async fn fetch(
+        &self,
+        store: &Store,
+        key: &LayerKey,
+    ) -> Result<Option<LayerBlob>, KilnError> {
+        for remote in &self.from {
+            if let Some(blob) = kiln_cache::shared::fetch(remote, store, key).await? {
+                return Ok(Some(blob));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Publish every layer (its key and blob) to the `--cache-to`
+    /// repository, if there is one.
+    pub(crate) async fn publish(
+        &self,
+        store: &Store,
+        layers: &[(LayerKey, LayerBlob)],
+    ) -> Result<(), KilnError> {
+        let Some(remote) = &self.to else {
+            return Ok(());
+        };
+        for (key, blob) in layers {
+            kiln_cache::shared::publish(remote, store, key, blob).await?;
+        }
+        Ok(())
+    }
+}
