@@ -61,6 +61,8 @@ pub struct StatCache {
     hashed: u64,
     /// The store handle's token: hashing stops within a MiB once cancelled.
     cancel: Cancel,
+    /// The store, for the section that merges concurrent saves.
+    store: Store,
 }
 
 fn now_ns() -> i128 {
@@ -74,16 +76,13 @@ impl StatCache {
     /// cache: it only ever saves hashing, so starting over is never wrong.
     pub fn load(store: &Store) -> StatCache {
         let file = store.bookkeeping_dir().join("cache").join("stat.json");
-        let entries = std::fs::read(&file)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default();
         StatCache {
+            entries: read_entries(&file),
             file,
-            entries,
             dirty: false,
             hashed: 0,
             cancel: store.cancel().clone(),
+            store: store.clone(),
         }
     }
 
@@ -198,13 +197,35 @@ impl StatCache {
         if !self.dirty {
             return Ok(());
         }
-        let bytes = serde_json::to_vec(&self.entries).map_err(|source| CacheError::Corrupt {
+        // Builds beside this one loaded the same file and hashed their own
+        // inputs: merge with what is on disk now, under the store's section
+        // for this file, so that no build overwrites another's entries. Of
+        // two entries for one path, the one hashed last wins.
+        let _section = self.store.section("stat-cache")?;
+        let mut merged = read_entries(&self.file);
+        for (path, entry) in &self.entries {
+            let newer = merged
+                .get(path)
+                .is_none_or(|theirs| theirs.hashed_at_ns <= entry.hashed_at_ns);
+            if newer {
+                merged.insert(path.clone(), entry.clone());
+            }
+        }
+        let bytes = serde_json::to_vec(&merged).map_err(|source| CacheError::Corrupt {
             path: self.file.clone(),
             source,
         })?;
         write_atomic(&self.file, &bytes)?;
         Ok(())
     }
+}
+
+/// The entries saved at `file`; none when it is missing or unreadable.
+fn read_entries(file: &Path) -> BTreeMap<PathBuf, Entry> {
+    std::fs::read(file)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
 }
 
 /// The sha256 of a file's content, streamed.
@@ -236,6 +257,25 @@ fn hash_file_until(path: &Path, cancel: &Cancel) -> Result<Digest, CacheError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_builds_saving_at_once_keep_each_others_entries() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::open(tmp.path().join("store")).expect("store");
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        std::fs::write(&a, "a").expect("write");
+        std::fs::write(&b, "b").expect("write");
+        // Both load before either saves, as two concurrent builds do.
+        let mut first = StatCache::load(&store);
+        let mut second = StatCache::load(&store);
+        first.digest(&a).expect("digest a");
+        second.digest(&b).expect("digest b");
+        first.save().expect("save first");
+        second.save().expect("save second");
+        let saved = read_entries(&store.bookkeeping_dir().join("cache/stat.json"));
+        assert!(saved.contains_key(&a), "the first build's entry was lost");
+        assert!(saved.contains_key(&b), "the second build's entry was lost");
+    }
 
     #[test]
     fn unchanged_files_are_not_hashed_again_and_changed_ones_are() {

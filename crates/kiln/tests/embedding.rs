@@ -127,3 +127,61 @@ fn a_bad_recipe_from_memory_names_the_context_file() {
     );
     assert_eq!(err.kind(), ErrorKind::Input);
 }
+
+/// Records event names, from whichever thread they come.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl Recorder {
+    fn push(&self, event: String) {
+        self.0.lock().expect("lock").push(event);
+    }
+}
+
+impl kiln::CheckEvents for Recorder {}
+
+impl kiln::Events for Recorder {
+    fn build_started(&self, image: &str, layers: usize) {
+        self.push(format!("build_started {image} {layers}"));
+    }
+    fn layer_started(&self, _image: &str, layer: &str) {
+        self.push(format!("layer_started {layer}"));
+    }
+    fn layer_finished(&self, _image: &str, layer: &kiln::LayerReport) {
+        self.push(format!(
+            "layer_finished {} cached={}",
+            layer.name, layer.cached
+        ));
+    }
+    fn build_finished(&self, report: &kiln::BuildReport) {
+        self.push(format!("build_finished {}", report.digest));
+    }
+}
+
+#[test]
+fn a_build_reports_each_layer_to_a_shared_sink() {
+    let ctx = context();
+    let store_dir = tempfile::tempdir().expect("tmp");
+    let store = Store::open(store_dir.path()).expect("store");
+    let recipe = kiln::parse_recipe(RECIPE, ctx.path()).expect("parse");
+    // A sink is shared across threads; Arc proves it can be.
+    let sink = std::sync::Arc::new(Recorder::default());
+    let report = block_on(kiln::build(
+        &store,
+        &recipe,
+        &BuildOptions::default(),
+        None,
+        sink.as_ref(),
+    ))
+    .expect("build");
+    let events = sink.0.lock().expect("lock").clone();
+    assert_eq!(
+        events,
+        [
+            "build_started embedded 1".to_owned(),
+            "layer_started site".to_owned(),
+            "layer_finished site cached=false".to_owned(),
+            format!("build_finished {}", report.digest),
+        ]
+    );
+}
