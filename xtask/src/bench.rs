@@ -19,6 +19,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::{cargo, ensure_dockerd, root, run, target_dir};
 
+mod debian;
+
 /// Rounds of every timed command; the table shows medians.
 const ROUNDS: usize = 3;
 /// Size of the copied library folder.
@@ -96,6 +98,12 @@ pub(crate) fn bench() -> Result<()> {
         images: RefCell::new(Vec::new()),
         dir,
     };
+    if std::env::var("KILN_BENCH_ONLY").is_ok_and(|v| v == "debian") {
+        // For working on the Debian workload: print its section, write
+        // nothing.
+        println!("{}", debian::section(&b)?);
+        return Ok(());
+    }
     let tar_bytes = prepare_small(&b)?;
 
     eprintln!("==> warm the page cache");
@@ -193,7 +201,9 @@ pub(crate) fn bench() -> Result<()> {
             ("skopeo copy oci: docker://, cold registry", skopeo_push),
         ],
     };
-    let table = m.table();
+    let mut table = m.table();
+    // Taken last: the machine is shared, and the later the quieter.
+    table.push_str(&debian::section(&b)?);
     println!("{table}");
     let doc = root().join("docs/benchmarks.md");
     write_doc(&doc, &machine(&load_before), &table)?;
@@ -246,6 +256,31 @@ impl Bench {
             Command::new(&self.kiln)
                 .arg("build")
                 .arg(recipe)
+                .arg("--store")
+                .arg(store)
+                .arg("--json"),
+        )
+    }
+
+    fn kiln_build_no_cache(&self, recipe: &Path, store: &Path) -> Result<Sample> {
+        self.time(
+            "kiln build --no-cache",
+            Command::new(&self.kiln)
+                .arg("build")
+                .arg(recipe)
+                .arg("--no-cache")
+                .arg("--store")
+                .arg(store)
+                .arg("--json"),
+        )
+    }
+
+    fn kiln_test(&self, store: &Path, image: &str) -> Result<Sample> {
+        self.time(
+            "kiln test",
+            Command::new(&self.kiln)
+                .arg("test")
+                .arg(image)
                 .arg("--store")
                 .arg(store)
                 .arg("--json"),
@@ -797,7 +832,9 @@ fn write_doc(path: &Path, machine: &str, table: &str) -> Result<()> {
          `gzip -1 -n` and `sha256sum`, the floor for any tool that reads every\n\
          byte. Cold kiln builds start from an empty store; cold Docker builds\n\
          use `--no-cache`. Peak memory is the resident set of the kiln process\n\
-         alone (`/usr/bin/time`, getrusage of that child).\n\n\
+         alone (`/usr/bin/time`, getrusage of that child). The Debian\n\
+         section puts kiln beside BuildKit and the classic builder on a\n\
+         Debian base with a run layer (issue 8).\n\n\
          ## Machine\n\n{machine}\n## Results\n\n{table}\n{NOTES_MARKER}{kept}"
     );
     if let Some(parent) = path.parent() {
