@@ -3,6 +3,13 @@
 //! exit codes (docs/cli.md: 0 ok, 1 the work failed, 2 bad input, 3 the
 //! environment lacks something).
 
+/// `println!` that ends quietly on a closed stdout (see [`say`]).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        say(format_args!($($arg)*))
+    };
+}
+
 mod args;
 mod junit;
 mod render;
@@ -110,7 +117,7 @@ async fn run(command: Command) -> CmdResult {
                 print_json(&json!({ "images": reports }));
             } else {
                 for r in &reports {
-                    println!("{} {}", r.name, r.digest);
+                    say!("{} {}", r.name, r.digest);
                 }
             }
             Ok(())
@@ -132,7 +139,7 @@ async fn run(command: Command) -> CmdResult {
                 print_json(&report);
             } else {
                 let verdict = if report.passed { "passed" } else { "FAILED" };
-                println!("{}@{} {verdict}", report.name, report.digest);
+                say!("{}@{} {verdict}", report.name, report.digest);
             }
             if report.passed {
                 Ok(())
@@ -169,7 +176,7 @@ async fn run(command: Command) -> CmdResult {
                 cancel: cancel_on_ctrl_c(),
                 ..build_options(&build)?
             };
-            let progress = Progress::new();
+            let progress = Progress::new().explaining(build.explain);
             let mut releases = Vec::new();
             for recipe in &recipes {
                 let run_id = kiln::new_run_id();
@@ -194,9 +201,10 @@ async fn run(command: Command) -> CmdResult {
                     } else {
                         r.promoted.join(",")
                     };
-                    println!(
+                    say!(
                         "{} {} {verdict} promoted: {channels}",
-                        r.build.name, r.build.digest
+                        r.build.name,
+                        r.build.digest
                     );
                 }
             }
@@ -218,9 +226,13 @@ async fn run(command: Command) -> CmdResult {
             if json {
                 print_json(&json!({ "images": images }));
             } else {
-                println!(
+                say!(
                     "{:<20} {:<20} {:<16} {:<19} {:>10}  TEST",
-                    "NAME", "TAGS", "CHANNELS", "DIGEST", "SIZE"
+                    "NAME",
+                    "TAGS",
+                    "CHANNELS",
+                    "DIGEST",
+                    "SIZE"
                 );
                 for i in &images {
                     let dash = |v: &[String]| {
@@ -230,13 +242,13 @@ async fn run(command: Command) -> CmdResult {
                             v.join(",")
                         }
                     };
-                    println!(
+                    say!(
                         "{:<20} {:<20} {:<16} {:<19} {:>10}  {}",
                         i.name,
                         dash(&i.tags),
                         dash(&i.channels),
                         &i.digest.as_str()[..19],
-                        i.size,
+                        render::human_size(i.size),
                         serde_json::to_value(i.test)
                             .ok()
                             .and_then(|v| v.as_str().map(str::to_owned))
@@ -260,9 +272,9 @@ async fn run(command: Command) -> CmdResult {
                 }));
             } else {
                 for image in &outcome.dropped_images {
-                    println!("dropped {image}");
+                    say!("dropped {image}");
                 }
-                println!(
+                say!(
                     "removed {} blobs ({} bytes), kept {}",
                     report.removed.len(),
                     report.freed_bytes,
@@ -368,12 +380,28 @@ async fn run(command: Command) -> CmdResult {
             ..
         } => {
             let store = open_store(&store_path)?;
-            let destination: kiln::Destination = destination.parse()?;
-            if destination.needs_engine() {
+            let destination_text = destination;
+            let destination: kiln::Destination = destination_text.parse()?;
+            let exported = if destination.needs_engine() {
                 let engine = kiln::Docker::connect().await.map_err(KilnError::from)?;
-                kiln::export(&store, Some(&engine), &reference, &destination).await?;
+                kiln::export(&store, Some(&engine), &reference, &destination).await?
             } else {
-                kiln::export(&store, None, &reference, &destination).await?;
+                kiln::export(&store, None, &reference, &destination).await?
+            };
+            if json {
+                print_json(&json!({
+                    "reference": exported.reference,
+                    "digest": exported.digest,
+                    "destination": destination_text,
+                    "name": exported.name,
+                }));
+            } else {
+                say!(
+                    "{} {} -> {destination_text} ({})",
+                    exported.reference,
+                    exported.digest,
+                    exported.name
+                );
             }
             Ok(())
         }
@@ -451,7 +479,7 @@ fn check(paths: &[PathBuf], json: bool) -> CmdResult {
         match kiln_recipe::load(path) {
             Ok(recipe) => {
                 if !json {
-                    println!("ok {} ({})", path.display(), recipe.image.name);
+                    say!("ok {} ({})", path.display(), recipe.image.name);
                 }
                 results.push(json!({ "path": path, "name": recipe.image.name.as_str(), "ok": true, "errors": [] }));
             }
@@ -528,7 +556,7 @@ fn print_move(json: bool, name: &str, channel: &str, moved: &kiln::Move) {
             &json!({ "name": name, "channel": channel, "from": from, "to": moved.to.to_string() }),
         );
     } else {
-        println!(
+        say!(
             "{name}:{channel} {} -> {}",
             from.as_deref().unwrap_or("(none)"),
             moved.to
@@ -536,9 +564,29 @@ fn print_move(json: bool, name: &str, channel: &str, moved: &kiln::Move) {
     }
 }
 
+/// Print one line on stdout. A closed stdout (`kiln images | head -1`)
+/// ends the command quietly with exit 0: whoever closed it has read what it
+/// wanted, and the work is already done and stored.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_fmt(line)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 fn print_json(value: &impl serde::Serialize) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => say!("{text}"),
         Err(e) => eprintln!("error: cannot render JSON: {e}"),
     }
 }

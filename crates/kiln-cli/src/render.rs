@@ -60,7 +60,8 @@ impl Progress {
     }
 }
 
-fn human_size(bytes: u64) -> String {
+/// `1.5 MiB`: sizes for people; JSON keeps raw bytes.
+pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut size = bytes as f64;
     let mut unit = 0;

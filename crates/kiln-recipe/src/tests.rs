@@ -92,6 +92,21 @@ fn bases_of_every_transport() {
     );
     assert_eq!(base("docker-daemon:web:1").transport(), "docker-daemon");
     assert_eq!(
+        base("docker-daemon:127.0.0.1:5000/team/web:1.0").transport(),
+        "docker-daemon"
+    );
+    // The engine would refuse these later, as a failed step (exit 1);
+    // they are bad input and said so here.
+    for bad in [
+        "docker-daemon:Web:1",
+        "docker-daemon:web:1 0",
+        "docker-daemon:web_:1",
+        "docker-daemon:team//web:1",
+    ] {
+        let e = bad.parse::<BaseRef>().expect_err(bad).to_string();
+        assert!(e.contains("docker-daemon:NAME:TAG"), "{bad}: {e}");
+    }
+    assert_eq!(
         base("recipe:../base"),
         BaseRef::Recipe {
             path: "../base".into()

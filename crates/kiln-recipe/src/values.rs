@@ -350,6 +350,41 @@ fn valid_digest(d: &str) -> bool {
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }
 
+/// Checks `NAME:TAG` as the container engine reads an image name: an
+/// optional registry host (`host.example:5000/`), then lowercase components
+/// of letters and digits joined by `.`, `_` or `-`, then a tag. Refusing
+/// here makes a bad name bad input, not an engine failure later.
+fn engine_name(reference: &str) -> Result<(), String> {
+    let (name, tag) = match reference.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, t),
+        _ => return Err("it has no tag".into()),
+    };
+    if !crate::field::is_tag(tag) {
+        return Err(format!(
+            "tag {tag:?} is not a valid tag (letters, digits, '.', '_', '-', up to 128)"
+        ));
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
+        parts.remove(0);
+    }
+    let component = |c: &str| {
+        let bytes = c.as_bytes();
+        !c.is_empty()
+            && bytes[0].is_ascii_alphanumeric()
+            && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+            && c.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+            })
+    };
+    match parts.iter().find(|c| !component(c)) {
+        Some(bad) => Err(format!(
+            "{bad:?} is not a valid name component (lowercase letters and digits, joined by '.', '_' or '-')"
+        )),
+        None => Ok(()),
+    }
+}
+
 fn split_path_ref(rest: &str) -> (PathBuf, Option<String>) {
     match rest.split_once(':') {
         Some((p, r)) if !r.is_empty() => (PathBuf::from(p), Some(r.to_owned())),
@@ -420,6 +455,11 @@ impl FromStr for BaseRef {
             "docker-daemon" => {
                 if !rest.contains(':') {
                     return err(format!("invalid base {s:?}: write docker-daemon:NAME:TAG"));
+                }
+                if let Err(why) = engine_name(rest) {
+                    return err(format!(
+                        "invalid reference {s:?}: {why}; write docker-daemon:NAME:TAG, like docker-daemon:web:1.0.0"
+                    ));
                 }
                 Ok(BaseRef::DockerDaemon {
                     reference: rest.to_owned(),

@@ -4,13 +4,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use kiln_engine::Engine;
-use kiln_image::Store;
+use kiln_image::{Digest, Store};
 use kiln_recipe::BaseRef;
 
 use crate::KilnError;
 use crate::engine_images::load_into_engine;
 use crate::reference;
 use crate::registry::RegistryTarget;
+
+/// The destinations, as an error message lists them.
+const DESTINATIONS: &str = "oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:NAME:TAG], docker-daemon:NAME:TAG, docker://HOST/REPO[:TAG]";
 
 /// Where an image is exported to, containers-transports(5) style.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +65,18 @@ impl std::str::FromStr for Destination {
             reference: s.to_owned(),
             reason,
         };
+        // A destination is one of a few transports, not any base: answer
+        // with those, not with the list of base references.
+        let known = [
+            "oci:",
+            "oci-archive:",
+            "docker-archive:",
+            "docker-daemon:",
+            "docker://",
+        ];
+        if !known.iter().any(|t| s.starts_with(t)) {
+            return Err(invalid(format!("a destination is one of {DESTINATIONS}")));
+        }
         match s.parse::<BaseRef>().map_err(|e| invalid(e.to_string()))? {
             BaseRef::Oci { dir, reference } => Ok(Destination::OciDir { dir, reference }),
             BaseRef::OciArchive { file, reference } => {
@@ -73,7 +88,7 @@ impl std::str::FromStr for Destination {
             BaseRef::DockerDaemon { reference } => Ok(Destination::DockerDaemon { reference }),
             BaseRef::Registry { .. } => Ok(Destination::Registry(RegistryTarget::parse(s)?)),
             other => Err(invalid(format!(
-                "{}: is not a place to export to: use oci:, oci-archive:, docker-archive:, docker-daemon: or docker://",
+                "{}: is not a place to export to; a destination is one of {DESTINATIONS}",
                 other.transport()
             ))),
         }
@@ -142,26 +157,70 @@ fn write_layout_atomically(
     Ok(())
 }
 
+/// What an export wrote (`kiln export --json`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Exported {
+    /// The reference as given.
+    pub reference: String,
+    /// The manifest digest written.
+    pub digest: Digest,
+    /// The name the written image carries (`NAME:TAG`), for a tool that
+    /// reads it next (`skopeo inspect oci:DIR:NAME:TAG`); for a registry,
+    /// `HOST/REPO:TAG` (or `HOST/REPO@DIGEST` when pushed by digest only).
+    pub name: String,
+}
+
+/// The name an exported image carries when the destination names none: the
+/// tag or channel it was asked by (`web:1.0.0`, `web:stable`); for a bare
+/// `NAME`, the ref that resolved; for a digest, `NAME:` and 16 hex digits.
+fn given_name(
+    store: &Store,
+    reference: &str,
+    image: &reference::ImageRef,
+) -> Result<String, KilnError> {
+    if !reference.contains('@') {
+        if reference.contains(':') {
+            return Ok(reference.to_owned());
+        }
+        let refs = store.refs()?;
+        let prefix = format!("{}:", image.name);
+        let mine = || {
+            refs.iter()
+                .filter(|(r, d)| r.starts_with(&prefix) && d.digest == image.digest)
+        };
+        let latest = format!("{}:latest", image.name);
+        if let Some((r, _)) = mine().find(|(r, _)| *r == latest).or_else(|| mine().next()) {
+            return Ok(r.clone());
+        }
+    }
+    Ok(format!("{}:{}", image.name, &image.digest.hex()[..16]))
+}
+
 /// Write the image `reference` names to `destination`. `engine` is needed
-/// only for `docker-daemon:`.
+/// only for `docker-daemon:`. The image is named by the destination's own
+/// reference, else by the tag or channel it was asked by.
 pub async fn export(
     store: &Store,
     engine: Option<&dyn Engine>,
     reference: &str,
     destination: &Destination,
-) -> Result<(), KilnError> {
+) -> Result<Exported, KilnError> {
     let image = reference::resolve(store, reference)?;
     // A reader, never blocked by a build: the lease only keeps gc from
     // removing the blobs while they are copied out.
     let _lease = store.lease()?;
-    let default_ref = || format!("{}:{}", image.name, &image.digest.hex()[..16]);
+    let given = given_name(store, reference, &image)?;
+    let default_ref = || given.clone();
+    let mut written = given.clone();
     match destination {
         Destination::OciDir { dir, reference } => {
             let r = reference.clone().unwrap_or_else(default_ref);
+            written.clone_from(&r);
             write_layout_atomically(store, &image.digest, &r, dir)?;
         }
         Destination::OciArchive { file, reference } => {
             let r = reference.clone().unwrap_or_else(default_ref);
+            written.clone_from(&r);
             write_file_atomically(file, |out| {
                 Ok(kiln_image::write_oci_archive(
                     store,
@@ -173,6 +232,7 @@ pub async fn export(
         }
         Destination::DockerArchive { file, reference } => {
             let r = reference.clone().unwrap_or_else(default_ref);
+            written.clone_from(&r);
             write_file_atomically(file, |out| {
                 Ok(kiln_image::write_docker_loadable(
                     store,
@@ -188,18 +248,27 @@ pub async fn export(
                 reason: "docker-daemon: needs the container engine".into(),
             })?;
             load_into_engine(store, engine, &image.digest, reference.clone()).await?;
+            written.clone_from(reference);
         }
         Destination::Registry(target) => {
             // The tag given with the destination, else the tag or channel
             // the image was named by, else none (pushed by digest).
             let tag = target.tag.clone().or_else(|| ref_tag(reference));
+            written = match &tag {
+                Some(t) => format!("{}/{}:{t}", target.host, target.repository),
+                None => format!("{}/{}@{}", target.host, target.repository, image.digest),
+            };
             target
                 .remote(false)?
                 .push_image(store, &image.digest, &tag.into_iter().collect::<Vec<_>>())
                 .await?;
         }
     }
-    Ok(())
+    Ok(Exported {
+        reference: reference.to_owned(),
+        digest: image.digest,
+        name: written,
+    })
 }
 
 /// The tag or channel of `NAME:TAG` / `NAME:CHANNEL`; none for `NAME` or

@@ -1,0 +1,134 @@
+//! The command line's edges a new user trips over: a closed stdout, what
+//! `export` prints and how it names the image, destinations that are not
+//! destinations, and sizes people can read. File-only recipes: no engine
+//! needed, except where skopeo reads the export back.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use support::{have_tool, json, kiln, ok, stderr};
+
+/// A store holding `site:1.0.0`, built from a one-file recipe.
+fn store_with_site(root: &Path) -> std::path::PathBuf {
+    let recipe = root.join("site");
+    std::fs::create_dir_all(recipe.join("www")).expect("mkdir");
+    std::fs::write(recipe.join("www/index.html"), "<p>golden</p>\n").expect("write");
+    std::fs::write(
+        recipe.join("kiln.toml"),
+        r#"[image]
+name = "site"
+version = "1.0.0"
+
+[[layer]]
+name = "www"
+files = [{ src = "www/", dest = "/www/" }]
+"#,
+    )
+    .expect("write recipe");
+    let store = root.join("store");
+    ok(kiln(&store, &["build", recipe.to_str().expect("utf-8")]));
+    store
+}
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = store_with_site(tmp.path());
+    // The read end is closed before kiln starts, so its first write meets
+    // a broken pipe whatever the timing.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    for args in [
+        &["inspect", "site:1.0.0"][..],
+        &["images"],
+        &["images", "--json"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .arg("--store")
+            .arg(&store)
+            .stdout(writer.try_clone().expect("clone pipe"))
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run kiln");
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn export_json_names_the_image_by_the_tag_given() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = store_with_site(tmp.path());
+    let layout = tmp.path().join("layout");
+    let dest = format!("oci:{}", layout.display());
+    let out = ok(kiln(&store, &["export", "site:1.0.0", &dest, "--json"]));
+    let doc = json(&out);
+    assert_eq!(doc["reference"], "site:1.0.0", "{doc}");
+    assert_eq!(doc["destination"], dest.as_str(), "{doc}");
+    assert_eq!(doc["name"], "site:1.0.0", "{doc}");
+    let digest = doc["digest"].as_str().expect("a digest");
+    assert!(digest.starts_with("sha256:") && digest.len() == 71, "{doc}");
+
+    let index = std::fs::read_to_string(layout.join("index.json")).expect("index.json");
+    assert!(
+        index.contains(r#""org.opencontainers.image.ref.name":"site:1.0.0""#),
+        "{index}"
+    );
+    if have_tool("skopeo") {
+        let inspected = Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}:site:1.0.0", layout.display()))
+            .output()
+            .expect("run skopeo");
+        assert!(
+            inspected.status.success(),
+            "{}",
+            String::from_utf8_lossy(&inspected.stderr)
+        );
+        let seen: serde_json::Value =
+            serde_json::from_slice(&inspected.stdout).expect("skopeo's JSON");
+        assert_eq!(seen["Digest"], digest);
+    }
+}
+
+#[test]
+fn destinations_that_are_not_are_bad_input_and_list_the_destinations() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = store_with_site(tmp.path());
+    for dest in ["out.tar", "kiln:site", "docker-daemon:Bad_Name:1.0"] {
+        let out = kiln(&store, &["export", "site:1.0.0", dest]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{dest}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        if dest == "docker-daemon:Bad_Name:1.0" {
+            assert!(err.contains("Bad_Name"), "{err}");
+        } else {
+            assert!(
+                err.contains("oci-archive:FILE") && err.contains("docker-daemon:NAME:TAG"),
+                "{dest}: {err}"
+            );
+            assert!(!err.contains("recipe:PATH"), "{dest}: {err}");
+        }
+    }
+}
+
+#[test]
+fn images_shows_sizes_for_people_and_bytes_in_json() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = store_with_site(tmp.path());
+    let bytes = json(&ok(kiln(&store, &["images", "--json"])))["images"][0]["size"]
+        .as_u64()
+        .expect("size in bytes");
+    let table = String::from_utf8_lossy(&ok(kiln(&store, &["images"])).stdout).into_owned();
+    let row = table.lines().nth(1).expect("a row");
+    let shown = if bytes < 1024 {
+        format!("{bytes} B")
+    } else {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    };
+    assert!(row.contains(&shown), "{bytes} bytes, row: {row}");
+}
