@@ -18,11 +18,12 @@ use crate::section::{declared_help, env_map};
 use crate::values::Owner;
 
 const LAYER_KEYS: &[&str] = &[
-    "name", "files", "dirs", "symlinks", "owner", "run", "secrets", "env", "network",
+    "name", "files", "dirs", "symlinks", "owner", "run", "secrets", "env", "network", "user",
+    "workdir",
 ];
 const FILE_KEYS: &[&str] = &["files", "dirs", "symlinks"];
-const RUN_ONLY_KEYS: &[&str] = &["secrets", "env", "network"];
-const FILE_COPY_KEYS: &[&str] = &["src", "dest", "mode", "owner", "exclude"];
+const RUN_ONLY_KEYS: &[&str] = &["secrets", "env", "network", "user", "workdir"];
+const FILE_COPY_KEYS: &[&str] = &["src", "dest", "mode", "owner", "exclude", "preserve"];
 const DIR_KEYS: &[&str] = &["path", "mode", "owner"];
 const SYMLINK_KEYS: &[&str] = &["path", "target", "owner"];
 
@@ -250,12 +251,26 @@ fn file_copy(e: &Table<'_, '_>, p: &mut Problems) -> Option<FileCopy> {
     let exclude = or_default(e, "exclude", Vec::new(), |v, what| {
         strings(v, what, "exclude = [\"**/*.tmp\"]", p)
     });
+    let preserve = or_default(e, "preserve", false, |v, what| {
+        boolean(v, what, "preserve = true", p)
+    });
+    if let (Some(true), Some(span)) = (preserve, e.key_span("mode")) {
+        p.fail::<()>(
+            span,
+            "conflicts with preserve",
+            format!(
+                "{} sets both `mode` and `preserve = true`; preserve keeps each source's own mode: remove one",
+                e.what
+            ),
+        );
+    }
     Some(FileCopy {
         src: src?.get_ref().to_string(),
         dest: dest?.get_ref().to_string(),
         mode: mode_?,
         owner: owner_?,
         exclude: exclude?,
+        preserve: preserve?,
     })
 }
 
@@ -386,12 +401,51 @@ fn run_layer(t: &Table<'_, '_>, declared: &BTreeSet<String>, p: &mut Problems) -
     let network = or_default(t, "network", false, |v, what| {
         boolean(v, what, "network = true", p)
     });
+    let user = or_default(t, "user", "0:0".to_owned(), |v, what| run_user(v, what, p));
+    let workdir = optional(t, "workdir", |v, what| {
+        absolute_path(v, what, "workdir = \"/src\"", p).map(|s| s.get_ref().to_string())
+    });
     Some(RunLayer {
         run: run?,
         secrets: secrets?,
         env: env?,
         network: network?,
+        user: user?,
+        workdir: workdir?,
     })
+}
+
+/// A run layer's `user`: numeric `UID[:GID]`, or a user name (with an
+/// optional `:GROUP`) as the image's /etc/passwd knows it.
+fn run_user(v: &Value<'_>, what: &str, p: &mut Problems) -> Option<String> {
+    let s = string(v, what, "user = \"0:0\"", p)?;
+    let user = *s.get_ref();
+    let part_ok = |part: &str| {
+        let numeric = !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+        let name = part.len() <= 32
+            && part
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+            && part.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')
+            });
+        (numeric && part.parse::<u32>().is_ok()) || name
+    };
+    let valid = match user.split_once(':') {
+        Some((u, g)) => part_ok(u) && part_ok(g),
+        None => part_ok(user),
+    };
+    if !valid {
+        return p.fail(
+            v.span(),
+            "not a user",
+            format!(
+                "{what} ({user:?}) is not a user: write numeric \"UID[:GID]\" like \"0:0\" or \"33:33\", or a user name like \"www-data\""
+            ),
+        );
+    }
+    Some(user.to_owned())
 }
 
 fn run_command(v: &Value<'_>, what: &str, p: &mut Problems) -> Option<RunCommand> {

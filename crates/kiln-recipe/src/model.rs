@@ -50,6 +50,34 @@ pub struct ImageSection {
     /// Folder that `src` paths are read from, relative to the recipe's
     /// folder (default `.`).
     pub context: PathBuf,
+    /// `volatile`: globs of files that run layers leave out. `None` means
+    /// the default list (apt's and dpkg's logs and caches, see
+    /// [`DEFAULT_VOLATILE`]); a given list replaces it.
+    pub volatile: Option<Vec<String>>,
+}
+
+/// The files run layers leave out unless `[image] volatile` says otherwise:
+/// what a package install rewrites with times, run order or cache state in
+/// it, so that the same install twice gives the same layer.
+pub const DEFAULT_VOLATILE: &[&str] = &[
+    "/var/log/apt/**",
+    "/var/log/dpkg.log",
+    "/var/log/alternatives.log",
+    "/var/cache/ldconfig/aux-cache",
+    "/var/cache/apt/*.bin",
+    "/var/cache/debconf/*-old",
+    "/var/lib/dpkg/*-old",
+];
+
+impl ImageSection {
+    /// The volatile globs in force: `[image] volatile`, else the default
+    /// list.
+    pub fn volatile_globs(&self) -> Vec<String> {
+        match &self.volatile {
+            Some(globs) => globs.clone(),
+            None => DEFAULT_VOLATILE.iter().map(|g| (*g).to_owned()).collect(),
+        }
+    }
 }
 
 /// `[config]`: every key optional.
@@ -120,6 +148,10 @@ pub struct FileCopy {
     pub owner: Option<Owner>,
     /// gitignore-style globs, relative to `src`, of what not to copy.
     pub exclude: Vec<String>,
+    /// `preserve = true`: keep each entry's exact permission bits, numeric
+    /// owner and group, device nodes and fifos from the source, instead of
+    /// the git-like default modes and the layer's owner.
+    pub preserve: bool,
 }
 
 /// One entry of `dirs`.
@@ -155,6 +187,11 @@ pub struct RunLayer {
     pub env: BTreeMap<String, String>,
     /// Whether the step has a network (default false).
     pub network: bool,
+    /// Who the command runs as: `UID[:GID]` or a name (default `"0:0"`),
+    /// whatever `[config] user` (the runtime user) is.
+    pub user: String,
+    /// Where the command runs; `None` means `[config] workdir`, else `/`.
+    pub workdir: Option<String>,
 }
 
 /// The command of a run layer.

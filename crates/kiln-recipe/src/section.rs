@@ -22,7 +22,7 @@ use crate::{check, layer};
 const TOP_KEYS: &[&str] = &[
     "image", "config", "layer", "secrets", "boot", "check", "promote",
 ];
-const IMAGE_KEYS: &[&str] = &["name", "version", "base", "epoch", "context"];
+const IMAGE_KEYS: &[&str] = &["name", "version", "base", "epoch", "context", "volatile"];
 const CONFIG_KEYS: &[&str] = &[
     "entrypoint",
     "cmd",
@@ -176,12 +176,26 @@ fn image(v: &Value<'_>, p: &mut Problems) -> Option<ImageSection> {
         }
         Some(PathBuf::from(*s.get_ref()))
     });
+    let volatile = optional(&t, "volatile", |v, what| {
+        let globs = crate::document::strings(v, what, "volatile = [\"/var/log/apt/**\"]", p)?;
+        if let Some(bad) = globs.iter().find(|g| !g.starts_with('/')) {
+            return p.fail(
+                v.span(),
+                "not absolute",
+                format!(
+                    "{what} holds {bad:?}: each glob is an absolute in-image path, like \"/var/log/apt/**\""
+                ),
+            );
+        }
+        Some(globs)
+    });
     Some(ImageSection {
         name: name?.into_inner(),
         version: version?,
         base: base?,
         epoch: epoch?,
         context: context?,
+        volatile: volatile?,
     })
 }
 

@@ -1074,7 +1074,7 @@ fn diagnostics_carry_their_line_span_and_help() {
     let d = &e.diagnostics()[0];
     assert_eq!(
         d.help.as_deref(),
-        Some("[image] takes: name, version, base, epoch, context")
+        Some("[image] takes: name, version, base, epoch, context, volatile")
     );
     assert_eq!(
         &"[image]\nname = \"t\"\ncontxt = \".\"\n"[d.span.clone()],
@@ -1112,4 +1112,98 @@ fn miette_renders_the_source_line_and_every_problem() {
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
+}
+
+// ---- real distributions: rootfs bases, preserve, run user/workdir, volatile
+
+#[test]
+fn rootfs_bases_and_volatile_globs() {
+    let r = ok("[image]\nname = \"t\"\nbase = \"rootfs:../debian/rootfs\"\n");
+    assert_eq!(
+        r.image.base,
+        BaseRef::Rootfs {
+            path: "../debian/rootfs".into()
+        }
+    );
+    assert_eq!(r.image.volatile, None);
+    assert!(
+        r.image
+            .volatile_globs()
+            .contains(&"/var/log/dpkg.log".to_owned())
+    );
+    let r = ok("[image]\nname = \"t\"\nvolatile = [\"/stamp\", \"/var/log/**\"]\n");
+    assert_eq!(
+        r.image.volatile_globs(),
+        ["/stamp".to_owned(), "/var/log/**".to_owned()]
+    );
+    check(
+        "[image]\nname = \"t\"\nvolatile = [\"var/log\"]\n",
+        "3:12: each glob is an absolute in-image path",
+    );
+    check(
+        "[image]\nname = \"t\"\nbase = \"rootfs:\"\n",
+        "3:8: needs a location",
+    );
+}
+
+#[test]
+fn preserve_on_a_file_copy() {
+    let r = ok(&with_image(
+        "[[layer]]\nname = \"etc\"\nfiles = [{ src = \"etc/\", dest = \"/etc/\", preserve = true }]\n",
+    ));
+    let LayerKind::Files(f) = &r.layers[0].kind else {
+        panic!("a file layer")
+    };
+    assert!(f.files[0].preserve);
+    check(
+        &with_image(
+            "[[layer]]\nname = \"etc\"\nfiles = [{ src = \"etc/\", dest = \"/etc/\", preserve = 1 }]\n",
+        ),
+        "5:53: must be a boolean",
+    );
+    check(
+        &with_image(
+            "[[layer]]\nname = \"e\"\nfiles = [{ src = \"a\", dest = \"/a\", mode = 0o600, preserve = true }]\n",
+        ),
+        "5:36: both `mode` and `preserve = true`",
+    );
+}
+
+#[test]
+fn run_layer_user_and_workdir() {
+    let run = |extra: &str| {
+        let r = ok(&with_image(&format!(
+            "[[layer]]\nname = \"r\"\nrun = \"true\"\n{extra}"
+        )));
+        match r.layers[0].kind.clone() {
+            LayerKind::Run(run) => run,
+            LayerKind::Files(_) => panic!("a run layer"),
+        }
+    };
+    let default = run("");
+    assert_eq!((default.user.as_str(), default.workdir), ("0:0", None));
+    let given = run("user = \"33:33\"\nworkdir = \"/srv\"\n");
+    assert_eq!(
+        (given.user.as_str(), given.workdir.as_deref()),
+        ("33:33", Some("/srv"))
+    );
+    for ok_user in ["0", "www-data", "www-data:www-data", "1000:100", "_apt"] {
+        assert_eq!(run(&format!("user = \"{ok_user}\"\n")).user, ok_user);
+    }
+    for bad in ["", "33:", ":33", "Root", "1 2", "99999999999", "a:b:c"] {
+        check(
+            &with_image(&format!(
+                "[[layer]]\nname = \"r\"\nrun = \"true\"\nuser = \"{bad}\"\n"
+            )),
+            "6:8: is not a user",
+        );
+    }
+    check(
+        &with_image("[[layer]]\nname = \"r\"\nrun = \"true\"\nworkdir = \"srv\"\n"),
+        "6:11: ",
+    );
+    check(
+        &with_image("[[layer]]\nname = \"f\"\ndirs = [{ path = \"/a\" }]\nuser = \"0:0\"\n"),
+        "6:1: `user` is only for run layers",
+    );
 }

@@ -327,6 +327,13 @@ pub enum BaseRef {
         /// Digest (`sha256:HEX`), if given.
         digest: Option<String>,
     },
+    /// `rootfs:PATH`: a root filesystem, a folder or a tar file (plain or
+    /// gzip), taken as one layer exactly as it is.
+    Rootfs {
+        /// The folder or tar file (relative to the recipe's folder unless
+        /// absolute).
+        path: PathBuf,
+    },
 }
 
 impl BaseRef {
@@ -341,6 +348,7 @@ impl BaseRef {
             BaseRef::Registry { .. } => "docker",
             BaseRef::Recipe { .. } => "recipe",
             BaseRef::Kiln { .. } => "kiln",
+            BaseRef::Rootfs { .. } => "rootfs",
         }
     }
 }
@@ -399,7 +407,7 @@ impl FromStr for BaseRef {
         if s == "scratch" {
             return Ok(BaseRef::Scratch);
         }
-        let hint = "write \"scratch\", \"oci:DIR[:REF]\", \"oci-archive:FILE[:REF]\", \"docker-archive:FILE[:NAME:TAG]\", \"docker-daemon:NAME:TAG\", \"docker://HOST/REPO[:TAG][@DIGEST]\", \"recipe:PATH\" or \"kiln:NAME[:TAG]\"";
+        let hint = "write \"scratch\", \"oci:DIR[:REF]\", \"oci-archive:FILE[:REF]\", \"docker-archive:FILE[:NAME:TAG]\", \"docker-daemon:NAME:TAG\", \"docker://HOST/REPO[:TAG][@DIGEST]\", \"recipe:PATH\", \"kiln:NAME[:TAG]\" or \"rootfs:PATH\"";
         if let Some(rest) = s.strip_prefix("docker://") {
             let (rest, digest) = match rest.split_once('@') {
                 Some((r, d)) if valid_digest(d) => (r, Some(d.to_owned())),
@@ -468,6 +476,9 @@ impl FromStr for BaseRef {
             "recipe" => Ok(BaseRef::Recipe {
                 path: PathBuf::from(rest),
             }),
+            "rootfs" => Ok(BaseRef::Rootfs {
+                path: PathBuf::from(rest),
+            }),
             "kiln" => {
                 let (name, tag, digest) = if let Some((n, d)) = rest.split_once('@') {
                     if !valid_digest(d) {
@@ -520,6 +531,7 @@ impl fmt::Display for BaseRef {
                 Ok(())
             }
             BaseRef::Recipe { path } => write!(f, "recipe:{}", path.display()),
+            BaseRef::Rootfs { path } => write!(f, "rootfs:{}", path.display()),
             BaseRef::Kiln { name, tag, digest } => {
                 write!(f, "kiln:{name}{}", opt(tag))?;
                 if let Some(d) = digest {
@@ -575,6 +587,8 @@ mod tests {
             "kiln:web:stable",
             "docker-daemon:web:1",
             "recipe:../base",
+            "rootfs:../debian/rootfs",
+            "rootfs:/srv/root.tar.gz",
         ] {
             assert_eq!(b(ok).map(|r| r.to_string()).as_deref(), Ok(ok));
         }
