@@ -608,6 +608,7 @@ mod tests {
                     }
                     EntryKind::Dir => "dir".into(),
                     EntryKind::Symlink { target } => format!("-> {target}"),
+                    other => format!("{other:?}"),
                 };
                 (e.path.clone(), kind, e.mode)
             })

@@ -2,7 +2,8 @@
 //! context becomes entries ([`plan_copy`]): the context boundary and the
 //! mode normalisation are enforced here, before anything is written.
 
-use std::os::unix::fs::PermissionsExt;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
@@ -41,6 +42,31 @@ pub enum EntryKind {
         /// The link's target.
         target: String,
     },
+    /// A hard link to a regular file of the same layer, stored as a tar
+    /// hard link. The writer makes the first path of each group (in byte
+    /// order) the file and the others links to it, so the group's order in
+    /// the plan does not matter.
+    HardLink {
+        /// Absolute in-image path of a [`EntryKind::File`] (or another
+        /// member of its group) in the same layer.
+        target: String,
+    },
+    /// A character device node.
+    CharDevice {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
+    /// A block device node.
+    BlockDevice {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
+    /// A named pipe.
+    Fifo,
 }
 
 /// One copy from the build context into the image.
@@ -63,17 +89,22 @@ pub struct CopySpec {
     /// leaves out (`**/*.tmp`, `cache/`, `!keep.tmp`). Ignored when `src`
     /// is a file.
     pub exclude: Vec<String>,
+    /// Keep each entry's exact permission bits, numeric owner and group,
+    /// device nodes and fifos from the source; `mode`, `uid` and `gid` are
+    /// then not used.
+    pub preserve: bool,
 }
 
 /// Turn one copy into layer entries.
 ///
 /// - **Context boundary.** A `src` that leaves `context`, whether through
-///   `..`, by being absolute, or through a symlink (`src` itself, one of its
-///   parents, or one inside a copied folder) that resolves outside it, is
-///   refused with [`ImageError::ContextEscape`] naming `src`. A missing
-///   `src` is [`ImageError::SourceMissing`]. A symlink as `src` itself is
-///   followed (its target's content is copied); a symlink inside a copied
-///   folder that stays inside the context is copied as a symlink.
+///   `..`, by being absolute, or through a symlink (`src` itself or one of
+///   its parents) that resolves outside it, is refused with
+///   [`ImageError::ContextEscape`] naming `src`. A missing `src` is
+///   [`ImageError::SourceMissing`]. A symlink as `src` itself is followed
+///   (its target's content is copied); a symlink inside a copied folder is
+///   stored as it is, wherever it points: it is never followed, so it reads
+///   nothing outside the context.
 /// - **Folders.** A folder copy yields the destination folder itself (unless
 ///   it is `/`) and every subfolder as folder entries, and skips what
 ///   `exclude` matches (an excluded folder is skipped whole).
@@ -84,8 +115,13 @@ pub struct CopySpec {
 ///   `0o755` if any execute bit is set on the source, else `0o644`; folders
 ///   get `0o755`; symlinks `0o777`. With `mode` set, it applies to regular
 ///   files only (on a folder copy, folders stay `0o755`).
+/// - **Preserve.** With [`CopySpec::preserve`], every entry keeps its own
+///   permission bits (setuid, setgid, sticky included) and numeric owner
+///   and group, and device nodes and fifos are copied as such.
 ///
-/// Sockets, fifos and devices are refused; names that are not UTF-8 too.
+/// Sockets are refused, and so are devices and fifos unless preserved;
+/// names that are not UTF-8 too. Hard links are found by
+/// [`link_hard_links`], over a whole layer.
 pub fn plan_copy(context: &Path, spec: &CopySpec) -> Result<Vec<LayerEntry>, ImageError> {
     let escape = |reason: String| ImageError::ContextEscape {
         src: spec.src.clone(),
@@ -142,10 +178,13 @@ pub fn plan_copy(context: &Path, spec: &CopySpec) -> Result<Vec<LayerEntry>, Ima
         let matcher = exclude_matcher(&resolved, &spec.exclude)?;
         let mut out = Vec::new();
         if dest != "/" {
-            out.push(entry(dest.to_owned(), EntryKind::Dir, 0o755, spec));
+            let mut top = entry(dest.to_owned(), EntryKind::Dir, 0o755, spec);
+            if spec.preserve {
+                keep_metadata(&mut top, &meta);
+            }
+            out.push(top);
         }
         let mut walk = Walk {
-            ctx: &ctx,
             spec,
             matcher: &matcher,
             dest,
@@ -177,12 +216,86 @@ pub fn plan_copy(context: &Path, spec: &CopySpec) -> Result<Vec<LayerEntry>, Ima
         dest.to_owned()
     };
     let mode = file_mode(spec.mode, meta.permissions().mode());
-    Ok(vec![entry(
+    let mut e = entry(path, EntryKind::File { source: resolved }, mode, spec);
+    if spec.preserve {
+        keep_metadata(&mut e, &meta);
+    }
+    Ok(vec![e])
+}
+
+/// Give `e` the source's own permission bits, owner and group.
+fn keep_metadata(e: &mut LayerEntry, meta: &std::fs::Metadata) {
+    e.mode = meta.mode() & 0o7777;
+    e.uid = meta.uid();
+    e.gid = meta.gid();
+}
+
+/// Device numbers as Linux encodes them in `st_rdev`.
+fn device_numbers(rdev: u64) -> (u32, u32) {
+    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
+    (
+        u32::try_from(major).unwrap_or(u32::MAX),
+        u32::try_from(minor).unwrap_or(u32::MAX),
+    )
+}
+
+/// Turn regular files of one layer that are hard links of each other on
+/// the host (same device and inode, different source paths, same mode,
+/// owner and group) into one file and [`EntryKind::HardLink`]s to it, as
+/// tar stores them. The same source copied to two places stays two files:
+/// that is a copy, not a link.
+pub fn link_hard_links(entries: &mut [LayerEntry]) -> Result<(), ImageError> {
+    // (device, inode, mode, uid, gid) -> the group's first path and source.
+    type Inode = (u64, u64, u32, u32, u32);
+    let mut first: BTreeMap<Inode, (String, PathBuf)> = BTreeMap::new();
+    for e in entries.iter_mut() {
+        let EntryKind::File { source } = &e.kind else {
+            continue;
+        };
+        let meta = std::fs::metadata(source).map_err(ImageError::io(source))?;
+        if meta.nlink() < 2 {
+            continue;
+        }
+        let id = (meta.dev(), meta.ino(), e.mode, e.uid, e.gid);
+        match first.get(&id) {
+            Some((path, first_source)) if first_source != source => {
+                e.kind = EntryKind::HardLink {
+                    target: path.clone(),
+                };
+            }
+            Some(_) => {}
+            None => {
+                first.insert(id, (e.path.clone(), source.clone()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Add a folder entry (`0o755`, owned by `uid:gid`) for every parent of an
+/// entry that the entries do not already hold, so that an unpacked layer's
+/// folders do not take the extractor's defaults and the unpack time.
+pub fn add_parent_folders(entries: &mut Vec<LayerEntry>, uid: u32, gid: u32) {
+    let present: BTreeSet<String> = entries.iter().map(|e| e.path.clone()).collect();
+    let mut missing = BTreeSet::new();
+    for e in entries.iter() {
+        let mut path = e.path.as_str();
+        while let Some((parent, _)) = path.rsplit_once('/') {
+            if parent.is_empty() || present.contains(parent) {
+                break;
+            }
+            missing.insert(parent.to_owned());
+            path = parent;
+        }
+    }
+    entries.extend(missing.into_iter().map(|path| LayerEntry {
         path,
-        EntryKind::File { source: resolved },
-        mode,
-        spec,
-    )])
+        kind: EntryKind::Dir,
+        mode: 0o755,
+        uid,
+        gid,
+    }));
 }
 
 fn entry(path: String, kind: EntryKind, mode: u32, spec: &CopySpec) -> LayerEntry {
@@ -229,7 +342,6 @@ fn exclude_matcher(root: &Path, patterns: &[String]) -> Result<Gitignore, ImageE
 }
 
 struct Walk<'a> {
-    ctx: &'a Path,
     spec: &'a CopySpec,
     matcher: &'a Gitignore,
     dest: &'a str,
@@ -265,39 +377,49 @@ impl Walk<'_> {
                 continue;
             }
             let image_path = join(self.dest, &child_rel);
-            if file_type.is_symlink() {
+            let preserve = self.spec.preserve;
+            let mut e = if file_type.is_symlink() {
+                // Stored verbatim and never followed: where it points is
+                // the image's business, not the host's.
                 let target = std::fs::read_link(&path).map_err(ImageError::io(&path))?;
                 let target = target
                     .to_str()
                     .ok_or_else(|| ImageError::NonUtf8Path { path: path.clone() })?;
-                if let Resolved::Outside(to) = resolve(self.ctx, &path)? {
-                    return Err(ImageError::ContextEscape {
-                        src: self.spec.src.clone(),
-                        reason: format!(
-                            "{} is a symlink to {target:?}, which resolves to {}",
-                            path.display(),
-                            to.display()
-                        ),
-                    });
-                }
                 let kind = EntryKind::Symlink {
                     target: target.to_owned(),
                 };
-                self.out.push(entry(image_path, kind, 0o777, self.spec));
+                entry(image_path, kind, 0o777, self.spec)
             } else if file_type.is_dir() {
-                self.out
-                    .push(entry(image_path, EntryKind::Dir, 0o755, self.spec));
-                self.dir(&path, &child_rel)?;
+                entry(image_path, EntryKind::Dir, 0o755, self.spec)
             } else if file_type.is_file() {
                 let mode = file_mode(self.spec.mode, meta.permissions().mode());
-                self.out.push(entry(
-                    image_path,
-                    EntryKind::File { source: path },
-                    mode,
-                    self.spec,
-                ));
+                let kind = EntryKind::File {
+                    source: path.clone(),
+                };
+                entry(image_path, kind, mode, self.spec)
+            } else if preserve && (file_type.is_char_device() || file_type.is_block_device()) {
+                let (major, minor) = device_numbers(meta.rdev());
+                let kind = if file_type.is_char_device() {
+                    EntryKind::CharDevice { major, minor }
+                } else {
+                    EntryKind::BlockDevice { major, minor }
+                };
+                entry(image_path, kind, 0, self.spec)
+            } else if preserve && file_type.is_fifo() {
+                entry(image_path, EntryKind::Fifo, 0, self.spec)
             } else {
                 return Err(ImageError::UnsupportedFileType { path });
+            };
+            if preserve {
+                keep_metadata(&mut e, &meta);
+                // A symlink's own bits mean nothing on Linux; tar stores 0o777.
+                if file_type.is_symlink() {
+                    e.mode = 0o777;
+                }
+            }
+            self.out.push(e);
+            if file_type.is_dir() {
+                self.dir(&path, &child_rel)?;
             }
         }
         Ok(())
@@ -410,6 +532,32 @@ mod tests {
         assert_eq!(file_mode(None, 0o100701), 0o755);
         assert_eq!(file_mode(Some(0o4755), 0o100644), 0o4755);
         assert_eq!(file_mode(Some(0o100640), 0o100755), 0o640);
+    }
+
+    #[test]
+    fn device_numbers_decode_st_rdev() {
+        // /dev/null is 1:3, /dev/ptmx 5:2; a large minor spills high.
+        assert_eq!(device_numbers(0x103), (1, 3));
+        assert_eq!(device_numbers(0x502), (5, 2));
+        assert_eq!(device_numbers(0x0010_0103), (1, 0x103));
+    }
+
+    #[test]
+    fn parent_folders_are_added_once() {
+        let file = |path: &str| LayerEntry {
+            path: path.into(),
+            kind: EntryKind::Dir,
+            mode: 0o700,
+            uid: 5,
+            gid: 5,
+        };
+        let mut entries = vec![file("/a/b/c"), file("/a/b/d"), file("/x"), file("/a")];
+        add_parent_folders(&mut entries, 1, 2);
+        let added: Vec<(&str, u32, u32)> = entries[4..]
+            .iter()
+            .map(|e| (e.path.as_str(), e.mode, e.uid))
+            .collect();
+        assert_eq!(added, [("/a/b", 0o755, 1)]);
     }
 
     #[test]

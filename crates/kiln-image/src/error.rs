@@ -261,6 +261,16 @@ pub enum ImageError {
         reason: String,
     },
 
+    /// A `rootfs:` base that is missing, is neither a folder nor a tar
+    /// file, or holds a hostile entry.
+    #[error("rootfs {}: {reason}", path.display())]
+    InvalidRootfs {
+        /// The folder or tar file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A base layer entry refused by [`crate::validate_layer_entries`].
     #[error("layer {layer}: entry {entry:?} is refused: {reason}")]
     HostileLayerEntry {

@@ -5,8 +5,10 @@
 //! field (path without the leading `/`, folders with a trailing `/`, mode
 //! with setuid/setgid/sticky, numeric uid/gid, empty user and group names,
 //! mtime = epoch, nothing else), GNU long-name and long-link records for
-//! names over 100 bytes, no xattrs, no sparse files, no device nodes,
-//! symlinks never followed, and the two zero blocks that end an archive.
+//! names over 100 bytes, no xattrs, no sparse files, symlinks never
+//! followed, hard links as tar hard links to the first path of their group,
+//! device nodes and fifos with their numbers, and the two zero blocks that
+//! end an archive.
 //! The gzip stream comes from `kiln_gzip`: level 1 (zlib-rs), fixed 1 MiB
 //! blocks compressed on every core and joined into one member with mtime 0,
 //! no file name and OS byte 255, so its bytes are the same on every
@@ -106,6 +108,7 @@ pub fn write_layer_with_threads(
             path: w[1].path.clone(),
         });
     }
+    order_hard_links(&mut entries)?;
 
     let staged = store.stage()?;
     let staged_path = staged.path().to_path_buf();
@@ -137,6 +140,56 @@ pub fn write_layer_with_threads(
         diff_id,
         size,
     })
+}
+
+/// Tar resolves a hard link to an entry written before it: make the first
+/// path of each group (entries are sorted) the file, and every other member
+/// a link to that path. A link whose target is not a file of this layer is
+/// [`ImageError::InvalidEntryPath`].
+fn order_hard_links(entries: &mut [LayerEntry]) -> Result<(), ImageError> {
+    let index: std::collections::HashMap<String, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.path.clone(), i))
+        .collect();
+    // Each group, keyed by the index of its file entry.
+    let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, e) in entries.iter().enumerate() {
+        let EntryKind::HardLink { target } = &e.kind else {
+            continue;
+        };
+        let file = index
+            .get(target)
+            .copied()
+            .filter(|&t| matches!(entries[t].kind, EntryKind::File { .. }))
+            .ok_or_else(|| ImageError::InvalidEntryPath {
+                path: e.path.clone(),
+                reason: format!("a hard link to {target:?}, which is not a file of this layer"),
+            })?;
+        groups.entry(file).or_default().push(i);
+    }
+    for (file, links) in groups {
+        let first = links.iter().copied().fold(file, usize::min);
+        if first == file {
+            continue;
+        }
+        let first_path = entries[first].path.clone();
+        let kind = std::mem::replace(
+            &mut entries[file].kind,
+            EntryKind::HardLink {
+                target: first_path.clone(),
+            },
+        );
+        entries[first].kind = kind;
+        for &l in &links {
+            if l != first {
+                entries[l].kind = EntryKind::HardLink {
+                    target: first_path.clone(),
+                };
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A tar stream being written, hashed as it goes.
@@ -176,6 +229,29 @@ impl<W: Write> TarWriter<'_, W> {
                 self.write(header.as_bytes())
             }
             EntryKind::File { source } => self.file(&name, source, e),
+            EntryKind::HardLink { target } => {
+                let link = target.strip_prefix('/').unwrap_or(target);
+                let header = self.header(&name, Some(link), EntryType::Link, 0, e)?;
+                self.write(header.as_bytes())
+            }
+            EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
+                let kind = if matches!(e.kind, EntryKind::CharDevice { .. }) {
+                    EntryType::Char
+                } else {
+                    EntryType::Block
+                };
+                let mut header = self.header(&name, None, kind, 0, e)?;
+                header
+                    .set_device_major(*major)
+                    .and_then(|()| header.set_device_minor(*minor))
+                    .map_err(ImageError::io(self.staged))?;
+                header.set_cksum();
+                self.write(header.as_bytes())
+            }
+            EntryKind::Fifo => {
+                let header = self.header(&name, None, EntryType::Fifo, 0, e)?;
+                self.write(header.as_bytes())
+            }
         }
     }
 

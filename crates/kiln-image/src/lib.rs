@@ -35,7 +35,7 @@
 //! let store = Store::open("/tmp/kiln-store")?;
 //! let copy = CopySpec {
 //!     src: "site/".into(), dest: "/www/".into(), mode: None,
-//!     uid: 0, gid: 0, exclude: vec!["**/*.tmp".into()],
+//!     uid: 0, gid: 0, exclude: vec!["**/*.tmp".into()], preserve: false,
 //! };
 //! let entries = plan_copy(Path::new("."), &copy)?;
 //! let blob = write_layer(&store, entries, 0)?;
@@ -61,6 +61,7 @@ pub mod base;
 pub mod cancel;
 pub mod canonical;
 pub mod change_set;
+pub mod compare;
 pub mod descriptor;
 pub mod digest;
 pub mod docker_archive;
@@ -74,6 +75,7 @@ pub mod lock;
 pub mod oci;
 pub mod oci_archive;
 pub mod registry;
+pub mod rootfs;
 pub mod store;
 
 pub use archive::{
@@ -82,11 +84,12 @@ pub use archive::{
 pub use base::{BaseImage, import_oci_layout, load_image};
 pub use cancel::Cancel;
 pub use canonical::to_canonical_json;
+pub use compare::layer_differences;
 pub use descriptor::{Descriptor, Platform};
 pub use digest::{Digest, DigestParseError};
 pub use docker_archive::import_docker_archive;
 pub use durable::{remove_if_present, write_atomic};
-pub use entry::{CopySpec, EntryKind, LayerEntry, plan_copy};
+pub use entry::{CopySpec, EntryKind, LayerEntry, add_parent_folders, link_hard_links, plan_copy};
 pub use error::ImageError;
 pub use image::{BuiltImage, ImageSpec, LayerRecord, RuntimeConfig, assemble, rfc3339};
 pub use kiln_error_kind::ErrorKind;
@@ -101,4 +104,5 @@ pub use registry::{
     BlobOutcome, CredentialFiles, PushReport, RegistryAuth, Remote, RemoteManifest, pull_registry,
     push_image,
 };
+pub use rootfs::{rootfs_folder_entries, rootfs_is_folder, rootfs_staging, rootfs_tar_entries};
 pub use store::{BlobFile, BlobState, GcReport, Roots, Store};

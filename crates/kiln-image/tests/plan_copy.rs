@@ -17,6 +17,7 @@ fn spec(src: &str, dest: &str) -> CopySpec {
         uid: 0,
         gid: 0,
         exclude: vec![],
+        preserve: false,
     }
 }
 
@@ -104,21 +105,91 @@ fn refuses_a_parent_symlink_leading_out() -> TestResult {
 }
 
 #[test]
-fn refuses_a_symlink_inside_a_copied_folder_leading_out() -> TestResult {
+fn symlinks_inside_a_copied_folder_are_stored_verbatim_wherever_they_point() -> TestResult {
+    // A debootstrap root holds /etc/localtime -> /usr/share/zoneinfo/... and
+    // relative links: kiln never follows them, so they read nothing outside.
     let (dir, ctx) = setup()?;
-    symlink(dir.path().join("outside/secret"), ctx.join("app/leak"))?;
-    assert_eq!(escape_src(plan_copy(&ctx, &spec("app/", "/app/"))), "app/");
+    let absolute = dir.path().join("outside/secret");
+    symlink(&absolute, ctx.join("app/abs"))?;
+    symlink("../../outside/secret", ctx.join("app/up"))?;
+    symlink("../../nowhere/at/all", ctx.join("app/dangling"))?;
+    let entries = plan_copy(&ctx, &spec("app/", "/app/"))?;
+    let target_of = |path: &str| {
+        entries.iter().find_map(|e| match &e.kind {
+            EntryKind::Symlink { target } if e.path == path => Some(target.clone()),
+            _ => None,
+        })
+    };
+    assert_eq!(
+        target_of("/app/abs").as_deref(),
+        absolute.to_str(),
+        "absolute target kept"
+    );
+    assert_eq!(
+        target_of("/app/up").as_deref(),
+        Some("../../outside/secret")
+    );
+    assert_eq!(
+        target_of("/app/dangling").as_deref(),
+        Some("../../nowhere/at/all")
+    );
     Ok(())
 }
 
 #[test]
-fn refuses_a_relative_or_dangling_symlink_leading_out() -> TestResult {
+fn preserve_keeps_modes_owners_and_fifos() -> TestResult {
     let (_dir, ctx) = setup()?;
-    symlink("../../outside/secret", ctx.join("app/up"))?;
-    assert_eq!(escape_src(plan_copy(&ctx, &spec("app/", "/app/"))), "app/");
-    fs::remove_file(ctx.join("app/up"))?;
-    symlink("../../nowhere/at/all", ctx.join("app/dangling"))?;
-    assert_eq!(escape_src(plan_copy(&ctx, &spec("app/", "/app/"))), "app/");
+    file(&ctx.join("app/shadow"), "root:*:", 0o640)?;
+    fs::set_permissions(ctx.join("app"), fs::Permissions::from_mode(0o1777))?;
+    std::os::unix::fs::chown(ctx.join("app/shadow"), Some(0), Some(42))?;
+    let fifo = ctx.join("app/pipe");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+    assert!(made.success(), "mkfifo");
+    let mut preserved = spec("app/", "/srv/");
+    preserved.preserve = true;
+    let entries = plan_copy(&ctx, &preserved)?;
+    let get = |path: &str| {
+        entries
+            .iter()
+            .find(|e| e.path == path)
+            .map(|e| (e.kind.clone(), e.mode, e.uid, e.gid))
+    };
+    assert_eq!(get("/srv").map(|e| e.1), Some(0o1777));
+    assert_eq!(get("/srv/shadow").map(|e| (e.1, e.3)), Some((0o640, 42)));
+    assert_eq!(get("/srv/pipe").map(|e| e.0), Some(EntryKind::Fifo));
+    // Without preserve a fifo is refused and modes are git's.
+    assert!(matches!(
+        plan_copy(&ctx, &spec("app/", "/srv/")),
+        Err(ImageError::UnsupportedFileType { .. })
+    ));
+    Ok(())
+}
+
+#[test]
+fn hard_links_of_one_layer_become_tar_hard_links() -> TestResult {
+    let (_dir, ctx) = setup()?;
+    fs::hard_link(ctx.join("app/main.sh"), ctx.join("app/other.sh"))?;
+    let mut entries = plan_copy(&ctx, &spec("app/", "/app/"))?;
+    // The same source copied a second time is a copy, not a link.
+    entries.extend(plan_copy(&ctx, &spec("app/main.sh", "/copy.sh"))?);
+    kiln_image::link_hard_links(&mut entries)?;
+    let kind_of = |path: &str| {
+        entries
+            .iter()
+            .find(|e| e.path == path)
+            .map(|e| e.kind.clone())
+    };
+    assert!(matches!(
+        kind_of("/app/main.sh"),
+        Some(EntryKind::File { .. })
+    ));
+    assert_eq!(
+        kind_of("/app/other.sh"),
+        Some(EntryKind::HardLink {
+            target: "/app/main.sh".into()
+        })
+    );
+    assert!(matches!(kind_of("/copy.sh"), Some(EntryKind::File { .. })));
     Ok(())
 }
 

@@ -95,7 +95,8 @@ fn entry(path: &str, kind: EntryKind) -> LayerEntry {
     let mode = match kind {
         EntryKind::Dir => 0o755,
         EntryKind::Symlink { .. } => 0o777,
-        EntryKind::File { .. } => 0o644,
+        EntryKind::File { .. } | EntryKind::HardLink { .. } => 0o644,
+        EntryKind::CharDevice { .. } | EntryKind::BlockDevice { .. } | EntryKind::Fifo => 0o666,
     };
     LayerEntry {
         path: path.into(),

@@ -114,6 +114,7 @@ pub fn sample_entries(ctx: &Path) -> Result<Vec<LayerEntry>, ImageError> {
             uid: 0,
             gid: 0,
             exclude: vec!["**/*.tmp".into()],
+            preserve: false,
         },
     )?;
     entries.extend(plan_copy(
@@ -125,6 +126,7 @@ pub fn sample_entries(ctx: &Path) -> Result<Vec<LayerEntry>, ImageError> {
             uid: 1000,
             gid: 1000,
             exclude: vec![],
+            preserve: false,
         },
     )?);
     entries.extend(plan_copy(
@@ -136,6 +138,7 @@ pub fn sample_entries(ctx: &Path) -> Result<Vec<LayerEntry>, ImageError> {
             uid: 0,
             gid: 0,
             exclude: vec![],
+            preserve: false,
         },
     )?);
     entries.push(LayerEntry {
