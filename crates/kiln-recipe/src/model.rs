@@ -75,8 +75,13 @@ impl ImageSection {
     pub fn volatile_globs(&self) -> Vec<String> {
         match &self.volatile {
             Some(globs) => globs.clone(),
-            None => DEFAULT_VOLATILE.iter().map(|g| (*g).to_owned()).collect(),
+            None => Self::default_volatile(),
         }
+    }
+
+    /// [`DEFAULT_VOLATILE`] as owned strings.
+    pub fn default_volatile() -> Vec<String> {
+        DEFAULT_VOLATILE.iter().map(|g| (*g).to_owned()).collect()
     }
 }
 
