@@ -49,6 +49,10 @@ pub struct BuildFlags {
     /// other machines' --cache-from.
     #[arg(long = "cache-to", value_name = "docker://HOST/REPO")]
     pub cache_to: Option<String>,
+    /// Build every run layer twice from the same parent and name the files
+    /// that differ (exit 1 when one does).
+    #[arg(long)]
+    pub check_reproducible: bool,
 }
 
 /// The commands.

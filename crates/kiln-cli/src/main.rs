@@ -424,6 +424,7 @@ fn build_options(flags: &BuildFlags) -> Result<BuildOptions, Failure> {
         jobs: usize::from(flags.jobs),
         cache_from: flags.cache_from.clone(),
         cache_to: flags.cache_to.clone(),
+        check_reproducible: flags.check_reproducible,
         ..options_with_tags(flags.tags.clone())?
     })
 }
@@ -448,6 +449,7 @@ fn options_with_tags(extra_tags: Vec<String>) -> Result<BuildOptions, Failure> {
         cancel: kiln::Cancel::default(),
         cache_from: Vec::new(),
         cache_to: None,
+        check_reproducible: false,
     })
 }
 

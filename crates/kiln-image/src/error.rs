@@ -400,6 +400,7 @@ impl ImageError {
             // What the user wrote or pointed at is wrong: a `src`, an
             // exclude pattern, a base that is not a usable image.
             E::ContextEscape { .. }
+            | E::InvalidRootfs { .. }
             | E::SourceMissing { .. }
             | E::InvalidCopy { .. }
             | E::UnsupportedFileType { .. }

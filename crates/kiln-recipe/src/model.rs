@@ -53,7 +53,13 @@ pub struct ImageSection {
     /// `volatile`: globs of files that run layers leave out. `None` means
     /// the default list (apt's and dpkg's logs and caches, see
     /// [`DEFAULT_VOLATILE`]); a given list replaces it.
+    #[serde(default)]
     pub volatile: Option<Vec<String>>,
+}
+
+/// A run layer's default user, for recipes stored before `user` existed.
+fn root_user() -> String {
+    "0:0".to_owned()
 }
 
 /// The files run layers leave out unless `[image] volatile` says otherwise:
@@ -156,6 +162,7 @@ pub struct FileCopy {
     /// `preserve = true`: keep each entry's exact permission bits, numeric
     /// owner and group, device nodes and fifos from the source, instead of
     /// the git-like default modes and the layer's owner.
+    #[serde(default)]
     pub preserve: bool,
 }
 
@@ -194,8 +201,10 @@ pub struct RunLayer {
     pub network: bool,
     /// Who the command runs as: `UID[:GID]` or a name (default `"0:0"`),
     /// whatever `[config] user` (the runtime user) is.
+    #[serde(default = "root_user")]
     pub user: String,
     /// Where the command runs; `None` means `[config] workdir`, else `/`.
+    #[serde(default)]
     pub workdir: Option<String>,
 }
 

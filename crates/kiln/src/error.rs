@@ -113,6 +113,26 @@ pub enum KilnError {
         /// The last lines of its stdout and stderr.
         output: String,
     },
+    /// `--check-reproducible`: the same run layer built twice from the
+    /// same parent gave two different layers.
+    #[error(
+        "layer {layer} is not reproducible: built twice from the same parent, these files differ: {}; make the step deterministic, or list them in [image] volatile",
+        paths.join(", ")
+    )]
+    NotReproducible {
+        /// The layer's name.
+        layer: String,
+        /// The in-image paths that differ, sorted.
+        paths: Vec<String>,
+    },
+    /// `[image] volatile` holds a glob that does not parse.
+    #[error("[image] volatile: invalid glob {glob:?}: {reason}")]
+    InvalidVolatile {
+        /// The glob as written.
+        glob: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// What a run layer's command changed cannot become a layer.
     #[error("layer {layer}: what the command changed cannot become a layer")]
     ChangeSet {
@@ -232,6 +252,7 @@ impl KilnError {
             KilnError::Unsupported { .. }
             | KilnError::UnknownImage { .. }
             | KilnError::InvalidReference { .. }
+            | KilnError::InvalidVolatile { .. }
             | KilnError::SecretUnavailable { .. }
             | KilnError::NoRecipe { .. }
             | KilnError::Cycle { .. } => ErrorKind::Input,
@@ -242,6 +263,7 @@ impl KilnError {
             // (the CLI exits 130); as a kind it is work that did not finish.
             KilnError::SecretLeaked { .. }
             | KilnError::RunFailed { .. }
+            | KilnError::NotReproducible { .. }
             | KilnError::Io { .. }
             | KilnError::Cancelled
             | KilnError::CancelCleanup { .. } => ErrorKind::Work,

@@ -23,7 +23,9 @@ pub fn context_dir(recipe: &Recipe) -> PathBuf {
     recipe_dir(recipe).join(&recipe.image.context)
 }
 
-/// The entries of a file layer, in recipe order (the image crate sorts).
+/// The entries of a file layer, in recipe order (the image crate sorts):
+/// host hard links among them as tar hard links, and a folder entry for
+/// every parent the layer does not give (`0o755`, the layer's owner).
 pub fn file_layer_entries(context: &Path, layer: &FileLayer) -> Result<Vec<LayerEntry>, KilnError> {
     let mut entries = Vec::new();
     for copy in &layer.files {
@@ -35,6 +37,7 @@ pub fn file_layer_entries(context: &Path, layer: &FileLayer) -> Result<Vec<Layer
             uid: owner.uid,
             gid: owner.gid,
             exclude: copy.exclude.clone(),
+            preserve: copy.preserve,
         };
         entries.extend(kiln_image::plan_copy(context, &spec)?);
     }
@@ -60,6 +63,8 @@ pub fn file_layer_entries(context: &Path, layer: &FileLayer) -> Result<Vec<Layer
             gid: owner.gid,
         });
     }
+    kiln_image::link_hard_links(&mut entries)?;
+    kiln_image::add_parent_folders(&mut entries, layer.owner.uid, layer.owner.gid);
     Ok(entries)
 }
 
@@ -72,7 +77,7 @@ pub fn file_layer_definition(layer: &FileLayer) -> Value {
         "owner": layer.owner.to_string(),
         "files": layer.files.iter().map(|f| json!({
             "src": f.src, "dest": f.dest, "mode": f.mode.map(|m| m.bits()),
-            "owner": owner(f.owner), "exclude": f.exclude,
+            "owner": owner(f.owner), "exclude": f.exclude, "preserve": f.preserve,
         })).collect::<Vec<_>>(),
         "dirs": layer.dirs.iter().map(|d| json!({
             "path": d.path, "mode": d.mode.map(|m| m.bits()), "owner": owner(d.owner),

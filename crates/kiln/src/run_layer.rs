@@ -47,10 +47,11 @@ const OUTPUT_TAIL_LINES: usize = 20;
 /// command, its env, its network and the NAMES of its secrets (a value
 /// never reaches a key).
 ///
-/// The configuration the command runs with (env, user, working folder) is
-/// part of it too: the parent's key stands for the filesystem so far, not
-/// for the recipe's `[config]`.
-pub fn run_layer_definition(run: &RunLayer, config: &RuntimeConfig) -> Value {
+/// The configuration the command runs with (the config's env, the step's
+/// user and working folder) is part of it too, and so are the volatile
+/// globs that shape what is kept: the parent's key stands for the
+/// filesystem so far, not for the recipe's `[config]`.
+pub fn run_layer_definition(run: &RunLayer, config: &RuntimeConfig, volatile: &[String]) -> Value {
     let command = match &run.run {
         RunCommand::Shell(s) => json!({ "shell": s }),
         RunCommand::Exec(argv) => json!({ "exec": argv }),
@@ -62,10 +63,52 @@ pub fn run_layer_definition(run: &RunLayer, config: &RuntimeConfig) -> Value {
         "secrets": run.secrets,
         "config": {
             "env": config.env,
-            "user": config.user,
-            "workdir": config.workdir,
+            "user": run.user,
+            "workdir": run_workdir(run, config),
         },
+        "volatile": volatile,
     })
+}
+
+/// Where the step runs: its own `workdir`, else the config's, else `/`.
+fn run_workdir(run: &RunLayer, config: &RuntimeConfig) -> String {
+    run.workdir
+        .clone()
+        .or_else(|| config.workdir.clone())
+        .unwrap_or_else(|| "/".to_owned())
+}
+
+/// The files a run layer leaves out: `[image] volatile` (or the default
+/// list), as gitignore-style globs anchored at the image's root.
+pub struct Volatile(ignore::gitignore::Gitignore);
+
+impl Volatile {
+    /// Compile `globs` (absolute in-image globs such as `/var/log/apt/**`).
+    pub fn new(globs: &[String]) -> Result<Volatile, KilnError> {
+        let mut builder = ignore::gitignore::GitignoreBuilder::new("/");
+        for glob in globs {
+            builder
+                .add_line(None, glob)
+                .map_err(|e| KilnError::InvalidVolatile {
+                    glob: glob.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        builder
+            .build()
+            .map(Volatile)
+            .map_err(|e| KilnError::InvalidVolatile {
+                glob: globs.join(", "),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Whether the in-image `path` (or a folder above it) is volatile.
+    pub fn matches(&self, path: &str, is_dir: bool) -> bool {
+        self.0
+            .matched_path_or_any_parents(std::path::Path::new(path), is_dir)
+            .is_ignore()
+    }
 }
 
 /// The image a run layer's command runs on.
@@ -79,6 +122,8 @@ pub struct ImageSoFar<'a> {
     pub config: &'a RuntimeConfig,
     /// The build's epoch.
     pub epoch: u64,
+    /// What the step's layer leaves out.
+    pub volatile: &'a Volatile,
 }
 
 /// Where a run layer's secrets appear in its container.
@@ -160,17 +205,13 @@ pub async fn build_run_layer(
     so_far: &ImageSoFar<'_>,
     secrets: &BTreeMap<String, SecretValue>,
     run_id: &str,
+    check_reproducible: bool,
 ) -> Result<LayerBlob, KilnError> {
     let secrets: Vec<SecretValue> = run
         .secrets
         .iter()
         .filter_map(|name| secrets.get(name).cloned())
         .collect();
-    let secret_files = if secrets.is_empty() {
-        None
-    } else {
-        Some(SecretFiles::write(&secrets)?)
-    };
     let spec = ImageSpec {
         base: so_far.base.cloned(),
         config: so_far.config.clone(),
@@ -187,18 +228,34 @@ pub async fn build_run_layer(
         crate::engine_images::hold_base(store, engine, base).await?;
     }
     let tag = load_into_engine(store, engine, &built.manifest.digest, tag).await?;
-    let result = run_in_container(
+    let step = Step {
         store,
         engine,
         layer,
         run,
-        so_far.epoch,
-        &tag,
-        &secrets,
-        secret_files,
+        so_far,
+        tag: &tag,
+        secrets: &secrets,
         run_id,
-    )
-    .await;
+    };
+    let result = match step.run().await {
+        // `--check-reproducible`: the same step again from the same parent;
+        // any difference is named.
+        Ok(first) if check_reproducible => match step.run().await {
+            Ok(second) if second.digest == first.digest => Ok(first),
+            Ok(second) => {
+                match kiln_image::layer_differences(store, &first.digest, &second.digest) {
+                    Ok(paths) => Err(KilnError::NotReproducible {
+                        layer: layer.to_owned(),
+                        paths,
+                    }),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e),
+        },
+        other => other,
+    };
     // The temporary name goes whatever happened (and with it the image,
     // once no container uses it): builds must not pile up images.
     let untagged = engine.remove_image(&tag).await;
@@ -207,20 +264,48 @@ pub async fn build_run_layer(
     Ok(blob)
 }
 
+/// One run of a step: everything it needs to run in a container of `tag`.
+struct Step<'a> {
+    store: &'a Store,
+    engine: &'a dyn Engine,
+    layer: &'a str,
+    run: &'a RunLayer,
+    so_far: &'a ImageSoFar<'a>,
+    tag: &'a str,
+    secrets: &'a [SecretValue],
+    run_id: &'a str,
+}
+
+impl Step<'_> {
+    /// Run the step in a fresh container, capture its changes, remove the
+    /// container.
+    async fn run(&self) -> Result<LayerBlob, KilnError> {
+        let secret_files = if self.secrets.is_empty() {
+            None
+        } else {
+            Some(SecretFiles::write(self.secrets)?)
+        };
+        run_in_container(self, secret_files).await
+    }
+}
+
 /// Run the step in a container of `tag`, capture its changes, remove the
 /// container.
-#[allow(clippy::too_many_arguments)]
 async fn run_in_container(
-    store: &Store,
-    engine: &dyn Engine,
-    layer: &str,
-    run: &RunLayer,
-    epoch: u64,
-    tag: &str,
-    secrets: &[SecretValue],
+    step: &Step<'_>,
     secret_files: Option<SecretFiles>,
-    run_id: &str,
 ) -> Result<LayerBlob, KilnError> {
+    let Step {
+        store,
+        engine,
+        layer,
+        run,
+        so_far,
+        tag,
+        secrets,
+        run_id,
+    } = *step;
+    let epoch = so_far.epoch;
     let (entrypoint, cmd) = match &run.run {
         RunCommand::Shell(s) => (vec!["/bin/sh".to_owned(), "-c".to_owned()], vec![s.clone()]),
         RunCommand::Exec(argv) => match argv.split_first() {
@@ -242,6 +327,10 @@ async fn run_in_container(
         network: run.network,
         entrypoint: Some(entrypoint),
         cmd: Some(cmd),
+        // As a Dockerfile step before USER: the step's own user (root
+        // unless it says), whatever the image runs as.
+        user: Some(run.user.clone()),
+        workdir: Some(run_workdir(run, so_far.config)),
         read_only_mounts: secret_files.iter().map(SecretFiles::mount).collect(),
         ..ContainerSpec::default()
     };
@@ -256,7 +345,17 @@ async fn run_in_container(
         .max()
         .unwrap_or(0);
     let log_lines = OUTPUT_TAIL_LINES + secret_lines;
-    let result = run_and_capture(store, engine, &id, layer, epoch, mounted, log_lines).await;
+    let result = run_and_capture(
+        store,
+        engine,
+        &id,
+        layer,
+        epoch,
+        mounted,
+        log_lines,
+        so_far.volatile,
+    )
+    .await;
     // The step's output is shown only with every secret it saw redacted.
     let result = result.map_err(|e| match e {
         KilnError::RunFailed {
@@ -298,6 +397,7 @@ async fn run_and_capture(
     epoch: u64,
     secrets_mounted: bool,
     log_lines: usize,
+    volatile: &Volatile,
 ) -> Result<LayerBlob, KilnError> {
     engine.start(id).await?;
     let code = engine.wait(id).await?;
@@ -356,7 +456,7 @@ async fn run_and_capture(
         }
         None => None,
     };
-    let entries = match from_upper {
+    let mut entries = match from_upper {
         Some(entries) => entries,
         None => {
             let export = tmp.path().join("export.tar");
@@ -369,6 +469,9 @@ async fn run_and_capture(
             entries
         }
     };
+    // Logs and caches a package manager rewrites on every run stay out, so
+    // the same install gives the same layer.
+    entries.retain(|e| !volatile.matches(&e.path, e.kind == kiln_image::EntryKind::Dir));
     Ok(kiln_image::write_layer(store, entries, epoch)?)
 }
 
@@ -388,4 +491,40 @@ fn without_secrets_mount_point(changes: Vec<PathChange>) -> Vec<PathChange> {
         .into_iter()
         .filter(|c| other_under_parent || c.path != parent || c.kind == PathChangeKind::Deleted)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_volatile_list_takes_apt_and_dpkg_noise_only() {
+        let globs = kiln_recipe::ImageSection::default_volatile();
+        let volatile = Volatile::new(&globs).expect("the default list compiles");
+        for noise in [
+            "/var/log/apt/history.log",
+            "/var/log/apt/term.log",
+            "/var/log/dpkg.log",
+            "/var/log/alternatives.log",
+            "/var/cache/ldconfig/aux-cache",
+            "/var/cache/apt/pkgcache.bin",
+            "/var/cache/debconf/config.dat-old",
+            "/var/lib/dpkg/status-old",
+        ] {
+            assert!(volatile.matches(noise, false), "{noise}");
+        }
+        for kept in [
+            "/var/log",
+            "/var/lib/dpkg/status",
+            "/var/cache/debconf/config.dat",
+            "/usr/sbin/nginx",
+            "/var/cache/apt/archives/partial",
+            "/etc/apt/sources.list",
+        ] {
+            assert!(!volatile.matches(kept, false), "{kept}");
+        }
+        let own = Volatile::new(&["/stamp".to_owned()]).expect("compiles");
+        assert!(own.matches("/stamp", false));
+        assert!(!own.matches("/var/log/dpkg.log", false));
+    }
 }

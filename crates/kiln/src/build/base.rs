@@ -11,15 +11,26 @@ use crate::plan::recipe_dir;
 use crate::reference::{self, ImageRef};
 
 /// The base `recipe` builds on, in `store`; `built` holds the recipes built
-/// so far in this run (what a `recipe:` base resolves to).
+/// so far in this run (what a `recipe:` base resolves to). A `rootfs:` base
+/// is written with `plan`'s epoch, its files vouched for by `stat`.
 pub(super) async fn resolve(
     store: &Store,
     recipe: &Recipe,
     built: &super::BuiltRecipes,
     engine: Option<&dyn Engine>,
+    plan: &super::plan::Plan,
+    stat: &mut kiln_cache::stat::StatCache,
+    no_cache: bool,
 ) -> Result<Option<BaseImage>, KilnError> {
     match &recipe.image.base {
         BaseRef::Scratch => Ok(None),
+        BaseRef::Rootfs { path } => Ok(Some(super::rootfs::import(
+            store,
+            &recipe_dir(recipe).join(path),
+            plan.epoch,
+            stat,
+            no_cache,
+        )?)),
         BaseRef::Registry {
             host,
             repository,

@@ -41,6 +41,9 @@ pub(super) struct Workshop<'a> {
     pub no_cache: bool,
     /// Registries a local miss is looked up in (`--cache-from`).
     pub shared: Option<&'a crate::registry::SharedCache>,
+    /// Build every run layer twice and refuse differences
+    /// (`--check-reproducible`); run layers then skip the cache.
+    pub check_reproducible: bool,
 }
 
 /// Produce every layer of `recipe` from its `inputs`; `last` is the
@@ -93,7 +96,9 @@ async fn produce_into(
     {
         at.events.layer_started(name, &layer.name);
         let previous = last.layers.iter().find(|l| l.name == layer.name);
-        let lookup = if at.no_cache {
+        let rebuild =
+            at.no_cache || (at.check_reproducible && matches!(layer.kind, LayerKind::Run(_)));
+        let lookup = if rebuild {
             None
         } else {
             let mut found = entry::lookup(store, &snapshot.key)?;
@@ -123,6 +128,7 @@ async fn produce_into(
                             layers: &layers,
                             config: &plan.config,
                             epoch,
+                            volatile: &plan.volatile,
                         };
                         let built = build_run_layer(
                             store,
@@ -134,6 +140,7 @@ async fn produce_into(
                             &so_far,
                             &plan.run_secrets,
                             &plan.run_id,
+                            at.check_reproducible,
                         );
                         Pending::Built(until_cancelled(store.cancel(), built).await?)
                     }

@@ -21,6 +21,7 @@ mod layers;
 mod leak;
 mod plan;
 mod record;
+mod rootfs;
 mod snapshot;
 
 use std::collections::BTreeMap;
@@ -65,6 +66,10 @@ pub struct BuildOptions {
     /// `--cache-to docker://HOST/REPO`: the registry each built layer's
     /// cache entry and blob are published to.
     pub cache_to: Option<String>,
+    /// Build every run layer twice from the same parent and fail with
+    /// [`KilnError::NotReproducible`], naming the files, when the two
+    /// differ (`kiln build --check-reproducible`).
+    pub check_reproducible: bool,
 }
 
 /// Recipes built so far in this run, by canonical recipe file: what
@@ -227,10 +232,21 @@ async fn build_one(
 
     let shared =
         crate::registry::SharedCache::open(&options.cache_from, options.cache_to.as_deref())?;
-    let base =
-        until_cancelled(&options.cancel, base::resolve(store, recipe, built, engine)).await?;
     let plan = plan::plan(recipe, options)?;
     let mut stat = StatCache::load(store);
+    let base = until_cancelled(
+        &options.cancel,
+        base::resolve(
+            store,
+            recipe,
+            built,
+            engine,
+            &plan,
+            &mut stat,
+            options.no_cache,
+        ),
+    )
+    .await?;
     let mut inputs = snapshot::take(recipe, &plan, base.as_ref(), &mut stat)?;
     let last = explain::load_last(store, &plan.name);
     let workshop = layers::Workshop {
@@ -239,6 +255,7 @@ async fn build_one(
         events,
         no_cache: options.no_cache,
         shared: shared.as_ref(),
+        check_reproducible: options.check_reproducible,
     };
     let produced =
         layers::produce(&workshop, recipe, &plan, base.as_ref(), &mut inputs, &last).await?;

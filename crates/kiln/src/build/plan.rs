@@ -52,6 +52,10 @@ pub(super) struct Plan {
     pub run_secrets: BTreeMap<String, SecretValue>,
     /// The `dev.kiln.run` label of the run layers' containers.
     pub run_id: String,
+    /// `[image] volatile`, or the default list: part of run layers' keys.
+    pub volatile_globs: Vec<String>,
+    /// The same globs, compiled: what run layers leave out.
+    pub volatile: crate::run_layer::Volatile,
 }
 
 /// Plan the build of `recipe`. Run secrets are read here, before any layer
@@ -68,6 +72,8 @@ pub(super) fn plan(recipe: &Recipe, options: &BuildOptions) -> Result<Plan, Kiln
         context: context_dir(recipe),
         run_secrets: read_run_secrets(recipe)?,
         run_id: options.run_id.clone().unwrap_or_else(new_run_id),
+        volatile: crate::run_layer::Volatile::new(&recipe.image.volatile_globs())?,
+        volatile_globs: recipe.image.volatile_globs(),
     })
 }
 

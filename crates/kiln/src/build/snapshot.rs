@@ -10,7 +10,7 @@ use std::path::Path;
 use kiln_cache::explain::LayerSnapshot;
 use kiln_cache::key::{InputRecord, KeyInput, LayerKey};
 use kiln_cache::stat::StatCache;
-use kiln_image::{BaseImage, EntryKind, LayerEntry, RuntimeConfig};
+use kiln_image::{BaseImage, EntryKind, LayerEntry};
 use kiln_recipe::{LayerKind, Recipe};
 
 use super::plan::Plan;
@@ -53,10 +53,7 @@ pub(super) fn take(
                 )?;
                 (snapshot, entries)
             }
-            LayerKind::Run(run) => (
-                run_snapshot(&layer.name, &parent, plan.epoch, run, &plan.config)?,
-                Vec::new(),
-            ),
+            LayerKind::Run(run) => (run_snapshot(&layer.name, &parent, plan, run)?, Vec::new()),
         };
         parent = snapshot.key.to_string();
         snapshots.push(snapshot);
@@ -75,14 +72,13 @@ pub(super) fn take(
 fn run_snapshot(
     name: &str,
     parent: &str,
-    epoch: u64,
+    plan: &Plan,
     run: &kiln_recipe::RunLayer,
-    config: &RuntimeConfig,
 ) -> Result<LayerSnapshot, KilnError> {
     let input = KeyInput {
         parent: parent.to_owned(),
-        epoch,
-        definition: run_layer_definition(run, config),
+        epoch: plan.epoch,
+        definition: run_layer_definition(run, &plan.config, &plan.volatile_globs),
         inputs: Vec::new(),
     };
     Ok(LayerSnapshot {
@@ -105,8 +101,30 @@ fn snapshot(
     files: &kiln_recipe::FileLayer,
     entries: &[LayerEntry],
 ) -> Result<LayerSnapshot, KilnError> {
-    // Hash the files the stat cache does not vouch for on every core first;
-    // the loop below then finds them cached.
+    let (inputs, sources) = input_records(stat, context, entries)?;
+    let input = KeyInput {
+        parent: parent.to_owned(),
+        epoch,
+        definition: file_layer_definition(files),
+        inputs,
+    };
+    let key = LayerKey::of(&input)?;
+    Ok(LayerSnapshot {
+        name: name.to_owned(),
+        key,
+        input,
+        sources,
+    })
+}
+
+/// Every entry as it will be stored, files by content digest (from the
+/// stat cache when unchanged, hashed on every core otherwise), and the host
+/// source of each file (shown relative to `context`).
+pub(super) fn input_records(
+    stat: &mut StatCache,
+    context: &Path,
+    entries: &[LayerEntry],
+) -> Result<(Vec<InputRecord>, BTreeMap<String, String>), KilnError> {
     stat.prefetch(entries.iter().filter_map(|e| match &e.kind {
         EntryKind::File { source } => Some(source.as_path()),
         _ => None,
@@ -122,6 +140,14 @@ fn snapshot(
             }
             EntryKind::Dir => ("dir", None, None),
             EntryKind::Symlink { target } => ("symlink", None, Some(target.clone())),
+            EntryKind::HardLink { target } => ("hardlink", None, Some(target.clone())),
+            EntryKind::CharDevice { major, minor } => {
+                ("char", None, Some(format!("{major},{minor}")))
+            }
+            EntryKind::BlockDevice { major, minor } => {
+                ("block", None, Some(format!("{major},{minor}")))
+            }
+            EntryKind::Fifo => ("fifo", None, None),
         };
         inputs.push(InputRecord {
             path: e.path.clone(),
@@ -133,17 +159,5 @@ fn snapshot(
             target,
         });
     }
-    let input = KeyInput {
-        parent: parent.to_owned(),
-        epoch,
-        definition: file_layer_definition(files),
-        inputs,
-    };
-    let key = LayerKey::of(&input)?;
-    Ok(LayerSnapshot {
-        name: name.to_owned(),
-        key,
-        input,
-        sources,
-    })
+    Ok((inputs, sources))
 }

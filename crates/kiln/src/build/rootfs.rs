@@ -1,0 +1,92 @@
+//! Stage 1 for `rootfs:` bases: a root filesystem (folder or tar file)
+//! becomes a one-layer base image in the store. Its layer is cached like a
+//! file layer: the key is the tree's content and metadata (files by content
+//! digest through the stat cache, so an unchanged tree is walked and
+//! stat-ed, not read), or for a tar file the file's own digest. The base's
+//! config is empty and its manifest depends only on the layer and the
+//! epoch, so the same tree in two folders gives the same digest.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use kiln_cache::entry::Lookup;
+use kiln_cache::key::{InputRecord, KeyInput, LayerKey};
+use kiln_cache::stat::StatCache;
+use kiln_image::{BaseImage, ImageSpec, LayerRecord, RuntimeConfig, Store};
+use serde_json::json;
+
+use super::snapshot::input_records;
+use crate::KilnError;
+
+/// Import the root filesystem at `path` as a base image.
+pub(super) fn import(
+    store: &Store,
+    path: &Path,
+    epoch: u64,
+    stat: &mut StatCache,
+    no_cache: bool,
+) -> Result<BaseImage, KilnError> {
+    let folder = kiln_image::rootfs_is_folder(path)?;
+    let mut staging = None;
+    let (key, entries) = if folder {
+        let entries = kiln_image::rootfs_folder_entries(path)?;
+        let (inputs, _) = input_records(stat, path, &entries)?;
+        (key(epoch, "folder", inputs)?, Some(entries))
+    } else {
+        let record = InputRecord {
+            path: "/".into(),
+            kind: "tar".into(),
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            digest: Some(stat.digest(path)?),
+            target: None,
+        };
+        (key(epoch, "tar", vec![record])?, None)
+    };
+    let cached = match kiln_cache::entry::lookup(store, &key)? {
+        Lookup::Hit(blob) if !no_cache => Some(blob),
+        _ => None,
+    };
+    let blob = match cached {
+        Some(blob) => blob,
+        None => {
+            let entries = match entries {
+                Some(entries) => entries,
+                None => {
+                    let dir = kiln_image::rootfs_staging(store)?;
+                    let entries = kiln_image::rootfs_tar_entries(path, dir.path())?;
+                    staging = Some(dir);
+                    entries
+                }
+            };
+            let blob = kiln_image::write_layer(store, entries, epoch)?;
+            kiln_cache::entry::record(store, &key, &blob)?;
+            blob
+        }
+    };
+    drop(staging);
+    let spec = ImageSpec {
+        base: None,
+        config: RuntimeConfig::default(),
+        layers: vec![LayerRecord {
+            blob,
+            created_by: "kiln rootfs base".into(),
+        }],
+        created_epoch: epoch,
+        annotations: BTreeMap::new(),
+    };
+    let image = kiln_image::assemble(store, &spec)?;
+    Ok(kiln_image::load_image(store, &image.manifest.digest)?)
+}
+
+/// The rootfs layer's cache key: no parent, the epoch, what kind of source
+/// it is, and its entries (or the tar file's digest).
+fn key(epoch: u64, source: &str, inputs: Vec<InputRecord>) -> Result<LayerKey, KilnError> {
+    Ok(LayerKey::of(&KeyInput {
+        parent: "rootfs".into(),
+        epoch,
+        definition: json!({ "rootfs": source }),
+        inputs,
+    })?)
+}
