@@ -69,12 +69,30 @@ pub fn stage() -> Result<PathBuf> {
     Ok(rootfs)
 }
 
-/// `cargo xtask stage-debian`: stage and say how to use it.
+/// `cargo xtask stage-debian`: stage, link `images/debian/rootfs` to the
+/// staged root (what that recipe's `rootfs:rootfs` base reads), and say how
+/// to use it.
 pub fn stage_command() -> Result<()> {
     let rootfs = stage()?;
+    link_into_image(&rootfs)?;
     println!("{}", rootfs.display());
     eprintln!("==> export {ENV}={}", rootfs.display());
     Ok(())
+}
+
+/// Point `images/debian/rootfs` at the staged root (replacing an older
+/// link; never a real folder someone put there).
+fn link_into_image(rootfs: &Path) -> Result<()> {
+    let link = crate::root().join("images/debian/rootfs");
+    match std::fs::symlink_metadata(&link) {
+        Ok(meta) if meta.file_type().is_symlink() => std::fs::remove_file(&link)?,
+        Ok(_) => bail!(
+            "{} exists and is not a symlink: move it away to let stage-debian link the staged root",
+            link.display()
+        ),
+        Err(_) => {}
+    }
+    std::os::unix::fs::symlink(rootfs, &link).with_context(|| format!("linking {}", link.display()))
 }
 
 /// The first Debian mirror apt on this machine uses for the main archive.
