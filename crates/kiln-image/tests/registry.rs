@@ -597,6 +597,7 @@ fn large_image(dir: &Path, size: usize) -> Result<(Store, BuiltImage), Box<dyn s
             uid: 0,
             gid: 0,
             exclude: vec![],
+            preserve: false,
         },
     )?;
     let blob = write_layer(&store, entries, EPOCH)?;
