@@ -296,16 +296,14 @@ async fn run_in_container(
     secret_files: Option<SecretFiles>,
 ) -> Result<LayerBlob, KilnError> {
     let Step {
-        store,
         engine,
-        layer,
         run,
         so_far,
         tag,
         secrets,
         run_id,
+        ..
     } = *step;
-    let epoch = so_far.epoch;
     let (entrypoint, cmd) = match &run.run {
         RunCommand::Shell(s) => (vec!["/bin/sh".to_owned(), "-c".to_owned()], vec![s.clone()]),
         RunCommand::Exec(argv) => match argv.split_first() {
@@ -345,17 +343,7 @@ async fn run_in_container(
         .max()
         .unwrap_or(0);
     let log_lines = OUTPUT_TAIL_LINES + secret_lines;
-    let result = run_and_capture(
-        store,
-        engine,
-        &id,
-        layer,
-        epoch,
-        mounted,
-        log_lines,
-        so_far.volatile,
-    )
-    .await;
+    let result = run_and_capture(step, &id, mounted, log_lines).await;
     // The step's output is shown only with every secret it saw redacted.
     let result = result.map_err(|e| match e {
         KilnError::RunFailed {
@@ -390,15 +378,19 @@ fn last_lines(text: &str, n: usize) -> String {
 }
 
 async fn run_and_capture(
-    store: &Store,
-    engine: &dyn Engine,
+    step: &Step<'_>,
     id: &ContainerId,
-    layer: &str,
-    epoch: u64,
     secrets_mounted: bool,
     log_lines: usize,
-    volatile: &Volatile,
 ) -> Result<LayerBlob, KilnError> {
+    let Step {
+        store,
+        engine,
+        layer,
+        so_far,
+        ..
+    } = *step;
+    let (epoch, volatile) = (so_far.epoch, so_far.volatile);
     engine.start(id).await?;
     let code = engine.wait(id).await?;
     if code != 0 {
