@@ -12,14 +12,16 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::values::{BaseRef, Duration, ImageName, Mode, Owner, Port, Protocol, SecretSource};
+pub use crate::values::{
+    BaseRef, Duration, ImageName, Mode, Owner, Platform, Port, Protocol, SecretSource,
+};
 
 /// One golden image, as described by one recipe file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Recipe {
     /// The file the recipe was read from (as given to the parser).
     pub path: PathBuf,
-    /// `[image]`: name, version, base, epoch, context.
+    /// `[image]`: name, version, base, epoch, context, platform.
     pub image: ImageSection,
     /// `[config]`: the OCI runtime configuration.
     pub config: ConfigSection,
@@ -50,6 +52,10 @@ pub struct ImageSection {
     /// Folder that `src` paths are read from, relative to the recipe's
     /// folder (default `.`).
     pub context: PathBuf,
+    /// `platform`: the platform picked from a multi-platform base and
+    /// recorded in the image's config; `None` means the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
     /// `volatile`: globs of files that run layers leave out. `None` means
     /// the default list (apt's and dpkg's logs and caches, see
     /// [`DEFAULT_VOLATILE`]); a given list replaces it.

@@ -16,13 +16,15 @@ use crate::field::{
 use crate::model::{
     Boot, BootSecretTarget, ConfigSection, ImageSection, Promote, Recipe, SecretDecl,
 };
-use crate::values::{BaseRef, Duration, ImageName, SecretSource};
+use crate::values::{BaseRef, Duration, ImageName, Platform, SecretSource};
 use crate::{check, layer};
 
 const TOP_KEYS: &[&str] = &[
     "image", "config", "layer", "secrets", "boot", "check", "promote",
 ];
-const IMAGE_KEYS: &[&str] = &["name", "version", "base", "epoch", "context", "volatile"];
+const IMAGE_KEYS: &[&str] = &[
+    "name", "version", "base", "epoch", "context", "platform", "volatile",
+];
 const CONFIG_KEYS: &[&str] = &[
     "entrypoint",
     "cmd",
@@ -176,6 +178,10 @@ fn image(v: &Value<'_>, p: &mut Problems) -> Option<ImageSection> {
         }
         Some(PathBuf::from(*s.get_ref()))
     });
+    let platform = optional(&t, "platform", |v, what| {
+        crate::document::parsed::<Platform>(v, what, "platform = \"linux/arm64\"", p)
+            .map(Spanned::into_inner)
+    });
     let volatile = optional(&t, "volatile", |v, what| {
         let globs = crate::document::strings(v, what, "volatile = [\"/var/log/apt/**\"]", p)?;
         if let Some(bad) = globs.iter().find(|g| !g.starts_with('/')) {
@@ -195,6 +201,7 @@ fn image(v: &Value<'_>, p: &mut Problems) -> Option<ImageSection> {
         base: base?,
         epoch: epoch?,
         context: context?,
+        platform: platform?,
         volatile: volatile?,
     })
 }

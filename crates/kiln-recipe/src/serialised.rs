@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::values::{BaseRef, Duration, ImageName, Mode, Owner, Port, SecretSource};
+use crate::values::{BaseRef, Duration, ImageName, Mode, Owner, Platform, Port, SecretSource};
 
 /// Serialise through `Display`, deserialise through `FromStr`.
 macro_rules! as_string {
@@ -28,7 +28,7 @@ macro_rules! as_string {
     )*};
 }
 
-as_string!(BaseRef, Duration, ImageName, Owner, Port, SecretSource);
+as_string!(BaseRef, Duration, ImageName, Owner, Platform, Port, SecretSource);
 
 impl Serialize for Mode {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -134,6 +134,28 @@ fn image_keys() {
 }
 
 #[test]
+fn platform_key() {
+    let r = ok("[image]\nname = \"t\"\nplatform = \"linux/arm64\"\n");
+    let platform = r.image.platform.expect("platform");
+    assert_eq!((platform.os(), platform.architecture()), ("linux", "arm64"));
+    assert_eq!(platform.variant(), None);
+    assert_eq!(platform.to_string(), "linux/arm64");
+    let r = ok("[image]\nname = \"t\"\nplatform = \"linux/arm/v7\"\n");
+    assert_eq!(r.image.platform.expect("platform").variant(), Some("v7"));
+    assert_eq!(ok("[image]\nname = \"t\"\n").image.platform, None);
+    for bad in ["linux", "linux/", "Linux/arm64", "linux/arm/v7/x", "/arm64", "linux arm64"] {
+        check(
+            &format!("[image]\nname = \"t\"\nplatform = {bad:?}\n"),
+            "3:12: invalid platform",
+        );
+    }
+    check(
+        "[image]\nname = \"t\"\nplatform = 64\n",
+        "3:12: must be a string",
+    );
+}
+
+#[test]
 fn config_ports_of_every_protocol() {
     let r = ok(&with_image(
         "[config]\nexpose = [80, \"53/udp\", \"9000/sctp\", \"443/tcp\"]\n",
@@ -1074,7 +1096,7 @@ fn diagnostics_carry_their_line_span_and_help() {
     let d = &e.diagnostics()[0];
     assert_eq!(
         d.help.as_deref(),
-        Some("[image] takes: name, version, base, epoch, context, volatile")
+        Some("[image] takes: name, version, base, epoch, context, platform, volatile")
     );
     assert_eq!(
         &"[image]\nname = \"t\"\ncontxt = \".\"\n"[d.span.clone()],
@@ -1105,7 +1127,7 @@ fn miette_renders_the_source_line_and_every_problem() {
         "[images/web/kiln.toml:3:1]",
         "verison = \"1\"",
         "unknown key",
-        "help: [image] takes: name, version, base, epoch, context",
+        "help: [image] takes: name, version, base, epoch, context, platform, volatile",
         "images/web/kiln.toml:8:1: `status` does not apply to a tcp check",
         "status = 200",
         "not for tcp checks",

@@ -130,6 +130,63 @@ impl fmt::Display for Duration {
     }
 }
 
+/// A target platform, `OS/ARCH[/VARIANT]` (`linux/arm64`, `linux/arm/v7`):
+/// each part lowercase letters, digits and `_`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Platform {
+    os: String,
+    architecture: String,
+    variant: Option<String>,
+}
+
+impl Platform {
+    /// The operating system (`linux`).
+    pub fn os(&self) -> &str {
+        &self.os
+    }
+    /// The CPU architecture in OCI's spelling (`arm64`, `amd64`).
+    pub fn architecture(&self) -> &str {
+        &self.architecture
+    }
+    /// The CPU variant (`v7`, `v8`), if given.
+    pub fn variant(&self) -> Option<&str> {
+        self.variant.as_deref()
+    }
+}
+
+impl FromStr for Platform {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let ok = (2..=3).contains(&parts.len())
+            && parts.iter().all(|p| {
+                !p.is_empty()
+                    && p.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            });
+        if !ok {
+            return err(format!(
+                "invalid platform {s:?}: write OS/ARCH or OS/ARCH/VARIANT in lowercase, like \"linux/amd64\", \"linux/arm64\" or \"linux/arm/v7\""
+            ));
+        }
+        Ok(Platform {
+            os: parts[0].to_owned(),
+            architecture: parts[1].to_owned(),
+            variant: parts.get(2).map(|v| (*v).to_owned()),
+        })
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Unix permission bits, including setuid, setgid and sticky (`0..=0o7777`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Mode(u32);

@@ -117,6 +117,8 @@ fn the_contract_example_parses() {
     assert_eq!(r.image.base, BaseRef::Scratch);
     assert_eq!(r.image.epoch, Some(0));
     assert_eq!(r.image.context, Path::new("."));
+    let platform = r.image.platform.as_ref().expect("platform");
+    assert_eq!((platform.os(), platform.architecture()), ("linux", "amd64"));
 
     // [config]
     let c = &r.config;
