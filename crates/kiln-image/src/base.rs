@@ -42,6 +42,18 @@ pub fn import_oci_layout(
     dir: &Path,
     reference: Option<&str>,
 ) -> Result<BaseImage, ImageError> {
+    import_oci_layout_for(store, dir, reference, &Platform::host())
+}
+
+/// [`import_oci_layout`], following an image index to `platform`'s
+/// manifest instead of the host's ([`ImageError::NoMatchingPlatform`] when
+/// the index has none).
+pub fn import_oci_layout_for(
+    store: &Store,
+    dir: &Path,
+    reference: Option<&str>,
+    platform: &Platform,
+) -> Result<BaseImage, ImageError> {
     let layout_path = dir.join("oci-layout");
     let layout = std::fs::read(&layout_path).map_err(|e| ImageError::InvalidLayout {
         path: dir.to_path_buf(),
@@ -51,7 +63,9 @@ pub fn import_oci_layout(
     let index_path = dir.join("index.json");
     let index_bytes = std::fs::read(&index_path).map_err(ImageError::io(&index_path))?;
     let index = parse_layout_index(&index_path, &index_bytes)?;
-    resolve_layout(store, dir, &index, reference, &|d| copy_blob(store, dir, d))
+    resolve_layout(store, dir, &index, reference, platform, &|d| {
+        copy_blob(store, dir, d)
+    })
 }
 
 /// Check the `oci-layout` file of a layout (read from `path`, which may lie
@@ -85,13 +99,14 @@ pub(crate) type FetchBlob<'a> = dyn Fn(&Descriptor) -> Result<(), ImageError> + 
 /// The one resolution of an OCI layout, whether it lies in a folder or came
 /// out of an archive: pick the image `reference` names in `index` (the
 /// layout's index.json; `origin` is the layout, for errors), follow indexes
-/// to the host platform, have `fetch` bring every blob of the image into the
+/// to `platform`, have `fetch` bring every blob of the image into the
 /// store, check the layers' entries and read the image back.
 pub(crate) fn resolve_layout(
     store: &Store,
     origin: &Path,
     index: &Index,
     reference: Option<&str>,
+    platform: &Platform,
     fetch: &FetchBlob<'_>,
 ) -> Result<BaseImage, ImageError> {
     let available: Vec<String> = index
@@ -125,7 +140,7 @@ pub(crate) fn resolve_layout(
             }
         },
     };
-    let manifest = pick_manifest(store, fetch, chosen.clone())?;
+    let manifest = pick_manifest(store, fetch, chosen.clone(), platform)?;
     fetch(&manifest)?;
     let bytes = store.read_blob(&manifest.digest)?;
     let (config, layers) = parse_manifest(&manifest.digest, &bytes)?;
@@ -147,11 +162,12 @@ pub(crate) fn finish_import(store: &Store, manifest: &Digest) -> Result<BaseImag
     Ok(image)
 }
 
-/// Follow `d` through image indexes to the host platform's image manifest.
+/// Follow `d` through image indexes to `platform`'s image manifest.
 fn pick_manifest(
     store: &Store,
     fetch: &FetchBlob<'_>,
     mut d: Descriptor,
+    platform: &Platform,
 ) -> Result<Descriptor, ImageError> {
     for _ in 0..4 {
         if is_manifest(&d.media_type) {
@@ -166,7 +182,7 @@ fn pick_manifest(
         }
         fetch(&d)?;
         let bytes = store.read_blob(&d.digest)?;
-        d = choose_platform(&d.digest, &bytes, &Platform::host())?;
+        d = choose_platform(&d.digest, &bytes, platform)?;
     }
     Err(ImageError::InvalidDocument {
         what: "image index",

@@ -11,7 +11,9 @@ use serde_json::{Map, Value, json};
 use crate::descriptor::{
     MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_MANIFEST,
 };
-use crate::{BaseImage, Descriptor, Digest, ImageError, LayerBlob, Store, to_canonical_json};
+use crate::{
+    BaseImage, Descriptor, Digest, ImageError, LayerBlob, Platform, Store, to_canonical_json,
+};
 
 /// The runtime configuration kiln sets. Every field is optional: on a base,
 /// what is unset is inherited.
@@ -52,6 +54,9 @@ pub struct LayerRecord {
 pub struct ImageSpec {
     /// The base image, or `None` for scratch.
     pub base: Option<BaseImage>,
+    /// The platform the config records (`os`, `architecture`, `variant`)
+    /// when the base's config names none, as on scratch.
+    pub platform: Platform,
     /// The runtime configuration.
     pub config: RuntimeConfig,
     /// kiln's layers, in order, laid on the base's.
@@ -133,14 +138,19 @@ fn config_json(spec: &ImageSpec) -> Result<Value, ImageError> {
     let created = rfc3339(spec.created_epoch);
     let mut config = match &spec.base {
         Some(base) if base.config.is_object() => base.config.clone(),
-        _ => json!({"architecture": "amd64", "os": "linux"}),
+        _ => json!({}),
     };
     let Some(top) = config.as_object_mut() else {
         return Ok(config);
     };
     top.insert("created".into(), json!(created));
-    top.entry("architecture").or_insert_with(|| json!("amd64"));
-    top.entry("os").or_insert_with(|| json!("linux"));
+    if !top.contains_key("architecture") && !top.contains_key("os") {
+        top.insert("architecture".into(), json!(spec.platform.architecture));
+        top.insert("os".into(), json!(spec.platform.os));
+        if let Some(variant) = &spec.platform.variant {
+            top.insert("variant".into(), json!(variant));
+        }
+    }
 
     let mut runtime = match top.remove("config") {
         Some(Value::Object(m)) => m,

@@ -40,6 +40,7 @@
 //! let entries = plan_copy(Path::new("."), &copy)?;
 //! let blob = write_layer(&store, entries, 0)?;
 //! let spec = ImageSpec {
+//!     platform: kiln_image::Platform::host(),
 //!     base: None,
 //!     config: RuntimeConfig { cmd: Some(vec!["/bin/sh".into()]), ..Default::default() },
 //!     layers: vec![LayerRecord { blob, created_by: "kiln layer site: files".into() }],
@@ -81,7 +82,7 @@ pub mod store;
 pub use archive::{
     write_docker_loadable, write_docker_loadable_holding, write_oci_archive, write_oci_layout_dir,
 };
-pub use base::{BaseImage, import_oci_layout, load_image};
+pub use base::{BaseImage, import_oci_layout, import_oci_layout_for, load_image};
 pub use cancel::Cancel;
 pub use canonical::to_canonical_json;
 pub use compare::layer_differences;
@@ -99,7 +100,7 @@ pub use layer::{LayerBlob, layer_diff_id, write_layer};
 pub use layer_policy::{LayerPolicy, validate_layer_entries};
 pub use lock::{Lease, Section, Sweep};
 pub use oci::{StoredImage, read_image};
-pub use oci_archive::import_oci_archive;
+pub use oci_archive::{import_oci_archive, import_oci_archive_for};
 pub use registry::{
     BlobOutcome, CredentialFiles, PushReport, RegistryAuth, Remote, RemoteManifest, pull_registry,
     push_image,

@@ -9,7 +9,7 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 
 use crate::base::{check_oci_layout, parse_layout_index, resolve_layout};
-use crate::{BaseImage, Descriptor, Digest, ImageError, Store};
+use crate::{BaseImage, Descriptor, Digest, ImageError, Platform, Store};
 
 /// The largest index.json or oci-layout read into memory: real ones are a
 /// few kilobytes; a hostile archive must not exhaust memory.
@@ -32,6 +32,17 @@ pub fn import_oci_archive(
     store: &Store,
     file: &Path,
     reference: Option<&str>,
+) -> Result<BaseImage, ImageError> {
+    import_oci_archive_for(store, file, reference, &Platform::host())
+}
+
+/// [`import_oci_archive`], following an image index to `platform`'s
+/// manifest instead of the host's.
+pub fn import_oci_archive_for(
+    store: &Store,
+    file: &Path,
+    reference: Option<&str>,
+    platform: &Platform,
 ) -> Result<BaseImage, ImageError> {
     let bad_tar = |e: std::io::Error| ImageError::InvalidArchive {
         path: file.to_path_buf(),
@@ -72,7 +83,7 @@ pub fn import_oci_archive(
     check_oci_layout(&file.join("oci-layout"), &layout)?;
     let index = index.ok_or_else(|| missing("index.json"))?;
     let index = parse_layout_index(&file.join("index.json"), &index)?;
-    resolve_layout(store, file, &index, reference, &|d| {
+    resolve_layout(store, file, &index, reference, platform, &|d| {
         blob_from_archive(store, file, d)
     })
 }

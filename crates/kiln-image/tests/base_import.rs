@@ -87,6 +87,7 @@ fn child_of(
     assemble(
         store,
         &ImageSpec {
+            platform: kiln_image::Platform::host(),
             base: Some(base),
             config: RuntimeConfig {
                 entrypoint: Some(vec!["/www/bin/run.sh".into()]),

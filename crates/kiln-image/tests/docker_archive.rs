@@ -76,6 +76,7 @@ fn busybox_base(store: &Store, dir: &Path) -> Result<BuiltImage, Box<dyn std::er
     let built = assemble(
         store,
         &ImageSpec {
+            platform: kiln_image::Platform::host(),
             base: None,
             config: RuntimeConfig {
                 cmd: Some(vec!["/bin/sh".into()]),
@@ -119,6 +120,7 @@ fn child_of(
     Ok(assemble(
         store,
         &ImageSpec {
+            platform: kiln_image::Platform::host(),
             base: Some(base),
             config: RuntimeConfig::default(),
             layers: vec![LayerRecord {

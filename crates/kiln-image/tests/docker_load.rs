@@ -38,6 +38,7 @@ fn docker_loads_the_archive() -> TestResult {
     let built = assemble(
         &store,
         &ImageSpec {
+            platform: kiln_image::Platform::host(),
             base: Some(base),
             config: RuntimeConfig {
                 labels: BTreeMap::from([("layer".into(), "two".into())]),

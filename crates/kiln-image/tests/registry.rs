@@ -339,6 +339,7 @@ async fn an_index_is_followed_to_linux_amd64() -> TestResult {
     let amd = assemble(
         &src,
         &ImageSpec {
+            platform: kiln_image::Platform::host(),
             base: None,
             config: RuntimeConfig {
                 labels: BTreeMap::from([("arch".into(), "amd64".into())]),
@@ -604,6 +605,7 @@ fn large_image(dir: &Path, size: usize) -> Result<(Store, BuiltImage), Box<dyn s
     let built = assemble(
         &store,
         &ImageSpec {
+            platform: kiln_image::Platform::host(),
             base: None,
             config: RuntimeConfig::default(),
             layers: vec![LayerRecord {

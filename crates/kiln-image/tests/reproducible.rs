@@ -132,6 +132,7 @@ fn snapshot_of_a_fixed_layer_and_image() -> TestResult {
     let built = assemble(
         &store,
         &ImageSpec {
+            platform: kiln_image::Platform::host(),
             base: None,
             config: RuntimeConfig {
                 cmd: Some(vec!["/bin/sh".into()]),

@@ -28,7 +28,15 @@ macro_rules! as_string {
     )*};
 }
 
-as_string!(BaseRef, Duration, ImageName, Owner, Platform, Port, SecretSource);
+as_string!(
+    BaseRef,
+    Duration,
+    ImageName,
+    Owner,
+    Platform,
+    Port,
+    SecretSource
+);
 
 impl Serialize for Mode {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

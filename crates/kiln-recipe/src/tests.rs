@@ -143,7 +143,14 @@ fn platform_key() {
     let r = ok("[image]\nname = \"t\"\nplatform = \"linux/arm/v7\"\n");
     assert_eq!(r.image.platform.expect("platform").variant(), Some("v7"));
     assert_eq!(ok("[image]\nname = \"t\"\n").image.platform, None);
-    for bad in ["linux", "linux/", "Linux/arm64", "linux/arm/v7/x", "/arm64", "linux arm64"] {
+    for bad in [
+        "linux",
+        "linux/",
+        "Linux/arm64",
+        "linux/arm/v7/x",
+        "/arm64",
+        "linux arm64",
+    ] {
         check(
             &format!("[image]\nname = \"t\"\nplatform = {bad:?}\n"),
             "3:12: invalid platform",

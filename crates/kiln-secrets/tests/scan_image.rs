@@ -71,6 +71,7 @@ impl Fixture {
         assemble(
             &self.store,
             &ImageSpec {
+                platform: kiln_image::Platform::host(),
                 base: None,
                 config,
                 layers,
@@ -395,6 +396,7 @@ fn base_layers_are_skipped_and_indexes_count_them() -> TestResult {
     let image = assemble(
         &f.store,
         &ImageSpec {
+            platform: kiln_image::Platform::host(),
             base: Some(base),
             config: config(),
             layers: vec![top_layer],

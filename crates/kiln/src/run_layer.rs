@@ -213,6 +213,7 @@ pub async fn build_run_layer(
         .filter_map(|name| secrets.get(name).cloned())
         .collect();
     let spec = ImageSpec {
+        platform: kiln_image::Platform::host(),
         base: so_far.base.cloned(),
         config: so_far.config.clone(),
         layers: so_far.layers.to_vec(),

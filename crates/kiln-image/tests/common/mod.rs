@@ -194,6 +194,7 @@ pub fn build_sample(store: &Store, ctx: &Path) -> Result<BuiltImage, ImageError>
     assemble(
         store,
         &ImageSpec {
+            platform: kiln_image::Platform::host(),
             base: None,
             config: sample_config(),
             layers: vec![LayerRecord {

@@ -34,6 +34,7 @@ pub(super) fn assemble(
         );
     }
     let spec = ImageSpec {
+        platform: super::base::platform(recipe),
         base,
         config: plan.config.clone(),
         layers,

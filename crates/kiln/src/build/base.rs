@@ -28,6 +28,7 @@ pub(super) async fn resolve(
             store,
             &recipe_dir(recipe).join(path),
             plan.epoch,
+            &platform(recipe),
             stat,
             no_cache,
         )?)),
@@ -49,12 +50,7 @@ pub(super) async fn resolve(
             // resolved to the digest the registry serves, and every blob
             // is verified as it streams in.
             let image = crate::registry::remote(host, repository, true)?
-                .pull(
-                    store,
-                    tag.as_deref(),
-                    digest.as_ref(),
-                    &kiln_image::Platform::host(),
-                )
+                .pull(store, tag.as_deref(), digest.as_ref(), &platform(recipe))
                 .await?;
             Ok(Some(image))
         }
@@ -85,15 +81,17 @@ pub(super) async fn resolve(
                 })?;
             Ok(Some(kiln_image::load_image(store, digest)?))
         }
-        BaseRef::Oci { dir, reference } => Ok(Some(kiln_image::import_oci_layout(
+        BaseRef::Oci { dir, reference } => Ok(Some(kiln_image::import_oci_layout_for(
             store,
             &recipe_dir(recipe).join(dir),
             reference.as_deref(),
+            &platform(recipe),
         )?)),
-        BaseRef::OciArchive { file, reference } => Ok(Some(kiln_image::import_oci_archive(
+        BaseRef::OciArchive { file, reference } => Ok(Some(kiln_image::import_oci_archive_for(
             store,
             &recipe_dir(recipe).join(file),
             reference.as_deref(),
+            &platform(recipe),
         )?)),
         BaseRef::DockerArchive { file, reference } => Ok(Some(kiln_image::import_docker_archive(
             store,
@@ -109,5 +107,20 @@ pub(super) async fn resolve(
             let ImageRef { digest, .. } = reference::resolve(store, &image_ref)?;
             Ok(Some(kiln_image::load_image(store, &digest)?))
         }
+    }
+}
+
+/// The platform `recipe` builds for: its `[image] platform`, else the
+/// host's. A multi-platform base is followed to it, and a config that names
+/// none (as on scratch) records it.
+pub(crate) fn platform(recipe: &Recipe) -> kiln_image::Platform {
+    match &recipe.image.platform {
+        Some(p) => kiln_image::Platform {
+            os: p.os().to_owned(),
+            architecture: p.architecture().to_owned(),
+            variant: p.variant().map(str::to_owned),
+            extra: Default::default(),
+        },
+        None => kiln_image::Platform::host(),
     }
 }

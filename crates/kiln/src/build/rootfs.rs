@@ -18,11 +18,13 @@ use serde_json::json;
 use super::snapshot::input_records;
 use crate::KilnError;
 
-/// Import the root filesystem at `path` as a base image.
+/// Import the root filesystem at `path` as a base image for `platform`
+/// (what its config records).
 pub(super) fn import(
     store: &Store,
     path: &Path,
     epoch: u64,
+    platform: &kiln_image::Platform,
     stat: &mut StatCache,
     no_cache: bool,
 ) -> Result<BaseImage, KilnError> {
@@ -67,6 +69,7 @@ pub(super) fn import(
     };
     drop(staging);
     let spec = ImageSpec {
+        platform: platform.clone(),
         base: None,
         config: RuntimeConfig::default(),
         layers: vec![LayerRecord {
