@@ -123,27 +123,6 @@ impl Platform {
             extra: BTreeMap::new(),
         }
     }
-
-    /// Parse `os/architecture[/variant]` (`linux/arm64`, `linux/arm/v7`);
-    /// `None` unless it has two or three non-empty lowercase parts.
-    pub fn parse(s: &str) -> Option<Platform> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let ok = (2..=3).contains(&parts.len())
-            && parts.iter().all(|p| {
-                !p.is_empty()
-                    && p.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            });
-        if !ok {
-            return None;
-        }
-        Some(Platform {
-            os: parts[0].to_owned(),
-            architecture: parts[1].to_owned(),
-            variant: parts.get(2).map(|v| (*v).to_owned()),
-            extra: BTreeMap::new(),
-        })
-    }
 }
 
 /// `os/architecture[/variant]`.

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use kiln::recipe::Platform as RecipePlatform;
 use kiln::{BuildOptions, NoEvents, Store};
 use kiln_image::Platform;
 use serde_json::{Value, json};
@@ -45,10 +46,10 @@ fn platform_image(store: &Store, ctx: &Path, name: &str, platform: &str) -> (Str
         ),
         name,
     );
-    let wanted = Platform::parse(platform).expect("platform");
+    let wanted = platform.parse::<RecipePlatform>().expect("platform");
     // On scratch the config records the recipe's platform.
-    assert_eq!(config["os"], json!(wanted.os));
-    assert_eq!(config["architecture"], json!(wanted.architecture));
+    assert_eq!(config["os"], json!(wanted.os()));
+    assert_eq!(config["architecture"], json!(wanted.architecture()));
     let inspection = kiln::inspect(store, name).expect("inspect");
     (
         inspection.digest.to_string(),
@@ -64,12 +65,12 @@ fn multi_platform_layout(store: &Store, ctx: &Path, dir: &Path, platforms: [&str
     let mut manifests = Vec::new();
     for (i, platform) in platforms.into_iter().enumerate() {
         let (digest, size) = platform_image(store, ctx, &format!("base{i}"), platform);
-        let p = Platform::parse(platform).expect("platform");
+        let p = platform.parse::<RecipePlatform>().expect("platform");
         manifests.push(json!({
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": digest,
             "size": size,
-            "platform": {"os": p.os, "architecture": p.architecture},
+            "platform": {"os": p.os(), "architecture": p.architecture()},
         }));
     }
     for entry in std::fs::read_dir(store.root().join("blobs/sha256")).expect("blobs") {
@@ -136,10 +137,10 @@ fn a_multi_platform_base_gives_the_recipe_platform_else_the_hosts() {
         &on("picked", &format!("platform = \"{other}\"\n")),
         "picked",
     );
-    let wanted = Platform::parse(other).expect("platform");
+    let wanted = other.parse::<RecipePlatform>().expect("platform");
     assert_ne!(first_layer(&store, "base0"), first_layer(&store, "base1"));
     assert_eq!(first_layer(&store, "picked"), first_layer(&store, "base0"));
-    assert_eq!(config["architecture"], json!(wanted.architecture));
+    assert_eq!(config["architecture"], json!(wanted.architecture()));
     assert_eq!(config["os"], json!("linux"));
 
     // Without the key: the host's.
