@@ -28,7 +28,7 @@ pub fn write_docker_loadable(
     repo_tags: &[String],
     out: impl Write,
 ) -> Result<(), ImageError> {
-    write_archive(store, manifest, repo_tags, Some(0), out)
+    write_archive(store, manifest, repo_tags, Some(0), &[], out)
 }
 
 /// Write the image `manifest` for `docker load` as
@@ -46,7 +46,7 @@ pub fn write_docker_loadable_holding(
     held: usize,
     out: impl Write,
 ) -> Result<(), ImageError> {
-    write_archive(store, manifest, repo_tags, Some(held), out)
+    write_archive(store, manifest, repo_tags, Some(held), &[], out)
 }
 
 /// Write the image `manifest` as an OCI archive (an OCI image layout in a
@@ -57,7 +57,90 @@ pub fn write_oci_archive(
     ref_name: &str,
     out: impl Write,
 ) -> Result<(), ImageError> {
-    write_archive(store, manifest, &[ref_name.to_owned()], None, out)
+    write_oci_archive_with(store, manifest, ref_name, &[], out)
+}
+
+/// A manifest that travels beside an image without being one (cosign's
+/// `sha256-HEX.sig` and `.att`): copied byte for byte with its config and
+/// layers, whatever their media types, and named `ref_name` in the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    /// The manifest's descriptor in the store.
+    pub manifest: Descriptor,
+    /// Its ref name in the written index.json.
+    pub ref_name: String,
+}
+
+/// Write the image `manifest` as [`write_oci_archive`] does, with the
+/// `attached` manifests (and their blobs) beside it in the same layout.
+pub fn write_oci_archive_with(
+    store: &Store,
+    manifest: &Digest,
+    ref_name: &str,
+    attached: &[Attached],
+    out: impl Write,
+) -> Result<(), ImageError> {
+    write_archive(store, manifest, &[ref_name.to_owned()], None, attached, out)
+}
+
+/// Copy the `attached` manifest and the blobs it references into the OCI
+/// image layout in `dir` (created if missing) and name it there; each blob
+/// is verified as it is copied.
+pub fn add_to_oci_layout_dir(
+    store: &Store,
+    attached: &Attached,
+    dir: &Path,
+) -> Result<(), ImageError> {
+    let target = Store::open(dir)?;
+    copy_blobs(store, &target, &attached_blobs(store, &attached.manifest)?)?;
+    target.set_ref(&attached.ref_name, &attached.manifest)
+}
+
+/// The manifest, config and layers of an attached manifest with their
+/// sizes, read from the manifest without judging its media types.
+fn attached_blobs(
+    store: &Store,
+    manifest: &Descriptor,
+) -> Result<BTreeMap<Digest, u64>, ImageError> {
+    let bytes = store.read_blob(&manifest.digest)?;
+    let bad = |reason: String| ImageError::InvalidDocument {
+        what: "attached manifest",
+        digest: manifest.digest.clone(),
+        reason,
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    let config = config_descriptor(&value, &manifest.digest)?;
+    let layers: Vec<Descriptor> = match value.get("layers") {
+        Some(l) => serde_json::from_value(l.clone()).map_err(|e| bad(format!("layers: {e}")))?,
+        None => Vec::new(),
+    };
+    let mut blobs = BTreeMap::new();
+    blobs.insert(manifest.digest.clone(), bytes.len() as u64);
+    for d in std::iter::once(config).chain(layers) {
+        blobs.insert(d.digest, d.size);
+    }
+    Ok(blobs)
+}
+
+/// Copy `blobs` the `target` layout lacks from `store`, each verified.
+fn copy_blobs(
+    store: &Store,
+    target: &Store,
+    blobs: &BTreeMap<Digest, u64>,
+) -> Result<(), ImageError> {
+    for (digest, size) in blobs {
+        if target.has_blob(digest) {
+            continue;
+        }
+        let file = store.open_blob(digest)?;
+        let reader = VerifyingReader::new(file, digest.clone(), *size);
+        let path = store.blob_path(digest);
+        target
+            .put_blob_from_source(reader, Some(digest), &path)
+            .map_err(|e| corrupt_or(e, digest, &path))?;
+    }
+    Ok(())
 }
 
 /// Copy the image `manifest` into the OCI image layout in `dir` (created if
@@ -70,18 +153,7 @@ pub fn write_oci_layout_dir(
     dir: &Path,
 ) -> Result<(), ImageError> {
     let target = Store::open(dir)?;
-    let blobs = image_blobs(store, manifest)?;
-    for (digest, size) in &blobs {
-        if target.has_blob(digest) {
-            continue;
-        }
-        let file = store.open_blob(digest)?;
-        let reader = VerifyingReader::new(file, digest.clone(), *size);
-        let path = store.blob_path(digest);
-        target
-            .put_blob_from_source(reader, Some(digest), &path)
-            .map_err(|e| corrupt_or(e, digest, &path))?;
-    }
+    copy_blobs(store, &target, &image_blobs(store, manifest)?)?;
     target.set_ref(ref_name, &store.manifest_descriptor(manifest)?)
 }
 
@@ -127,16 +199,21 @@ fn corrupt_or(e: ImageError, digest: &Digest, path: &Path) -> ImageError {
 }
 
 /// `docker_held`: `None` for an OCI archive; `Some(n)` for a docker-loadable
-/// one without the blobs of its first `n` layers.
+/// one without the blobs of its first `n` layers. `attached` manifests go
+/// into the OCI index beside the image.
 fn write_archive(
     store: &Store,
     manifest: &Digest,
     ref_names: &[String],
     docker_held: Option<usize>,
+    attached: &[Attached],
     out: impl Write,
 ) -> Result<(), ImageError> {
     let docker = docker_held.is_some();
     let mut blobs = image_blobs(store, manifest)?;
+    for a in attached {
+        blobs.extend(attached_blobs(store, &a.manifest)?);
+    }
     let image = load_image(store, manifest)?;
     if let Some(held) = docker_held.filter(|h| *h > 0) {
         // A blob also used by a layer the engine lacks is still sent.
@@ -149,7 +226,7 @@ fn write_archive(
         }
     }
     let descriptor = store.manifest_descriptor(manifest)?;
-    let entries = if ref_names.is_empty() {
+    let mut entries: Vec<Descriptor> = if ref_names.is_empty() {
         vec![descriptor]
     } else {
         ref_names
@@ -157,6 +234,11 @@ fn write_archive(
             .map(|r| descriptor.with_ref_name(r))
             .collect()
     };
+    entries.extend(
+        attached
+            .iter()
+            .map(|a| a.manifest.with_ref_name(&a.ref_name)),
+    );
     let index = to_canonical_json(&Index::new(entries))?;
     let blob_name = |d: &Digest| format!("blobs/sha256/{}", d.hex());
     let docker_manifest = if docker {

@@ -80,7 +80,8 @@ pub mod rootfs;
 pub mod store;
 
 pub use archive::{
-    write_docker_loadable, write_docker_loadable_holding, write_oci_archive, write_oci_layout_dir,
+    Attached, add_to_oci_layout_dir, write_docker_loadable, write_docker_loadable_holding,
+    write_oci_archive, write_oci_archive_with, write_oci_layout_dir,
 };
 pub use base::{BaseImage, import_oci_layout, import_oci_layout_for, load_image};
 pub use cancel::Cancel;
