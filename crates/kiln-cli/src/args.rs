@@ -135,12 +135,17 @@ pub enum Command {
         common: Common,
     },
     /// Write an image out: oci:DIR, oci-archive:FILE, docker-archive:FILE,
-    /// docker-daemon:NAME:TAG.
+    /// docker-daemon:NAME:TAG, docker://HOST/REPO[:TAG]. Its signatures and
+    /// attestations go with it to oci:, oci-archive: and docker://.
     Export {
         /// NAME, NAME:TAG, NAME:CHANNEL or NAME@sha256:HEX.
         reference: String,
         /// Where to.
         destination: String,
+        /// Leave the image's signatures and attestations (sha256-HEX.sig,
+        /// .att) behind.
+        #[arg(long)]
+        no_signatures: bool,
         #[command(flatten)]
         common: Common,
     },

@@ -377,16 +377,22 @@ async fn run(command: Command) -> CmdResult {
         Command::Export {
             reference,
             destination,
+            no_signatures,
             ..
         } => {
             let store = open_store(&store_path)?;
             let destination_text = destination;
             let destination: kiln::Destination = destination_text.parse()?;
+            let options = if no_signatures {
+                kiln::ExportOptions::without_attachments()
+            } else {
+                kiln::ExportOptions::default()
+            };
             let exported = if destination.needs_engine() {
                 let engine = kiln::Docker::connect().await.map_err(KilnError::from)?;
-                kiln::export(&store, Some(&engine), &reference, &destination).await?
+                kiln::export_with(&store, Some(&engine), &reference, &destination, &options).await?
             } else {
-                kiln::export(&store, None, &reference, &destination).await?
+                kiln::export_with(&store, None, &reference, &destination, &options).await?
             };
             if json {
                 print_json(&json!({
@@ -394,6 +400,7 @@ async fn run(command: Command) -> CmdResult {
                     "digest": exported.digest,
                     "destination": destination_text,
                     "name": exported.name,
+                    "attachments": exported.attachments,
                 }));
             } else {
                 say!(

@@ -373,6 +373,9 @@ async fn a_release_signs_and_attests_what_cosign_verifies() {
             .success()
     );
 
+    exports_carry_signatures_and_attestations(&cosign, dir, &store, &host, &digest, key);
+    releases_append_to_signatures_in_the_registry(&cosign, dir, &store, &recipe, &image);
+
     // A release whose key does not open moves no channel.
     let toml = std::fs::read_to_string(&toml_path).expect("read");
     std::fs::write(
@@ -386,7 +389,7 @@ async fn a_release_signs_and_attests_what_cosign_verifies() {
         &[("COSIGN_PASSWORD", "wrong")],
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("release.key"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("release2.key"), "{}", stderr(&out));
     let images = json(&ok(kiln(&store, &["images", "--json"])));
     let stable: Vec<&str> = images["images"]
         .as_array()
@@ -400,6 +403,170 @@ async fn a_release_signs_and_attests_what_cosign_verifies() {
         .filter_map(|i| i["digest"].as_str())
         .collect();
     assert_eq!(stable, [digest.as_str()]);
+}
+
+/// `kiln export` of the released `hello:stable` (signed with `key`) to an
+/// OCI layout, an OCI archive and another repository carries its signature
+/// and attestations, which cosign accepts on the registry copy; with
+/// `--no-signatures` they stay behind.
+fn exports_carry_signatures_and_attestations(
+    cosign: &Path,
+    dir: &Path,
+    store: &Path,
+    host: &str,
+    digest: &str,
+    key: &str,
+) {
+    let hex = digest.trim_start_matches("sha256:");
+    let sig = format!("hello:sha256-{hex}.sig");
+    let att = format!("hello:sha256-{hex}.att");
+    let export = |destination: &str, extra: &[&str]| {
+        let mut args = vec!["export", "hello:stable", destination, "--json"];
+        args.extend(extra);
+        json(&ok(kiln(store, &args)))
+    };
+
+    // An OCI layout: the image and both attachments are named in it, and
+    // skopeo reads the image and the signature from it.
+    let layout = dir.join("exported");
+    let exported = export(&format!("oci:{}", path_str(&layout)), &[]);
+    assert_eq!(
+        exported["attachments"],
+        serde_json::json!([sig.clone(), att.clone()])
+    );
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index.json"))
+            .expect("index JSON");
+    let refs = ref_names(&index);
+    let names: Vec<&str> = refs.iter().filter_map(|r| r.split(' ').next()).collect();
+    assert_eq!(names, [att.as_str(), sig.as_str(), "hello:stable"]);
+    for name in ["hello:stable", sig.as_str()] {
+        let out = Command::new("skopeo")
+            .args([
+                "inspect",
+                "--raw",
+                &format!("oci:{}:{name}", path_str(&layout)),
+            ])
+            .output()
+            .expect("skopeo runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let manifest: Value = serde_json::from_slice(&out.stdout).expect("manifest");
+        assert!(manifest["layers"].is_array(), "{manifest}");
+    }
+
+    // An OCI archive holds the same index.
+    let archive = dir.join("exported.tar");
+    export(&format!("oci-archive:{}", path_str(&archive)), &[]);
+    let out = Command::new("tar")
+        .args(["-xOf", path_str(&archive), "index.json"])
+        .output()
+        .expect("tar runs");
+    let archived: Value = serde_json::from_slice(&out.stdout).expect("index JSON");
+    assert_eq!(ref_names(&archived), refs);
+
+    // Another repository: cosign verifies the copy's signature and both
+    // attestations there.
+    export(&format!("docker://{host}/team/copy"), &[]);
+    let copy = format!("{host}/team/copy@{digest}");
+    cosign_ok(cosign_verify(cosign, dir, key, &copy, None));
+    for kind in ["slsaprovenance1", "spdxjson"] {
+        cosign_ok(cosign_verify(cosign, dir, key, &copy, Some(kind)));
+    }
+
+    // Left behind on request.
+    let bare = export(&format!("docker://{host}/team/bare"), &["--no-signatures"]);
+    assert_eq!(bare["attachments"], serde_json::json!([]));
+    let image = format!("{host}/team/bare@{digest}");
+    assert!(
+        !cosign_verify(cosign, dir, key, &image, None)
+            .status
+            .success()
+    );
+}
+
+/// The ref names an OCI index lists with their digests, sorted.
+fn ref_names(index: &Value) -> Vec<String> {
+    let mut names: Vec<String> = index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .filter_map(|m| {
+            let name = m["annotations"]["org.opencontainers.image.ref.name"].as_str()?;
+            Some(format!("{name} {}", m["digest"].as_str()?))
+        })
+        .collect();
+    names.sort_unstable();
+    names
+}
+
+/// A second release of the same digest, with another key, onto a registry
+/// where cosign signed it too, appends: cosign verifies every signer after.
+fn releases_append_to_signatures_in_the_registry(
+    cosign: &Path,
+    dir: &Path,
+    store: &Path,
+    recipe: &Path,
+    image: &str,
+) {
+    cosign_ok(run_cosign(
+        cosign,
+        dir,
+        "their password",
+        &["generate-key-pair", "--output-key-prefix", "theirs"],
+    ));
+    cosign_ok(run_cosign(
+        cosign,
+        dir,
+        "their password",
+        &[
+            "sign",
+            "--yes",
+            "--tlog-upload=false",
+            "--allow-http-registry",
+            "--key",
+            "theirs.key",
+            image,
+        ],
+    ));
+    keygen(store, &recipe.join("release2"), "release password");
+    let toml_path = recipe.join("kiln.toml");
+    let toml = std::fs::read_to_string(&toml_path).expect("read");
+    std::fs::write(
+        &toml_path,
+        toml.replace("file:release.key", "file:release2.key"),
+    )
+    .expect("write");
+    let out = ok(kiln_with_env(
+        store,
+        &["release", path_str(recipe), "--json"],
+        &[("COSIGN_PASSWORD", "release password")],
+    ));
+    assert_eq!(
+        json(&out)["releases"][0]["build"]["digest"].as_str(),
+        image.split('@').nth(1),
+        "the second release must be of the same digest"
+    );
+    let theirs = dir.join("theirs.pub");
+    for key in [
+        recipe.join("release.pub"),
+        recipe.join("release2.pub"),
+        theirs,
+    ] {
+        cosign_ok(cosign_verify(cosign, dir, path_str(&key), image, None));
+    }
+    for key in [recipe.join("release.pub"), recipe.join("release2.pub")] {
+        cosign_ok(cosign_verify(
+            cosign,
+            dir,
+            path_str(&key),
+            image,
+            Some("slsaprovenance1"),
+        ));
+    }
 }
 
 /// The in-toto statement inside the first DSSE envelope cosign printed.

@@ -4,8 +4,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use kiln_engine::Engine;
-use kiln_image::{Digest, Store};
+use kiln_image::{Attached, Digest, Store};
 use kiln_recipe::BaseRef;
+use kiln_sign::attached::Attachment;
 
 use crate::KilnError;
 use crate::engine_images::load_into_engine;
@@ -140,21 +141,51 @@ fn write_layout_atomically(
     store: &Store,
     manifest: &kiln_image::Digest,
     ref_name: &str,
+    attached: &[Attached],
     dir: &Path,
 ) -> Result<(), KilnError> {
-    if dir.exists() {
+    let write = |dir: &Path| -> Result<(), KilnError> {
         kiln_image::write_oci_layout_dir(store, manifest, ref_name, dir)?;
-        return Ok(());
+        for a in attached {
+            kiln_image::add_to_oci_layout_dir(store, a, dir)?;
+        }
+        Ok(())
+    };
+    if dir.exists() {
+        return write(dir);
     }
     let tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempdir_in(parent(dir))
         .map_err(io_error(parent(dir)))?;
-    kiln_image::write_oci_layout_dir(store, manifest, ref_name, tmp.path())?;
+    write(tmp.path())?;
     std::fs::rename(tmp.path(), dir).map_err(io_error(dir))?;
     // The folder moved: nothing is left for the guard to clean.
     let _ = tmp.keep();
     Ok(())
+}
+
+/// How `kiln export` runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExportOptions {
+    /// Carry the image's signatures and attestations (its `sha256-HEX.sig`
+    /// and `.att` in the store) to destinations that can hold them
+    /// (`oci:`, `oci-archive:`, `docker://`). On by default.
+    pub attachments: bool,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions { attachments: true }
+    }
+}
+
+impl ExportOptions {
+    /// Leave signatures and attestations behind.
+    pub fn without_attachments() -> Self {
+        ExportOptions { attachments: false }
+    }
 }
 
 /// What an export wrote (`kiln export --json`).
@@ -168,6 +199,33 @@ pub struct Exported {
     /// reads it next (`skopeo inspect oci:DIR:NAME:TAG`); for a registry,
     /// `HOST/REPO:TAG` (or `HOST/REPO@DIGEST` when pushed by digest only).
     pub name: String,
+    /// The signature and attestation tags written beside it
+    /// (`sha256-HEX.sig`, `sha256-HEX.att`).
+    pub attachments: Vec<String>,
+}
+
+/// The image's signature and attestation manifests in the store, each with
+/// the ref name it gets beside `ref_name` in a layout: the image's
+/// repository (what precedes its tag) with cosign's tag, so that
+/// `oci:DIR:NAME:sha256-HEX.sig` names it as the store does.
+fn attachments_of(
+    store: &Store,
+    image: &reference::ImageRef,
+    ref_name: &str,
+) -> Result<Vec<Attached>, KilnError> {
+    let mut found = Vec::new();
+    for kind in [Attachment::Signature, Attachment::Attestation] {
+        let tag = kind.tag(&image.digest);
+        let Some(manifest) = store.resolve(&format!("{}:{tag}", image.name))? else {
+            continue;
+        };
+        let ref_name = match ref_name.rsplit_once(':') {
+            Some((repository, _)) => format!("{repository}:{tag}"),
+            None => tag,
+        };
+        found.push(Attached { manifest, ref_name });
+    }
+    Ok(found)
 }
 
 /// The name an exported image carries when the destination names none: the
@@ -196,14 +254,35 @@ fn given_name(
     Ok(format!("{}:{}", image.name, &image.digest.hex()[..16]))
 }
 
-/// Write the image `reference` names to `destination`. `engine` is needed
-/// only for `docker-daemon:`. The image is named by the destination's own
-/// reference, else by the tag or channel it was asked by.
+/// Write the image `reference` names to `destination`, with its signatures
+/// and attestations where the destination can hold them. `engine` is
+/// needed only for `docker-daemon:`. The image is named by the
+/// destination's own reference, else by the tag or channel it was asked by.
 pub async fn export(
     store: &Store,
     engine: Option<&dyn Engine>,
     reference: &str,
     destination: &Destination,
+) -> Result<Exported, KilnError> {
+    export_with(
+        store,
+        engine,
+        reference,
+        destination,
+        &ExportOptions::default(),
+    )
+    .await
+}
+
+/// [`export`], as `options` say. A docker-archive or docker-daemon
+/// destination cannot hold signatures or attestations: they are left
+/// behind there whatever `options` say.
+pub async fn export_with(
+    store: &Store,
+    engine: Option<&dyn Engine>,
+    reference: &str,
+    destination: &Destination,
+    options: &ExportOptions,
 ) -> Result<Exported, KilnError> {
     let image = reference::resolve(store, reference)?;
     // A reader, never blocked by a build: the lease only keeps gc from
@@ -212,23 +291,36 @@ pub async fn export(
     let given = given_name(store, reference, &image)?;
     let default_ref = || given.clone();
     let mut written = given.clone();
+    let mut carried = Vec::new();
+    let attachments = |r: &str| -> Result<Vec<Attached>, KilnError> {
+        if options.attachments {
+            attachments_of(store, &image, r)
+        } else {
+            Ok(Vec::new())
+        }
+    };
     match destination {
         Destination::OciDir { dir, reference } => {
             let r = reference.clone().unwrap_or_else(default_ref);
             written.clone_from(&r);
-            write_layout_atomically(store, &image.digest, &r, dir)?;
+            let attached = attachments(&r)?;
+            write_layout_atomically(store, &image.digest, &r, &attached, dir)?;
+            carried = attached.into_iter().map(|a| a.ref_name).collect();
         }
         Destination::OciArchive { file, reference } => {
             let r = reference.clone().unwrap_or_else(default_ref);
             written.clone_from(&r);
+            let attached = attachments(&r)?;
             write_file_atomically(file, |out| {
-                Ok(kiln_image::write_oci_archive(
+                Ok(kiln_image::write_oci_archive_with(
                     store,
                     &image.digest,
                     &r,
+                    &attached,
                     out,
                 )?)
             })?;
+            carried = attached.into_iter().map(|a| a.ref_name).collect();
         }
         Destination::DockerArchive { file, reference } => {
             let r = reference.clone().unwrap_or_else(default_ref);
@@ -258,16 +350,21 @@ pub async fn export(
                 Some(t) => format!("{}/{}:{t}", target.host, target.repository),
                 None => format!("{}/{}@{}", target.host, target.repository, image.digest),
             };
-            target
-                .remote(false)?
+            let remote = target.remote(false)?;
+            remote
                 .push_image(store, &image.digest, &tag.into_iter().collect::<Vec<_>>())
                 .await?;
+            if options.attachments {
+                carried = crate::sign::push_attachments(store, &image.name, &image.digest, &remote)
+                    .await?;
+            }
         }
     }
     Ok(Exported {
         reference: reference.to_owned(),
         digest: image.digest,
         name: written,
+        attachments: carried,
     })
 }
 

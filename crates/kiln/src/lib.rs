@@ -57,7 +57,7 @@ pub use catalog::{ImageSummary, Inspection, TestStatus, images, inspect};
 pub use engine_images::{ensure_in_engine, load_into_engine};
 pub use error::{Chain, ErrorKind, KilnError};
 pub use events::{Events, NoEvents};
-pub use export::{Destination, Exported, export};
+pub use export::{Destination, ExportOptions, Exported, export, export_with};
 pub use fsck::{FsckOptions, FsckReport, Problem, ProblemKind, fsck};
 pub use gc::{GcOptions, GcOutcome, gc};
 pub use graph::{BuildGraph, plan as plan_graph, plan_recipes};

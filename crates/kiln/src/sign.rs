@@ -400,17 +400,20 @@ fn provenance(store: &Store, facts: &ReleaseFacts<'_>) -> Result<kiln_sign::Prov
 /// Copy the signature and attestations of `name`@`digest` from the store to
 /// `remote`, appended to what the registry holds for that digest (another
 /// signer's signatures stay). Nothing is sent when the registry has them.
+/// Returns the tags the store held (each now in the registry too).
 pub(crate) async fn push_attachments(
     store: &Store,
     name: &str,
     digest: &Digest,
     remote: &Remote,
-) -> Result<(), KilnError> {
+) -> Result<Vec<String>, KilnError> {
+    let mut carried = Vec::new();
     for kind in [Attachment::Signature, Attachment::Attestation] {
         let tag = kind.tag(digest);
         let Some(ours) = store.resolve(&format!("{name}:{tag}"))? else {
             continue;
         };
+        carried.push(tag.clone());
         let scratch = Scratch::new()?;
         scratch.pull(remote, digest, kind).await?;
         let mut head = scratch.store.resolve(&format!("{SCRATCH_NAME}:{tag}"))?;
@@ -430,5 +433,5 @@ pub(crate) async fn push_attachments(
             scratch.push(remote, manifest, kind, digest).await?;
         }
     }
-    Ok(())
+    Ok(carried)
 }
