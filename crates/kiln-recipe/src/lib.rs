@@ -7,6 +7,9 @@
 //! A recipe (by convention `kiln.toml` in the image's folder) describes one
 //! golden image:
 //!
+//! - `[args]`: build arguments with their defaults; `${NAME}` in any
+//!   string value is replaced by the argument's value (see
+//!   [`parse_with_args`]).
 //! - `[image]`: the repository `name` (required), an optional `version`
 //!   (also stored as a tag), the `base` it is built on (`scratch`, `oci:DIR`,
 //!   `docker://HOST/REPO:TAG`, `recipe:PATH`, `kiln:NAME`...; default
@@ -84,6 +87,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod args;
 mod check;
 mod diagnostic;
 mod document;
@@ -94,6 +98,7 @@ mod section;
 mod serialised;
 pub mod values;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use toml::de::DeTable;
@@ -112,9 +117,42 @@ pub const RECIPE_FILE_NAME: &str = "kiln.toml";
 /// it names the file in diagnostics and is stored in [`Recipe::path`].
 ///
 /// Every problem in the text is reported, not only the first; a TOML syntax
-/// error is reported alone, since nothing after it can be trusted.
+/// error is reported alone, since nothing after it can be trusted. Build
+/// arguments take their `[args]` defaults; [`parse_with_args`] overrides
+/// them.
 pub fn parse(text: &str, path: &Path) -> Result<Recipe, RecipeError> {
-    let doc = match DeTable::parse(text) {
+    parse_with_args(text, path, &BTreeMap::new())
+}
+
+/// [`parse`] with build arguments: `args` (`--arg NAME=VALUE`) override
+/// the defaults of `[args]`, and every `${NAME}` in a string value of the
+/// recipe (outside `[args]`) is replaced by its value before the value is
+/// read, so the [`Recipe`] holds the values that are built and
+/// [`Recipe::args`] the values in force. A name in `args` that `[args]`
+/// does not declare, a `${NAME}` of an undeclared name and an unterminated
+/// `${` are problems (`$${` is a literal `${`).
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use std::path::Path;
+///
+/// let text = "[args]\nRELEASE = \"1.0.0\"\n[image]\nname = \"web\"\nversion = \"${RELEASE}\"\n";
+/// let args = BTreeMap::from([("RELEASE".to_owned(), "1.1.0".to_owned())]);
+/// let recipe = kiln_recipe::parse_with_args(text, Path::new("kiln.toml"), &args)?;
+/// assert_eq!(recipe.image.version.as_deref(), Some("1.1.0"));
+/// assert_eq!(recipe.args["RELEASE"], "1.1.0");
+///
+/// let unknown = BTreeMap::from([("RELAESE".to_owned(), "2".to_owned())]);
+/// let err = kiln_recipe::parse_with_args(text, Path::new("kiln.toml"), &unknown).unwrap_err();
+/// assert!(err.to_string().contains("--arg RELAESE is not a build argument"));
+/// # Ok::<(), kiln_recipe::RecipeError>(())
+/// ```
+pub fn parse_with_args(
+    text: &str,
+    path: &Path,
+    args: &BTreeMap<String, String>,
+) -> Result<Recipe, RecipeError> {
+    let mut doc = match DeTable::parse(text) {
         Ok(doc) => doc,
         Err(e) => {
             let message = e.message().trim_end();
@@ -136,7 +174,20 @@ pub fn parse(text: &str, path: &Path) -> Result<Recipe, RecipeError> {
         }
     };
     let mut problems = Problems::default();
-    let recipe = section::recipe(path, text, &doc, &mut problems);
+    let values = args::values(&doc, args, &mut problems);
+    let failed = args::substitute(&mut doc, text, &values, &mut problems);
+    let before = problems.0.len();
+    let recipe = section::recipe(path, text, &doc, &mut problems).map(|recipe| Recipe {
+        args: values.values,
+        ..recipe
+    });
+    // A value left unsubstituted was reported already; what the sections
+    // say about it (not a valid version...) would only repeat that.
+    let mut at = 0;
+    problems.0.retain(|problem| {
+        at += 1;
+        at <= before || !failed.contains(&problem.span)
+    });
     match recipe {
         Some(recipe) if problems.0.is_empty() => Ok(recipe),
         _ => {
@@ -153,12 +204,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Recipe, RecipeError> {
 /// Reads and parses the recipe at `path`: a file, or a folder that holds
 /// [`RECIPE_FILE_NAME`]. [`Recipe::path`] is the file read.
 pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
+    load_with_args(path, &BTreeMap::new())
+}
+
+/// [`load`] with build arguments, as [`parse_with_args`] takes them.
+pub fn load_with_args(path: &Path, args: &BTreeMap<String, String>) -> Result<Recipe, RecipeError> {
     let file = recipe_file(path);
     let text = std::fs::read_to_string(&file).map_err(|source| RecipeError::Io {
         path: file.clone(),
         source,
     })?;
-    parse(&text, &file)
+    parse_with_args(&text, &file, args)
 }
 
 /// The recipe file `path` names: itself, or `<path>/kiln.toml` for a folder.

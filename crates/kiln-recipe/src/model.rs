@@ -21,6 +21,12 @@ pub use crate::values::{
 pub struct Recipe {
     /// The file the recipe was read from (as given to the parser).
     pub path: PathBuf,
+    /// `[args]`: every build argument the recipe declares, with the value
+    /// it was built with (its default, or the `--arg` given). Every
+    /// `${NAME}` in the other values is already replaced; this is the
+    /// record of what they were replaced with.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub args: BTreeMap<String, String>,
     /// `[image]`: name, version, base, epoch, context, platform.
     pub image: ImageSection,
     /// `[config]`: the OCI runtime configuration.

@@ -20,7 +20,7 @@ use crate::values::{BaseRef, Duration, ImageName, Platform, SecretSource};
 use crate::{check, layer};
 
 const TOP_KEYS: &[&str] = &[
-    "image", "config", "layer", "secrets", "boot", "check", "promote",
+    "args", "image", "config", "layer", "secrets", "boot", "check", "promote",
 ];
 const IMAGE_KEYS: &[&str] = &[
     "name", "version", "base", "epoch", "context", "platform", "volatile",
@@ -85,6 +85,8 @@ pub(crate) fn recipe(
         .map_or(Some(Promote::default()), |v| promote(v, text, p));
     Some(Recipe {
         path: path.to_owned(),
+        // Read and applied before the sections (crate::args).
+        args: BTreeMap::new(),
         image: image?,
         config: config?,
         layers: layers?,
