@@ -53,6 +53,34 @@ pub struct BuildFlags {
     /// that differ (exit 1 when one does).
     #[arg(long)]
     pub check_reproducible: bool,
+    #[command(flatten)]
+    pub args: BuildArgs,
+}
+
+/// `--arg NAME=VALUE`, on every command that builds.
+#[derive(Debug, Clone, Default, Args)]
+pub struct BuildArgs {
+    /// A build argument: overrides the default of NAME under the recipe's
+    /// [args] (repeatable; the last value of a name wins).
+    #[arg(long = "arg", value_name = "NAME=VALUE", value_parser = name_value)]
+    pub args: Vec<(String, String)>,
+}
+
+impl BuildArgs {
+    /// The arguments by name.
+    pub fn map(&self) -> std::collections::BTreeMap<String, String> {
+        self.args.iter().cloned().collect()
+    }
+}
+
+/// `NAME=VALUE`; the value may be empty and may hold `=`.
+fn name_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!(
+            "{s:?} is not NAME=VALUE: write --arg RELEASE=1.5.0"
+        )),
+    }
 }
 
 /// The commands.
@@ -85,6 +113,9 @@ pub enum Command {
         /// Also write the results as a JUnit XML file.
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        /// Build arguments, for a recipe (not an image of the store).
+        #[command(flatten)]
+        args: BuildArgs,
         #[command(flatten)]
         common: Common,
     },

@@ -97,8 +97,9 @@ async fn run(command: Command) -> CmdResult {
             let store = open_store(&store_path)?;
             // Render every root's diagnostics at once, then plan the graph
             // (recipe: bases built first, each recipe once).
-            load_all(&recipes)?;
-            let graph = kiln::plan_graph(&recipes)?;
+            let args = build.args.map();
+            load_all(&recipes, &args)?;
+            let graph = kiln::plan_graph_with_args(&recipes, &args)?;
             let options = BuildOptions {
                 cancel: cancel_on_ctrl_c(),
                 ..build_options(&build)?
@@ -122,14 +123,19 @@ async fn run(command: Command) -> CmdResult {
             }
             Ok(())
         }
-        Command::Test { target, junit, .. } => {
+        Command::Test {
+            target,
+            junit,
+            args,
+            ..
+        } => {
             let store = open_store(&store_path)?;
             let engine = kiln::Docker::connect().await.map_err(KilnError::from)?;
             let options = kiln::TestOptions {
                 run_id: Some(kiln::new_run_id()),
                 cancel: cancel_on_ctrl_c(),
             };
-            let (recipe, digest) = test_target(&store, &engine, &target, &options).await?;
+            let (recipe, digest) = test_target(&store, &engine, &target, &args, &options).await?;
             let progress = Progress::new();
             let report = kiln::test(&store, &engine, &recipe, &digest, &options, &progress).await?;
             if let Some(path) = junit {
@@ -167,7 +173,7 @@ async fn run(command: Command) -> CmdResult {
             ..
         } => {
             let store = open_store(&store_path)?;
-            let recipes = load_all(&recipes)?;
+            let recipes = load_all(&recipes, &build.args.map())?;
             for recipe in &recipes {
                 kiln::ensure_supported(recipe, kiln::Stage::Release)?;
             }
@@ -460,12 +466,16 @@ fn options_with_tags(extra_tags: Vec<String>) -> Result<BuildOptions, Failure> {
     })
 }
 
-/// Load every recipe; render all their diagnostics before giving up.
-fn load_all(paths: &[PathBuf]) -> Result<Vec<Recipe>, Failure> {
+/// Load every recipe with the build arguments `args`; render all their
+/// diagnostics before giving up.
+fn load_all(
+    paths: &[PathBuf],
+    args: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<Recipe>, Failure> {
     let mut recipes = Vec::new();
     let mut bad = false;
     for path in paths {
-        match kiln::load_recipe(path) {
+        match kiln::load_recipe_with_args(path, args) {
             Ok(r) => recipes.push(r),
             Err(KilnError::Recipe(e)) => {
                 eprintln!("{:?}", miette::Report::new(e));
@@ -524,11 +534,12 @@ async fn test_target(
     store: &Store,
     engine: &kiln::Docker,
     target: &str,
+    args: &crate::args::BuildArgs,
     test: &kiln::TestOptions,
 ) -> Result<(Recipe, kiln::Digest), Failure> {
     let path = Path::new(target);
     if path.is_file() || path.join("kiln.toml").is_file() {
-        let recipe = load_all(&[path.to_path_buf()])?.remove(0);
+        let recipe = load_all(&[path.to_path_buf()], &args.map())?.remove(0);
         let options = BuildOptions {
             run_id: test.run_id.clone(),
             cancel: test.cancel.clone(),
@@ -537,6 +548,11 @@ async fn test_target(
         let progress = Progress::new();
         let built = kiln::build(store, &recipe, &options, Some(engine), &progress).await?;
         return Ok((recipe, built.digest));
+    }
+    if !args.args.is_empty() {
+        return Err(Failure::Usage(format!(
+            "--arg is for a recipe, and {target} is an image of the store: it was built with its arguments (see its dev.kiln.arg.* annotations)"
+        )));
     }
     let resolved = kiln::resolve(store, target)?;
     let recipe = kiln::recipe_of(store, &resolved.name, &resolved.digest)?;

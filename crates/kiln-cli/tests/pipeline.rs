@@ -9,8 +9,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 use support::{
-    Registry, assert_store_never_saw, build_digest, engine, have_tool, hello_copy, json, kiln,
-    kiln_with_env, ok, repo_root, required, stderr,
+    Registry, assert_store_never_saw, build_digest, cached, engine, have_tool, hello_copy, json,
+    kiln, kiln_with_env, layers, ok, repo_root, required, stderr,
 };
 
 /// Touch every file under `dir` with a different mtime.
@@ -732,24 +732,6 @@ async fn children_build_on_kiln_and_oci_bases_with_the_base_layers_underneath() 
     let out = kiln(&store, &["build", missing.to_str().expect("utf8")]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("hello:9.9.9"), "{}", stderr(&out));
-}
-
-fn layers(report: &Value) -> Vec<(String, bool)> {
-    report["images"][0]["layers"]
-        .as_array()
-        .expect("layers")
-        .iter()
-        .map(|l| {
-            (
-                l["name"].as_str().expect("name").to_owned(),
-                l["cached"].as_bool().expect("cached"),
-            )
-        })
-        .collect()
-}
-
-fn cached(names: &[(&str, bool)]) -> Vec<(String, bool)> {
-    names.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect()
 }
 
 #[test]

@@ -54,9 +54,22 @@ fn node_file(path: &Path) -> PathBuf {
 
 /// Load `roots` and every recipe they are built on, and order them.
 pub fn plan(roots: &[PathBuf]) -> Result<BuildGraph, KilnError> {
+    plan_with_args(roots, &BTreeMap::new())
+}
+
+/// [`plan`] with build arguments (`--arg NAME=VALUE`) for the recipes of
+/// `roots`, each of which must declare every one of them under `[args]`
+/// ([`kiln_recipe::parse_with_args`]). A `recipe:` base read from disk is
+/// built with its own `[args]` defaults: arguments are not passed down a
+/// chain, so a base that many images share has one digest whichever image
+/// asked for it.
+pub fn plan_with_args(
+    roots: &[PathBuf],
+    args: &BTreeMap<String, String>,
+) -> Result<BuildGraph, KilnError> {
     let mut recipes = Vec::with_capacity(roots.len());
     for root in roots {
-        recipes.push(kiln_recipe::load(&recipe_file(root)?)?);
+        recipes.push(kiln_recipe::load_with_args(&recipe_file(root)?, args)?);
     }
     plan_recipes(recipes)
 }

@@ -51,7 +51,7 @@ mod test_run;
 
 use kiln_promote::channel;
 
-pub use build::{BuildOptions, build, build_all, build_graph};
+pub use build::{ARG_ANNOTATION_PREFIX, BuildOptions, build, build_all, build_graph};
 pub use capability::{Stage, ensure_supported, needs_engine};
 pub use catalog::{ImageSummary, Inspection, TestStatus, images, inspect};
 pub use engine_images::{ensure_in_engine, load_into_engine};
@@ -60,7 +60,9 @@ pub use events::{Events, NoEvents};
 pub use export::{Destination, ExportOptions, Exported, export, export_with};
 pub use fsck::{FsckOptions, FsckReport, Problem, ProblemKind, fsck};
 pub use gc::{GcOptions, GcOutcome, gc};
-pub use graph::{BuildGraph, plan as plan_graph, plan_recipes};
+pub use graph::{
+    BuildGraph, plan as plan_graph, plan_recipes, plan_with_args as plan_graph_with_args,
+};
 pub use kiln_cache::CacheError;
 pub use kiln_check::{CheckError, CheckEvents, CheckOutcome};
 pub use kiln_engine::{Docker, Engine, EngineError, MANAGED_LABEL, RUN_LABEL};
@@ -99,6 +101,17 @@ pub fn load_recipe(path: &std::path::Path) -> Result<Recipe, KilnError> {
     Ok(kiln_recipe::load(path)?)
 }
 
+/// [`load_recipe`] with build arguments: `args` (`--arg NAME=VALUE`)
+/// override the defaults of the recipe's `[args]`, and every `${NAME}` in
+/// its string values is replaced ([`kiln_recipe::parse_with_args`]). A name
+/// the recipe does not declare is an error naming it.
+pub fn load_recipe_with_args(
+    path: &std::path::Path,
+    args: &std::collections::BTreeMap<String, String>,
+) -> Result<Recipe, KilnError> {
+    Ok(kiln_recipe::load_with_args(path, args)?)
+}
+
 /// Parse and validate a recipe held in memory. `context` is the folder its
 /// relative paths (`src`, `oci:` and `recipe:` bases, secret files) are read
 /// from; the recipe's [`Recipe::path`], and the file its diagnostics name, is
@@ -113,6 +126,31 @@ pub fn load_recipe(path: &std::path::Path) -> Result<Recipe, KilnError> {
 /// ```
 pub fn parse_recipe(text: &str, context: &std::path::Path) -> Result<Recipe, KilnError> {
     Ok(kiln_recipe::parse(text, &context.join(RECIPE_FILE_NAME))?)
+}
+
+/// [`parse_recipe`] with build arguments, as [`load_recipe_with_args`]
+/// takes them. The recipe returned holds the substituted values, and
+/// [`Recipe::args`] the values in force: building it records them in the
+/// image's annotations (`dev.kiln.arg.NAME`) and keeps this value.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// let text = "[args]\nRELEASE = \"1.0.0\"\n[image]\nname = \"hello\"\nversion = \"${RELEASE}\"\n";
+/// let args = BTreeMap::from([("RELEASE".to_owned(), "2.0.0".to_owned())]);
+/// let recipe = kiln::parse_recipe_with_args(text, "images/hello".as_ref(), &args)?;
+/// assert_eq!(recipe.image.version.as_deref(), Some("2.0.0"));
+/// # Ok::<(), kiln::KilnError>(())
+/// ```
+pub fn parse_recipe_with_args(
+    text: &str,
+    context: &std::path::Path,
+    args: &std::collections::BTreeMap<String, String>,
+) -> Result<Recipe, KilnError> {
+    Ok(kiln_recipe::parse_with_args(
+        text,
+        &context.join(RECIPE_FILE_NAME),
+        args,
+    )?)
 }
 
 /// Move `channel` of `name` to `digest`; refused unless the digest passed

@@ -254,3 +254,24 @@ pub(crate) fn build_digest(store: &Path, recipe: &Path) -> String {
         .expect("digest")
         .to_owned()
 }
+
+/// Each layer of the first image of `kiln build --json`'s `report`: its
+/// name and whether it came from the cache.
+pub(crate) fn layers(report: &Value) -> Vec<(String, bool)> {
+    report["images"][0]["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| {
+            (
+                l["name"].as_str().expect("name").to_owned(),
+                l["cached"].as_bool().expect("cached"),
+            )
+        })
+        .collect()
+}
+
+/// What [`layers`] gives, from names and whether each is cached.
+pub(crate) fn cached(names: &[(&str, bool)]) -> Vec<(String, bool)> {
+    names.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect()
+}

@@ -10,6 +10,10 @@ use kiln_recipe::Recipe;
 use super::plan::Plan;
 use crate::KilnError;
 
+/// The prefix of the manifest annotation that records each build argument:
+/// `dev.kiln.arg.NAME` = its value.
+pub const ARG_ANNOTATION_PREFIX: &str = "dev.kiln.arg.";
+
 /// Assemble the image of `recipe` from `base` and `layers` into `store`.
 pub(super) fn assemble(
     store: &Store,
@@ -32,6 +36,12 @@ pub(super) fn assemble(
             "org.opencontainers.image.version".to_owned(),
             version.clone(),
         );
+    }
+    // The build arguments the image was built with, so that an image says
+    // what it is. Not secrets ([secrets] are), and the leak scan reads
+    // annotations too.
+    for (name, value) in &recipe.args {
+        annotations.insert(format!("{ARG_ANNOTATION_PREFIX}{name}"), value.clone());
     }
     let spec = ImageSpec {
         platform: super::base::platform(recipe),

@@ -16,6 +16,7 @@
 //! in progress wrote or reuses.
 
 mod assemble;
+pub use assemble::ARG_ANNOTATION_PREFIX;
 mod base;
 mod layers;
 mod leak;
