@@ -103,7 +103,7 @@ env = {{ PATH = "/bin" }}
 
 [[layer]]
 name = "setup"
-run = "cat /version > /built && echo ran >> /built"
+run = "cat /version > /built && echo ran >> /built && echo path=$PATH >> /built"
 
 [[layer]]
 name = "site"
@@ -113,6 +113,11 @@ files = [{{ src = "site/", dest = "/srv/" }}]
 name = "the run layer saw the base"
 file = "/built"
 contains = "v1\nran"
+
+[[check]]
+name = "the run layer ran with the config's env"
+file = "/built"
+contains = "path=/bin"
 "#
         ),
     );
@@ -139,6 +144,16 @@ contains = "v1\nran"
         .filter(|e| e.starts_with("save") && e.contains(&base_v1))
         .collect();
     assert!(saves.is_empty(), "the base was saved again: {saves:?}");
+
+    // A fresh store reads the base out of the engine anew (save and
+    // import) and runs the run layer on it: the same image, byte for byte,
+    // as the one built on the base found by engine id.
+    let fresh = json(&ok(kiln(
+        &tmp.path().join("fresh-store"),
+        &["build", &recipe, "--json"],
+    )));
+    assert_eq!(fresh["images"][0]["digest"].as_str(), Some(digest.as_str()));
+    assert_eq!(fresh["images"][0]["base"]["digest"], base_digest);
 
     // Tested once (loaded), then again: the engine holds it, no load.
     let report = json(&ok(kiln(

@@ -162,19 +162,21 @@ async fn load(
 
 /// Make the engine hold `base` as an image of its own (tagged
 /// `kiln.local/base:HEX16`, kept like a builder's cache), so that images
-/// built on it send only their own layers, now and in later builds.
+/// built on it send only their own layers, now and in later builds. The
+/// name the engine knows it by: its id when it held it already (one
+/// inspect), else that tag (an engine that dropped it gets it again).
 pub(crate) async fn hold_base(
     store: &Store,
     engine: &dyn Engine,
     base: &BaseImage,
-) -> Result<(), KilnError> {
+) -> Result<String, KilnError> {
     let config = config_digest(base)?;
-    if engine.image_id(config.as_str()).await?.is_some() {
-        return record_image(store, &config, &base.diff_ids);
+    if let Some(id) = engine.image_id(config.as_str()).await? {
+        record_image(store, &config, &base.diff_ids)?;
+        return Ok(id);
     }
     let tag = format!("kiln.local/base:{}", &config.hex()[..16]);
-    load_into_engine(store, engine, &base.manifest_digest, tag).await?;
-    Ok(())
+    load_into_engine(store, engine, &base.manifest_digest, tag).await
 }
 
 /// Write the docker-loadable archive of `digest` without its first `held`

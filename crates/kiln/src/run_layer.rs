@@ -212,23 +212,34 @@ pub async fn build_run_layer(
         .iter()
         .filter_map(|name| secrets.get(name).cloned())
         .collect();
-    let spec = ImageSpec {
-        platform: kiln_image::Platform::host(),
-        base: so_far.base.cloned(),
-        config: so_far.config.clone(),
-        layers: so_far.layers.to_vec(),
-        created_epoch: so_far.epoch,
-        annotations: BTreeMap::new(),
-    };
-    // The temporary image's blobs are unreferenced: `kiln gc` removes them.
-    let built = kiln_image::assemble(store, &spec)?;
-    let tag = format!("kiln.local/build-{image}:{}", &key.0.hex()[..16]);
     // The base goes into the engine once, as its own image: this image
     // and later ones then send only kiln's layers.
-    if let Some(base) = so_far.base.filter(|b| !b.layers.is_empty()) {
-        crate::engine_images::hold_base(store, engine, base).await?;
-    }
-    let tag = load_into_engine(store, engine, &built.manifest.digest, tag).await?;
+    let held_base = match so_far.base.filter(|b| !b.layers.is_empty()) {
+        Some(base) => Some(crate::engine_images::hold_base(store, engine, base).await?),
+        None => None,
+    };
+    let (tag, temporary) = match held_base {
+        // Nothing of kiln's below: the container runs on the base the
+        // engine holds, and the config's env, user and workdir are given
+        // to it directly; no image is written, loaded or untagged.
+        Some(id) if runs_on_base(so_far) => (id, false),
+        _ => {
+            let spec = ImageSpec {
+                platform: kiln_image::Platform::host(),
+                base: so_far.base.cloned(),
+                config: so_far.config.clone(),
+                layers: so_far.layers.to_vec(),
+                created_epoch: so_far.epoch,
+                annotations: BTreeMap::new(),
+            };
+            // The temporary image's blobs are unreferenced: `kiln gc`
+            // removes them.
+            let built = kiln_image::assemble(store, &spec)?;
+            let tag = format!("kiln.local/build-{image}:{}", &key.0.hex()[..16]);
+            let tag = load_into_engine(store, engine, &built.manifest.digest, tag).await?;
+            (tag, true)
+        }
+    };
     let step = Step {
         store,
         engine,
@@ -258,11 +269,40 @@ pub async fn build_run_layer(
         other => other,
     };
     // The temporary name goes whatever happened (and with it the image,
-    // once no container uses it): builds must not pile up images.
-    let untagged = engine.remove_image(&tag).await;
+    // once no container uses it): builds must not pile up images. The
+    // held base stays.
+    let untagged = if temporary {
+        engine.remove_image(&tag).await
+    } else {
+        Ok(())
+    };
     let blob = result?;
     untagged?;
     Ok(blob)
+}
+
+/// Whether the step can run on the base image itself: no layer of kiln's
+/// is below it, and the recipe adds no volume (the engine would mount one
+/// where the command writes). Everything else of the image so far's config
+/// that matters to the command (env, user, workdir, entrypoint) is given to
+/// the container directly (see [`container_env`]).
+fn runs_on_base(so_far: &ImageSoFar<'_>) -> bool {
+    so_far.layers.is_empty() && so_far.config.volumes.is_empty()
+}
+
+/// The env a step's container gets on top of its image's: the config's
+/// (already in an image assembled with it, needed when the step runs on
+/// the bare base), then the step's own, which wins on a clash. Each name
+/// appears once: the engine appends a repeated name it does not know from
+/// the image instead of replacing it.
+fn container_env(run: &RunLayer, config: &RuntimeConfig) -> Vec<(String, String)> {
+    config
+        .env
+        .iter()
+        .filter(|(k, _)| !run.env.contains_key(*k))
+        .chain(&run.env)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// One run of a step: everything it needs to run in a container of `tag`.
@@ -314,11 +354,7 @@ async fn run_in_container(
     };
     let container = ContainerSpec {
         image: tag.to_owned(),
-        env: run
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        env: container_env(run, so_far.config),
         labels: BTreeMap::from([
             (MANAGED_LABEL.to_owned(), "true".to_owned()),
             (RUN_LABEL.to_owned(), run_id.to_owned()),
