@@ -477,7 +477,7 @@ async fn run_and_capture(
         Some(upper) => {
             match change_set::change_set_entries_from_dir(&upper, &changes, &staging, ENGINE_PATHS)
             {
-                Ok(entries) => Some(entries),
+                Ok(entries) => Some((entries, upper)),
                 // Overlay keeps something elsewhere: the export is the truth.
                 Err(ChangeSetError::NotInChangesDir { .. }) => None,
                 Err(e) => return Err(change_set_error(e)),
@@ -485,8 +485,8 @@ async fn run_and_capture(
         }
         None => None,
     };
-    let mut entries = match from_upper {
-        Some(entries) => entries,
+    let (mut entries, upper) = match from_upper {
+        Some((entries, upper)) => (entries, Some(upper)),
         None => {
             let export = tmp.path().join("export.tar");
             engine.export_to_file(id, &export).await?;
@@ -495,13 +495,36 @@ async fn run_and_capture(
             // The export is no longer needed: free its space before the
             // layer is written.
             std::fs::remove_file(&export).map_err(io(export.clone()))?;
-            entries
+            (entries, None)
         }
     };
     // Logs and caches a package manager rewrites on every run stay out, so
     // the same install gives the same layer.
     entries.retain(|e| !volatile.matches(&e.path, e.kind == kiln_image::EntryKind::Dir));
-    Ok(kiln_image::write_layer(store, entries, epoch)?)
+    let blob = kiln_image::write_layer(store, entries, epoch)?;
+    if let Some(upper) = upper {
+        empty_upper_dir(&upper);
+    }
+    Ok(blob)
+}
+
+/// Remove what the step wrote from its container's upper folder, once its
+/// layer is written and only the container's removal is left: measured on
+/// a loaded 2-core machine, the engine took 4.2-4.5 s to remove a container
+/// that had written 60 MB, and 1.8-2.4 s when kiln removed the files first
+/// (docs/benchmarks.md). Best effort: whatever is left, the engine removes
+/// with the container.
+fn empty_upper_dir(upper: &std::path::Path) {
+    let Ok(children) = std::fs::read_dir(upper) else {
+        return;
+    };
+    for child in children.flatten() {
+        let path = child.path();
+        let _ = match child.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+    }
 }
 
 /// The engine creates the secrets' mount point (`/run`, `/run/secrets`)
