@@ -3,21 +3,31 @@
 //! mounted from there; anything else goes up in chunks (`PATCH` with a
 //! `Content-Range`), so that a dropped connection costs one chunk at most:
 //! the registry is asked how much it holds, and the upload goes on from
-//! there (or starts again, if the registry dropped the upload too). The
-//! bytes are hashed as they are read and the upload is committed only when
-//! they match the blob's digest, so a damaged store blob is never pushed.
+//! there (or starts again, if the registry dropped the upload too). Each
+//! chunk is streamed from the blob's file, read a few pieces ahead of the
+//! socket, never whole into memory. The store verified the blob when it
+//! stored it, so it is not hashed again here: the registry hashes what it
+//! receives and refuses a commit whose digest does not match, which kiln
+//! reports as a damaged store blob, so a damaged blob is never pushed.
 //! The manifest is sent last, as its exact bytes: until then no tag exists,
 //! so an interrupted push leaves no half-written tag.
 
 use std::os::unix::fs::FileExt as _;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use reqwest::{Response, StatusCode, Url};
-use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc;
 
 use super::session::{ATTEMPTS, Session, backoff, header_digest};
 use crate::{Descriptor, Digest, ImageError, Store};
+
+/// Bytes read from a store blob at a time while it is sent.
+const PIECE: u64 = 1 << 20;
+/// Pieces read ahead of the socket, per blob.
+const READ_AHEAD: usize = 4;
 
 /// Where the bytes of a blob being pushed come from.
 #[derive(Clone)]
@@ -153,25 +163,17 @@ impl Session {
             sent: (sent, d.size),
             reason,
         };
+        let open = Open::new(&source, d).await?;
         let mut location = match started {
             Some(url) => url,
             None => self.start_upload().await?,
         };
-        // Bytes the registry holds, and bytes hashed so far (always a
-        // prefix of the blob: a restarted upload does not hash again).
+        // Bytes the registry holds.
         let mut held = 0u64;
-        let mut hasher = Sha256::new();
-        let mut hashed = 0u64;
         let mut faults = 0u32;
         while held < d.size {
             let len = chunk_size.min(d.size - held);
-            let bytes = read_range(&source, d, held, len).await?;
-            if held <= hashed && hashed < held + len {
-                let from = usize::try_from(hashed - held).unwrap_or(0);
-                hasher.update(&bytes[from..]);
-                hashed = held + len;
-            }
-            let reason = match self.patch(&location, held, bytes).await? {
+            let reason = match self.patch(&location, held, len, &open).await? {
                 Patched::Accepted(next, now) if now == held + len => {
                     location = next;
                     held = now;
@@ -192,7 +194,7 @@ impl Session {
             // (distribution does, when a chunk was cut mid-way) gets a new
             // one, from the start.
             match self.upload_status(&location).await {
-                Some((next, now)) if now <= hashed && now <= d.size => {
+                Some((next, now)) if now <= d.size => {
                     location = next;
                     held = now;
                 }
@@ -202,29 +204,38 @@ impl Session {
                 }
             }
         }
-        if hashed != d.size || Digest::from_hasher(hasher) != d.digest {
-            return Err(ImageError::CorruptBlob {
+        match self.commit(&location, d).await {
+            Ok(()) => Ok(()),
+            // The registry hashed what it was sent and it is not the blob:
+            // the store's copy is damaged (the store verified it once, and
+            // kiln does not hash it again on the way out).
+            Err(Committed::DigestInvalid) => Err(ImageError::CorruptBlob {
                 digest: d.digest.clone(),
-                path: store_path(&source, d),
-            });
+                path: open.path(),
+            }),
+            Err(Committed::Failed(reason)) => Err(failed(held, reason)),
         }
-        self.commit(&location, d)
-            .await
-            .map_err(|reason| failed(held, reason))
     }
 
-    /// Send one chunk, starting at byte `start`.
-    async fn patch(&self, location: &Url, start: u64, bytes: Bytes) -> Result<Patched, ImageError> {
+    /// Send `len` bytes of `open` from byte `start` as one chunk, streamed
+    /// from the source (never read whole into memory first).
+    async fn patch(
+        &self,
+        location: &Url,
+        start: u64,
+        len: u64,
+        open: &Open,
+    ) -> Result<Patched, ImageError> {
         const OPERATION: &str = "push blob";
-        let end = start + bytes.len() as u64;
+        let end = start + len;
         let range = format!("{start}-{}", end.saturating_sub(1));
         let response = self
             .send_tries(OPERATION, 1, |c| {
                 c.patch(location.clone())
                     .header(CONTENT_TYPE, "application/octet-stream")
                     .header(CONTENT_RANGE, &range)
-                    .header(CONTENT_LENGTH, bytes.len())
-                    .body(bytes.clone())
+                    .header(CONTENT_LENGTH, len)
+                    .body(open.body(start, len))
             })
             .await;
         let response = match response {
@@ -268,7 +279,7 @@ impl Session {
 
     /// Commit the upload at `location` as blob `d`. A commit whose answer
     /// was lost is recognised by the blob being there.
-    async fn commit(&self, location: &Url, d: &Descriptor) -> Result<(), String> {
+    async fn commit(&self, location: &Url, d: &Descriptor) -> Result<(), Committed> {
         const OPERATION: &str = "push blob";
         let mut url = location.clone();
         url.query_pairs_mut()
@@ -288,10 +299,11 @@ impl Session {
                         .read_capped(OPERATION, r, super::session::MAX_SMALL)
                         .await
                         .unwrap_or_default();
-                    last = format!(
-                        "committing the upload: HTTP {status}: {}",
-                        super::session::error_detail(&body)
-                    );
+                    let detail = super::session::error_detail(&body);
+                    if status == StatusCode::BAD_REQUEST && detail.starts_with("DIGEST_INVALID") {
+                        return Err(Committed::DigestInvalid);
+                    }
+                    last = format!("committing the upload: HTTP {status}: {detail}");
                 }
                 Err(e) => last = format!("committing the upload: {e}"),
             }
@@ -300,7 +312,7 @@ impl Session {
             }
             tokio::time::sleep(backoff(attempt)).await;
         }
-        Err(last)
+        Err(Committed::Failed(last))
     }
 
     /// PUT a manifest's exact bytes under `reference` (a tag or its
@@ -352,56 +364,110 @@ fn held_bytes(response: &Response) -> Option<u64> {
     Some(if end == 0 { 0 } else { end + 1 })
 }
 
-/// `len` bytes of `d` from byte `offset`.
-async fn read_range(
-    source: &BlobSource<'_>,
-    d: &Descriptor,
-    offset: u64,
-    len: u64,
-) -> Result<Bytes, ImageError> {
-    let size = usize::try_from(len).unwrap_or(usize::MAX);
-    match source {
-        BlobSource::Bytes(bytes) => {
-            let start = usize::try_from(offset).unwrap_or(usize::MAX);
-            bytes
-                .get(start..start.saturating_add(size))
-                .map(|b| bytes.slice_ref(b))
-                .ok_or_else(|| ImageError::CorruptBlob {
-                    digest: d.digest.clone(),
-                    path: "memory".into(),
-                })
-        }
-        BlobSource::Store(store) => {
-            let store = (*store).clone();
-            let digest = d.digest.clone();
-            let read = tokio::task::spawn_blocking(move || {
-                let path = store.blob_path(&digest);
-                let file = store.open_blob(&digest)?;
-                let mut buf = vec![0u8; size];
-                file.read_exact_at(&mut buf, offset).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        ImageError::CorruptBlob {
-                            digest: digest.clone(),
-                            path: path.clone(),
-                        }
-                    } else {
-                        ImageError::Io { path, source: e }
-                    }
-                })?;
-                Ok(Bytes::from(buf))
-            })
-            .await;
-            read.map_err(|e| ImageError::Io {
-                path: store_path(source, d),
-                source: std::io::Error::other(e.to_string()),
-            })?
-        }
-    }
+/// Why a commit failed.
+enum Committed {
+    /// The registry says the bytes sent do not hash to the digest.
+    DigestInvalid,
+    /// Anything else, after the retries.
+    Failed(String),
 }
 
-fn store_path(source: &BlobSource<'_>, d: &Descriptor) -> std::path::PathBuf {
-    match source {
-        BlobSource::Store(store) => store.blob_path(&d.digest),
-        BlobSource::Bytes(_) => "memory".into(),
+/// The bytes of one blob being pushed, ready to be streamed chunk by chunk.
+enum Open {
+    /// A store blob: its open file (read at offsets) and its path.
+    File(Arc<std::fs::File>, PathBuf),
+    /// Bytes in memory.
+    Bytes(Bytes),
+}
+
+impl Open {
+    /// Open `d` from `source`. A source whose size is not `d`'s is
+    /// [`ImageError::CorruptBlob`] before anything is sent.
+    async fn new(source: &BlobSource<'_>, d: &Descriptor) -> Result<Open, ImageError> {
+        let corrupt = |path: PathBuf| ImageError::CorruptBlob {
+            digest: d.digest.clone(),
+            path,
+        };
+        match source {
+            BlobSource::Bytes(bytes) if bytes.len() as u64 == d.size => {
+                Ok(Open::Bytes(bytes.clone()))
+            }
+            BlobSource::Bytes(_) => Err(corrupt("memory".into())),
+            BlobSource::Store(store) => {
+                let store = (*store).clone();
+                let digest = d.digest.clone();
+                let opened = tokio::task::spawn_blocking(move || {
+                    let path = store.blob_path(&digest);
+                    let file = store.open_blob(&digest)?;
+                    let len = file
+                        .metadata()
+                        .map_err(|e| ImageError::Io {
+                            path: path.clone(),
+                            source: e,
+                        })?
+                        .len();
+                    Ok::<_, ImageError>((file, path, len))
+                })
+                .await
+                .map_err(|e| ImageError::Io {
+                    path: "blob".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })??;
+                let (file, path, len) = opened;
+                if len != d.size {
+                    return Err(corrupt(path));
+                }
+                Ok(Open::File(Arc::new(file), path))
+            }
+        }
+    }
+
+    /// Where the bytes come from, for errors.
+    fn path(&self) -> PathBuf {
+        match self {
+            Open::File(_, path) => path.clone(),
+            Open::Bytes(_) => "memory".into(),
+        }
+    }
+
+    /// A request body of `len` bytes from byte `offset`: pieces read from
+    /// the file on the blocking pool a few ahead of the socket, so that
+    /// disk and network overlap and memory stays at a few pieces a blob.
+    fn body(&self, offset: u64, len: u64) -> reqwest::Body {
+        match self {
+            Open::Bytes(bytes) => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                let end = start.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+                reqwest::Body::from(
+                    bytes
+                        .get(start..end)
+                        .map_or_else(Bytes::new, |b| bytes.slice_ref(b)),
+                )
+            }
+            Open::File(file, _) => {
+                let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(READ_AHEAD);
+                let file = Arc::clone(file);
+                tokio::task::spawn_blocking(move || {
+                    let end = offset + len;
+                    let mut at = offset;
+                    while at < end {
+                        let n = usize::try_from(PIECE.min(end - at)).unwrap_or(0);
+                        let mut buf = vec![0u8; n];
+                        let piece = file.read_exact_at(&mut buf, at).map(|()| Bytes::from(buf));
+                        let failed = piece.is_err();
+                        // The request was dropped (cancelled, or the
+                        // connection failed): stop reading.
+                        if tx.blocking_send(piece).is_err() || failed {
+                            return;
+                        }
+                        at += n as u64;
+                    }
+                });
+                let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|piece| (piece, rx))
+                });
+                reqwest::Body::wrap_stream(stream)
+            }
+        }
     }
 }
