@@ -354,7 +354,10 @@ impl Remote {
         };
         let (mut bytes, mut media_type) =
             session.fetch_manifest(&reference, digest, &asked).await?;
-        let mut manifest_digest = store.put_blob(&bytes)?;
+        // Indexes on the way to the manifest, stored only once the manifest
+        // is verified: a registry that lies about a manifest leaves nothing.
+        let mut indexes = Vec::new();
+        let mut manifest_digest = Digest::of(&bytes);
         for _ in 0..4 {
             if is_manifest(&media_type) {
                 break;
@@ -368,18 +371,20 @@ impl Remote {
             }
             let chosen = choose_platform(&manifest_digest, &bytes, platform)?;
             let asked = format!("manifest {}", chosen.digest);
-            (bytes, media_type) = session
+            let (next, next_type) = session
                 .fetch_manifest(chosen.digest.as_str(), Some(&chosen.digest), &asked)
                 .await?;
-            if bytes.len() as u64 != chosen.size {
+            if next.len() as u64 != chosen.size {
                 return Err(ImageError::SizeMismatch {
                     digest: chosen.digest.clone(),
                     path: session.url(&format!("manifests/{}", chosen.digest)).into(),
                     expected: chosen.size,
-                    actual: bytes.len() as u64,
+                    actual: next.len() as u64,
                 });
             }
-            manifest_digest = store.put_blob(&bytes)?;
+            indexes.push(std::mem::replace(&mut bytes, next));
+            media_type = next_type;
+            manifest_digest = Digest::of(&bytes);
         }
         if !is_manifest(&media_type) {
             return Err(ImageError::InvalidDocument {
@@ -389,6 +394,10 @@ impl Remote {
             });
         }
         let (config, layers) = parse_manifest(&manifest_digest, &bytes)?;
+        for index in &indexes {
+            store.put_blob(index)?;
+        }
+        store.put_blob(&bytes)?;
         session.fetch_blob(store, &config).await?;
         for layer in &layers {
             session.fetch_blob(store, layer).await?;

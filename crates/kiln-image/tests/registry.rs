@@ -327,6 +327,145 @@ async fn tampered_content_is_refused_naming_the_blob() -> TestResult {
     Ok(())
 }
 
+/// Every blob file under `store`'s blob folder.
+fn stored_blobs(store: &Store) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let dir = store.root().join("blobs/sha256");
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        names.push(entry?.file_name().to_string_lossy().into_owned());
+    }
+    Ok(names)
+}
+
+#[tokio::test]
+async fn a_registry_that_lies_about_a_manifest_is_refused_and_nothing_is_stored() -> TestResult {
+    if !tools() {
+        return Ok(());
+    }
+    let registry = start(None)?;
+    let dir = tempfile::tempdir()?;
+    let (src, built) = source(dir.path())?;
+    let remote = Remote::new(&registry.host, "team/lies", RegistryAuth::Anonymous)?;
+    remote.push_image(&src, &built.manifest.digest, &[]).await?;
+
+    // An index that announces the host's manifest 10 bytes smaller than it
+    // is: the registry serves the real one, bigger than announced.
+    let host = kiln_image::Platform::host();
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": built.manifest.media_type, "digest": built.manifest.digest,
+                       "size": built.manifest.size - 10,
+                       "platform": {"architecture": host.architecture, "os": host.os}}],
+    }))?;
+    remote
+        .push_manifest("short", "application/vnd.oci.image.index.v1+json", index)
+        .await?;
+    let store = Store::open(dir.path().join("store"))?;
+    match remote_pull(&store, &registry.host, "team/lies", "short").await {
+        Err(ImageError::SizeMismatch {
+            digest,
+            expected,
+            actual,
+            ..
+        }) => {
+            assert_eq!(digest, built.manifest.digest);
+            assert_eq!(
+                (expected, actual),
+                (built.manifest.size - 10, built.manifest.size)
+            );
+        }
+        other => return Err(format!("expected SizeMismatch, got {other:?}").into()),
+    }
+    assert_eq!(
+        stored_blobs(&store)?,
+        Vec::<String>::new(),
+        "nothing is stored"
+    );
+
+    // A manifest larger than the 4 MiB kiln reads. distribution neither
+    // takes nor serves one, so a registry of the test's own serves it (valid
+    // JSON naming real blobs: only its size lies): refused, nothing stored.
+    let config = src.read_blob(&built.config_digest)?;
+    let huge = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": built.config_digest, "size": config.len()},
+        "layers": [],
+        "annotations": {"padding": "x".repeat(5 << 20)},
+    }))?;
+    let liar = serving_manifest(huge)?;
+    match remote_pull(&store, &liar, "team/lies", "huge").await {
+        Err(ImageError::Registry { reason, .. }) => {
+            assert!(reason.contains("larger than 4194304 bytes"), "{reason}");
+        }
+        other => return Err(format!("expected a refused manifest, got {other:?}").into()),
+    }
+    assert_eq!(
+        stored_blobs(&store)?,
+        Vec::<String>::new(),
+        "nothing is stored"
+    );
+    // The same store then pulls from the honest registry: the refusals
+    // left nothing half-done in it.
+    remote
+        .push_manifest(
+            "honest",
+            &built.manifest.media_type,
+            src.read_blob(&built.manifest.digest)?,
+        )
+        .await?;
+    let base = remote_pull(&store, &registry.host, "team/lies", "honest").await?;
+    assert_eq!(base.manifest_digest, built.manifest.digest);
+    Ok(())
+}
+
+/// A lying registry on loopback: every request is answered with `body` as
+/// an OCI manifest. Its host.
+fn serving_manifest(body: Vec<u8>) -> std::io::Result<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let host = listener.local_addr()?.to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let Ok(mut writer) = stream.try_clone() else {
+                continue;
+            };
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = writer.write_all(head.as_bytes());
+            let _ = writer.write_all(&body);
+        }
+    });
+    Ok(host)
+}
+
+async fn remote_pull(
+    store: &Store,
+    host: &str,
+    repository: &str,
+    tag: &str,
+) -> Result<kiln_image::BaseImage, ImageError> {
+    pull_registry(
+        store,
+        host,
+        repository,
+        Some(tag),
+        None,
+        RegistryAuth::Anonymous,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn an_index_is_followed_to_linux_amd64() -> TestResult {
     if !tools() {
