@@ -817,3 +817,149 @@ fn the_sbom_of_a_debootstrap_image_lists_every_package_with_dpkgs_version() {
         .expect("purl");
     assert!(purl.starts_with("pkg:deb/debian/"), "{purl}");
 }
+
+/// The broken-signature problems `kiln fsck --json` reports, as
+/// `(detail, repaired)`; its exit code beside them.
+fn signature_problems(store: &Path, args: &[&str]) -> (Option<i32>, Vec<(String, bool)>) {
+    let mut all = vec!["fsck", "--json"];
+    all.extend(args);
+    let out = kiln(store, &all);
+    let report = json(&out);
+    let problems = report["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .filter(|p| p["kind"] == "broken_signature")
+        .map(|p| {
+            (
+                p["detail"].as_str().expect("detail").to_owned(),
+                p["repaired"] == true,
+            )
+        })
+        .collect();
+    (out.status.code(), problems)
+}
+
+#[test]
+fn fsck_reports_broken_signatures_and_repair_keeps_every_whole_one() {
+    use kiln_sign::attached::{self, Attachment, NewLayer, SIGNATURE_ANNOTATION};
+    use kiln_sign::{PredicateKind, SigningKey, Statement};
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let store_dir = dir.join("store");
+    let recipe = hello_copy(dir, "0.20.5");
+    let digest_text = build_digest(&store_dir, &recipe);
+    let digest: Digest = digest_text.parse().expect("digest");
+    let image = "hello:0.20.5";
+    for key in ["one", "two"] {
+        keygen(&store_dir, &dir.join(key), "");
+        ok(kiln(
+            &store_dir,
+            &[
+                "sign",
+                image,
+                "--key",
+                path_str(&dir.join(format!("{key}.key"))),
+            ],
+        ));
+    }
+    let store = kiln_image::Store::open(&store_dir).expect("store");
+    let key = SigningKey::read(&dir.join("one.key"), b"").expect("key");
+    for about in [digest.clone(), Digest::of(b"another image")] {
+        let statement = Statement::about_image(
+            "hello",
+            &about,
+            PredicateKind::SpdxJson,
+            serde_json::json!({}),
+        );
+        kiln_sign::attest_image(&store, "hello", &digest, &statement, &key).expect("attest");
+    }
+    let verify = |key: &str, kind: Option<&str>| {
+        let key_path = dir.join(format!("{key}.pub"));
+        let mut args = vec!["verify", image, "--key", path_str(&key_path), "--json"];
+        if let Some(kind) = kind {
+            args.extend(["--attestation", kind]);
+        }
+        kiln(&store_dir, &args)
+    };
+    ok(verify("one", None));
+    ok(verify("two", None));
+
+    // Two layers are appended: one that is no simple signing payload, and
+    // one whose payload blob then goes missing.
+    let sig_ref = format!("hello:{}", Attachment::Signature.tag(&digest));
+    let mut head = store.resolve(&sig_ref).expect("index").expect("sig ref");
+    let elsewhere = kiln_sign::payload::SimpleSigning::new("elsewhere/hello", &digest).to_bytes();
+    let lost = Digest::of(&elsewhere);
+    for content in [b"not a payload".to_vec(), elsewhere] {
+        let layer = NewLayer {
+            media_type: attached::SIMPLE_SIGNING_MEDIA_TYPE.to_owned(),
+            content,
+            annotations: [(SIGNATURE_ANNOTATION.to_owned(), "c2ln".to_owned())].into(),
+        };
+        let (appended, added) =
+            attached::append(&store, Some(&head.digest), Attachment::Signature, layer)
+                .expect("append");
+        assert!(added);
+        head = appended;
+    }
+    store.set_ref(&sig_ref, &head).expect("set ref");
+    std::fs::remove_file(store.blob_path(&lost)).expect("remove a payload");
+
+    let (code, problems) = signature_problems(&store_dir, &[]);
+    assert_eq!(code, Some(1), "{problems:?}");
+    let about = |needle: &str| problems.iter().any(|(d, _)| d.contains(needle));
+    assert!(
+        about(&format!("layer {lost}: its blob is missing")),
+        "{problems:?}"
+    );
+    assert!(about("not a simple signing payload"), "{problems:?}");
+    assert!(
+        about(&format!("its statement is not about {digest}")),
+        "{problems:?}"
+    );
+
+    // Repair drops the broken layers and keeps every whole one.
+    let (code, problems) = signature_problems(&store_dir, &["--repair"]);
+    assert_eq!(code, Some(0), "{problems:?}");
+    assert!(
+        problems.iter().all(|(_, repaired)| *repaired),
+        "{problems:?}"
+    );
+    let (code, problems) = signature_problems(&store_dir, &[]);
+    assert_eq!((code, problems), (Some(0), vec![]));
+    let layers = attached::read_layers(
+        &store,
+        &store
+            .resolve(&sig_ref)
+            .expect("index")
+            .expect("sig ref")
+            .digest,
+        Attachment::Signature,
+    )
+    .expect("layers");
+    assert_eq!(layers.len(), 2);
+    for key in ["one", "two"] {
+        assert_eq!(json(&ok(verify(key, None)))["verified"], 1);
+    }
+    ok(verify("one", Some("spdxjson")));
+
+    // The image itself goes missing: its signatures are reported and kept,
+    // and the same recipe built again gives the digest they sign.
+    std::fs::remove_file(store.blob_path(&digest)).expect("remove the manifest");
+    let (code, problems) = signature_problems(&store_dir, &["--repair"]);
+    assert_eq!(code, Some(1), "{problems:?}");
+    assert!(
+        problems.len() == 2
+            && problems
+                .iter()
+                .all(|(d, repaired)| d.contains("which is not in the store") && !repaired),
+        "{problems:?}"
+    );
+    assert!(store.resolve(&sig_ref).expect("index").is_some());
+    assert_eq!(build_digest(&store_dir, &recipe), digest_text);
+    let (code, problems) = signature_problems(&store_dir, &[]);
+    assert_eq!((code, problems), (Some(0), vec![]));
+    ok(verify("two", None));
+}

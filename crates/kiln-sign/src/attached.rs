@@ -190,6 +190,125 @@ pub fn append(
     Ok((write_manifest(store, &layers)?, added))
 }
 
+/// A layer of an attachment manifest that cannot count as a signature or
+/// attestation of its image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokenLayer {
+    /// The layer's blob.
+    pub digest: Digest,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// What [`examine`] found in an attachment manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Examined {
+    /// The layers that are whole and well formed, in order.
+    pub whole: Vec<Descriptor>,
+    /// The others.
+    pub broken: Vec<BrokenLayer>,
+    /// Whether the manifest's config blob is missing or corrupt (it holds
+    /// nothing but the layers' digests, so it can be written again).
+    pub config_broken: bool,
+}
+
+/// Check every layer of the `kind` attachment manifest `manifest` of image
+/// `subject` in `store`: its blob is there and whole, and it holds what
+/// cosign writes (a simple signing payload naming `subject` with its
+/// signature annotation, or a DSSE envelope of an in-toto statement about
+/// `subject`). Signatures are not verified: that needs a key. An error
+/// when the manifest itself cannot be read.
+pub fn examine(
+    store: &Store,
+    manifest: &Digest,
+    kind: Attachment,
+    subject: &Digest,
+) -> Result<Examined, SignError> {
+    let bytes = store.read_blob(manifest)?;
+    let mut blobs = referenced_blobs(manifest, &bytes, kind)?.into_iter();
+    let config_broken = blobs
+        .next()
+        .is_some_and(|config| store.read_blob(&config.digest).is_err());
+    let mut examined = Examined {
+        whole: Vec::new(),
+        broken: Vec::new(),
+        config_broken,
+    };
+    for layer in blobs {
+        let defect = match store.read_blob(&layer.digest) {
+            Ok(content) => layer_defect(&layer, &content, kind, subject),
+            Err(kiln_image::ImageError::MissingBlob { .. }) => Some("its blob is missing".into()),
+            Err(kiln_image::ImageError::CorruptBlob { .. }) => Some("its blob is corrupt".into()),
+            Err(e) => return Err(e.into()),
+        };
+        match defect {
+            None => examined.whole.push(layer),
+            Some(reason) => examined.broken.push(BrokenLayer {
+                digest: layer.digest,
+                reason,
+            }),
+        }
+    }
+    Ok(examined)
+}
+
+/// What is wrong with the `content` of attachment layer `layer`, if
+/// anything.
+fn layer_defect(
+    layer: &Descriptor,
+    content: &[u8],
+    kind: Attachment,
+    subject: &Digest,
+) -> Option<String> {
+    match kind {
+        Attachment::Signature => {
+            let payload = match serde_json::from_slice::<crate::payload::SimpleSigning>(content) {
+                Ok(p) => p,
+                Err(e) => return Some(format!("not a simple signing payload: {e}")),
+            };
+            if !payload.signs(subject) {
+                return Some(format!(
+                    "its payload signs {}, not {subject}",
+                    payload.critical.image.docker_manifest_digest
+                ));
+            }
+            let signed = AttachedLayer {
+                descriptor: layer.clone(),
+                content: Vec::new(),
+            };
+            signed
+                .signature()
+                .is_none()
+                .then(|| format!("no base64 {SIGNATURE_ANNOTATION} annotation"))
+        }
+        Attachment::Attestation => {
+            let envelope = match serde_json::from_slice::<crate::dsse::Envelope>(content) {
+                Ok(e) => e,
+                Err(e) => return Some(format!("not a DSSE envelope: {e}")),
+            };
+            let Some(payload) = envelope.payload_bytes() else {
+                return Some("its DSSE payload is not base64".into());
+            };
+            match serde_json::from_slice::<crate::Statement>(&payload) {
+                Err(e) => Some(format!("its DSSE payload is not an in-toto statement: {e}")),
+                Ok(statement) if !statement.is_about(subject) => {
+                    Some(format!("its statement is not about {subject}"))
+                }
+                Ok(_) => None,
+            }
+        }
+    }
+}
+
+/// Write into `store` an attachment manifest holding just `layers`
+/// (descriptors of blobs the store holds), with a new config: how a
+/// manifest is mended once its broken layers are dropped. No ref is set.
+pub fn with_layers(store: &Store, layers: &[Descriptor]) -> Result<Descriptor, SignError> {
+    write_manifest(store, layers)
+}
+
 /// The config and manifest of an attachment, as cosign shapes them: a
 /// config whose `rootfs.diff_ids` are the layers' digests (so that tools
 /// which check one diff_id per layer accept it), with no time in it.

@@ -3,7 +3,8 @@
 //! `--repair` remove what is broken and unreferenced.
 //!
 //! Checked: every blob against its digest; every entry of index.json (tags,
-//! channel refs, signature tags) down to its layers; every cache entry,
+//! channel refs) down to its layers; every signature and attestation tag
+//! layer by layer (kiln-sign's `attached::examine`) and against its image; every cache entry,
 //! test record and stored recipe against the blobs; every channel history
 //! against the blobs and against its `NAME:CHANNEL` ref. Temporary files
 //! left by a killed process are judged only when no lease is held (a build
@@ -14,7 +15,8 @@
 //! image is incomplete, and cache entries, test records and stored recipes
 //! that name nothing; it points a channel's ref back at what its history
 //! says. A history whose digests are gone is reported, never rewritten: it
-//! is the only record of what shipped.
+//! is the only record of what shipped. A signature or attestation tag loses
+//! only its broken layers; a whole one whose image is gone is kept.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,8 @@ use std::path::{Path, PathBuf};
 use kiln_image::{BlobFile, BlobState, Digest, Store, Sweep};
 use kiln_promote::{channel, record};
 use serde::Serialize;
+
+use kiln_sign::attached::{self, Attachment};
 
 use crate::gc::{digest_of_file, signature_subject};
 use crate::{KilnError, stored_recipe};
@@ -54,7 +58,8 @@ pub enum ProblemKind {
     LeftoverTemporary,
     /// An entry of index.json whose image is missing a blob or is corrupt.
     BrokenRef,
-    /// A signature or attestation tag whose signed image is not whole.
+    /// A signature or attestation tag with a broken layer or manifest, or
+    /// whose signed image is not whole.
     BrokenSignature,
     /// A cache entry that cannot be read or whose layer is not whole.
     BrokenCacheEntry,
@@ -256,21 +261,96 @@ impl Check<'_> {
     fn refs(&mut self) -> Result<(), KilnError> {
         let index = self.store.root().join("index.json");
         for (ref_name, descriptor) in self.store.refs()? {
-            let subject = signature_subject(&ref_name);
-            let mut defect = self.image_defect(&descriptor)?;
-            let mut kind = ProblemKind::BrokenRef;
-            if let Some(subject) = &subject {
-                kind = ProblemKind::BrokenSignature;
-                if defect.is_none() && !self.whole.contains(subject) {
-                    defect = Some(format!("signs {subject}, which is not in the store"));
-                }
+            if let Some(subject) = signature_subject(&ref_name) {
+                self.attachment(&index, &ref_name, &descriptor, &subject)?;
+                continue;
             }
-            let Some(defect) = defect else { continue };
+            let Some(defect) = self.image_defect(&descriptor)? else {
+                continue;
+            };
             // A channel's ref is repaired from its history, not removed.
             let is_channel = self.channel_refs.contains(&ref_name);
             let repaired =
                 self.repair.is_some() && !is_channel && self.store.remove_ref(&ref_name)?;
-            self.problem(kind, &index, format!("{ref_name}: {defect}"), repaired);
+            self.problem(
+                ProblemKind::BrokenRef,
+                &index,
+                format!("{ref_name}: {defect}"),
+                repaired,
+            );
+        }
+        Ok(())
+    }
+
+    /// A signature or attestation tag of image `subject`. Each layer must
+    /// be whole and hold what cosign writes about that image; `--repair`
+    /// drops only the layers that do not (a manifest none of whose layers
+    /// is whole goes), never a whole signature, not even one whose image
+    /// is gone: rebuilding the same recipe gives that digest again.
+    fn attachment(
+        &mut self,
+        index: &Path,
+        ref_name: &str,
+        descriptor: &kiln_image::Descriptor,
+        subject: &Digest,
+    ) -> Result<(), KilnError> {
+        let kind = if ref_name.ends_with(".att") {
+            Attachment::Attestation
+        } else {
+            Attachment::Signature
+        };
+        let examined = match attached::examine(self.store, &descriptor.digest, kind, subject) {
+            Ok(examined) => examined,
+            Err(e) => {
+                // The manifest itself is unreadable: nothing whole to keep.
+                let repaired = self.repair.is_some() && self.store.remove_ref(ref_name)?;
+                self.problem(
+                    ProblemKind::BrokenSignature,
+                    index,
+                    format!("{ref_name}: {}", crate::Chain(&e)),
+                    repaired,
+                );
+                return Ok(());
+            }
+        };
+        if !examined.broken.is_empty() || examined.config_broken {
+            let mut defects: Vec<String> = examined
+                .broken
+                .iter()
+                .map(|b| format!("layer {}: {}", b.digest, b.reason))
+                .collect();
+            if examined.config_broken {
+                defects.push("its config is missing or corrupt".into());
+            }
+            let repaired = match self.repair {
+                None => false,
+                Some(_) if examined.whole.is_empty() => self.store.remove_ref(ref_name)?,
+                Some(_) => {
+                    let mended = attached::with_layers(self.store, &examined.whole)?;
+                    let mut written = BTreeSet::new();
+                    self.store.reach(&mended, &mut written)?;
+                    self.whole.extend(written);
+                    self.store.set_ref(ref_name, &mended)?;
+                    true
+                }
+            };
+            self.problem(
+                ProblemKind::BrokenSignature,
+                index,
+                format!("{ref_name}: {}", defects.join("; ")),
+                repaired,
+            );
+        }
+        if !self.whole.contains(subject) {
+            self.problem(
+                ProblemKind::BrokenSignature,
+                index,
+                format!(
+                    "{ref_name}: signs {subject}, which is not in the store (kept: rebuilding \
+                     the image gives that digest again)"
+                ),
+                false,
+            );
         }
         Ok(())
     }
