@@ -108,24 +108,26 @@ fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf8")
 }
 
-/// Every signature layer's payload under `tag` rewritten (the identity
-/// changed, the signature kept), as an attacker with push rights would.
-async fn tamper_payloads(host: &str, repository: &str, tag: &str) {
+/// Every layer under `tag` rewritten by `alter` (the signature kept), as
+/// an attacker with push rights would.
+async fn tamper_layers(
+    host: &str,
+    repository: &str,
+    tag: &str,
+    alter: impl Fn(Vec<u8>) -> Vec<u8>,
+) {
     let remote = Remote::new(host, repository, RegistryAuth::Anonymous).expect("remote");
-    let manifest = remote.manifest(tag).await.expect("signature manifest");
+    let manifest = remote.manifest(tag).await.expect("attached manifest");
     let mut doc: Value = serde_json::from_slice(&manifest.bytes).expect("json");
     let layers = doc["layers"].as_array_mut().expect("layers");
     for layer in layers.iter_mut() {
         let descriptor: kiln_image::Descriptor =
             serde_json::from_value(layer.clone()).expect("descriptor");
-        let payload = remote.fetch_blob_bytes(&descriptor).await.expect("payload");
-        let altered = String::from_utf8(payload)
-            .expect("utf8")
-            .replace(repository, "team/elsewhere");
+        let content = remote.fetch_blob_bytes(&descriptor).await.expect("layer");
         let pushed = remote
-            .push_blob_bytes(&descriptor.media_type, altered.into_bytes())
+            .push_blob_bytes(&descriptor.media_type, alter(content))
             .await
-            .expect("push altered payload");
+            .expect("push altered layer");
         layer["digest"] = Value::String(pushed.digest.to_string());
         layer["size"] = Value::from(pushed.size);
     }
@@ -134,6 +136,36 @@ async fn tamper_payloads(host: &str, repository: &str, tag: &str) {
         .push_manifest(tag, &manifest.media_type, bytes)
         .await
         .expect("push altered manifest");
+}
+
+/// Every signature payload under `tag` names another repository.
+async fn tamper_payloads(host: &str, repository: &str, tag: &str) {
+    tamper_layers(host, repository, tag, |payload| {
+        String::from_utf8(payload)
+            .expect("utf8")
+            .replace(repository, "team/elsewhere")
+            .into_bytes()
+    })
+    .await;
+}
+
+/// Every attestation under `tag` has `from` changed to `team/elsewhere`
+/// inside its statement, the envelope's signature kept.
+async fn tamper_statements(host: &str, repository: &str, tag: &str, from: &str) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    tamper_layers(host, repository, tag, |envelope| {
+        let mut envelope: Value = serde_json::from_slice(&envelope).expect("envelope");
+        let statement = b64
+            .decode(envelope["payload"].as_str().expect("payload"))
+            .expect("base64");
+        let altered = String::from_utf8(statement)
+            .expect("utf8")
+            .replace(from, "team/elsewhere");
+        envelope["payload"] = Value::String(b64.encode(altered));
+        serde_json::to_vec(&envelope).expect("json")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -375,6 +407,29 @@ async fn a_release_signs_and_attests_what_cosign_verifies() {
 
     exports_carry_signatures_and_attestations(&cosign, dir, &store, &host, &digest, key);
     releases_append_to_signatures_in_the_registry(&cosign, dir, &store, &recipe, &image);
+
+    // An attestation altered after signing fails in both.
+    let copy = format!("{host}/team/copy@{digest}");
+    let att = format!("sha256-{}.att", digest.trim_start_matches("sha256:"));
+    tamper_statements(&host, "team/copy", &att, "team/hello").await;
+    assert!(
+        !cosign_verify(&cosign, dir, key, &copy, Some("spdxjson"))
+            .status
+            .success()
+    );
+    let out = kiln(
+        &store,
+        &[
+            "verify",
+            &format!("docker://{copy}"),
+            "--key",
+            key,
+            "--attestation",
+            "spdxjson",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("altered"), "{}", stderr(&out));
 
     // A release whose key does not open moves no channel.
     let toml = std::fs::read_to_string(&toml_path).expect("read");
