@@ -393,7 +393,8 @@ async fn run(command: Command) -> CmdResult {
                 kiln::ExportOptions::without_attachments()
             } else {
                 kiln::ExportOptions::default()
-            };
+            }
+            .with_cancel(cancel_on_ctrl_c());
             let exported = if destination.needs_engine() {
                 let engine = kiln::Docker::connect().await.map_err(KilnError::from)?;
                 kiln::export_with(&store, Some(&engine), &reference, &destination, &options).await?

@@ -459,16 +459,7 @@ async fn ctrl_c_removes_the_running_container() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    let out = child.wait_with_output().expect("wait");
-    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    interrupt(child);
     assert_no_containers_of(&[&digest]);
 }
 
@@ -1784,4 +1775,137 @@ async fn an_empty_store_takes_every_layer_from_the_shared_cache() {
         &["build", recipe, "--cache-from", &format!("{cache}:tagged")],
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+/// Ctrl-C (SIGINT) to a running `kiln`; its output, once it exited as an
+/// interrupted run does (130).
+fn interrupt(child: std::process::Child) -> Output {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    out
+}
+
+/// A TCP proxy on loopback in front of `upstream` that passes everything
+/// until a client starts a blob upload (`PATCH`), then stops passing that
+/// connection's bytes, so the push hangs mid-upload. Returns its host and
+/// whether an upload has been stopped.
+fn stalling_proxy(upstream: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let host = listener.local_addr().expect("addr").to_string();
+    let stalled = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stalled);
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (Ok(mut client_r), Ok(mut server_w)) = (client.try_clone(), server.try_clone())
+            else {
+                continue;
+            };
+            let (mut server_r, mut client_w) = (server, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut server_r, &mut client_w);
+            });
+            let flag = Arc::clone(&flag);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 << 10];
+                let mut stalled = false;
+                loop {
+                    let n = match client_r.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    stalled |= buf[..n].windows(6).any(|w| w == b"PATCH ");
+                    if stalled {
+                        flag.store(true, Ordering::SeqCst);
+                        continue;
+                    }
+                    if server_w.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = server_w.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    (host, stalled)
+}
+
+#[test]
+fn ctrl_c_during_a_push_leaves_no_tag_and_the_store_untouched() {
+    if !have_tool("skopeo") {
+        return;
+    }
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = hello_copy(tmp.path(), "0.32.0-ctrl-c");
+    let store = tmp.path().join("store");
+    build_digest(&store, &image);
+    let upstream = format!("127.0.0.1:{}", registry.port);
+    let (proxy, stalled) = stalling_proxy(upstream.clone());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["export", "hello:0.32.0-ctrl-c"])
+        .arg(format!("docker://{proxy}/team/interrupted:1"))
+        .arg("--store")
+        .arg(&store)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kiln");
+    // Wait until the push is mid-upload (no assertion on how long it takes;
+    // the bound only keeps a broken kiln from hanging the suite).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !stalled.load(std::sync::atomic::Ordering::SeqCst) {
+        if std::time::Instant::now() > deadline || child.try_wait().expect("wait").is_some() {
+            let _ = child.kill();
+            panic!("the push never reached a blob upload");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = interrupt(child);
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+
+    // The registry itself (not through the proxy) has no such tag.
+    let inspect = || {
+        Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{upstream}/team/interrupted:1"))
+            .output()
+            .expect("skopeo")
+    };
+    let tags = inspect();
+    assert!(
+        !tags.status.success(),
+        "the interrupted push left a tag: {}",
+        String::from_utf8_lossy(&tags.stdout)
+    );
+    let fsck = kiln(&store, &["fsck", "--json"]);
+    assert_eq!(json(&fsck)["problems"], serde_json::json!([]));
+    assert_eq!(fsck.status.code(), Some(0), "{}", stderr(&fsck));
+    // A push without the proxy then completes (nothing was held), and the
+    // same inspection now finds the tag.
+    ok(kiln(
+        &store,
+        &[
+            "export",
+            "hello:0.32.0-ctrl-c",
+            &format!("docker://{upstream}/team/interrupted:1"),
+        ],
+    ));
+    assert!(inspect().status.success());
 }

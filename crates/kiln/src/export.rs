@@ -4,11 +4,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use kiln_engine::Engine;
-use kiln_image::{Attached, Digest, Store};
+use kiln_image::{Attached, Cancel, Digest, Store};
 use kiln_recipe::BaseRef;
 use kiln_sign::attached::Attachment;
 
 use crate::KilnError;
+use crate::cancel::until_cancelled;
 use crate::engine_images::load_into_engine;
 use crate::reference;
 use crate::registry::RegistryTarget;
@@ -166,25 +167,41 @@ fn write_layout_atomically(
 }
 
 /// How `kiln export` runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ExportOptions {
     /// Carry the image's signatures and attestations (its `sha256-HEX.sig`
     /// and `.att` in the store) to destinations that can hold them
     /// (`oci:`, `oci-archive:`, `docker://`). On by default.
     pub attachments: bool,
+    /// Stops a push to a registry between (and in the middle of) requests:
+    /// the export returns [`KilnError::Cancelled`] and the registry is left
+    /// without the tag, since the manifest goes last.
+    pub cancel: Cancel,
 }
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        ExportOptions { attachments: true }
+        ExportOptions {
+            attachments: true,
+            cancel: Cancel::new(),
+        }
     }
 }
 
 impl ExportOptions {
     /// Leave signatures and attestations behind.
     pub fn without_attachments() -> Self {
-        ExportOptions { attachments: false }
+        ExportOptions {
+            attachments: false,
+            ..ExportOptions::default()
+        }
+    }
+
+    /// The same, stopped by `cancel`.
+    #[must_use]
+    pub fn with_cancel(self, cancel: Cancel) -> Self {
+        ExportOptions { cancel, ..self }
     }
 }
 
@@ -351,12 +368,16 @@ pub async fn export_with(
                 None => format!("{}/{}@{}", target.host, target.repository, image.digest),
             };
             let remote = target.remote(false)?;
-            remote
-                .push_image(store, &image.digest, &tag.into_iter().collect::<Vec<_>>())
-                .await?;
+            let tags: Vec<String> = tag.into_iter().collect();
+            let pushing = async {
+                remote.push_image(store, &image.digest, &tags).await?;
+                Ok(())
+            };
+            until_cancelled(&options.cancel, pushing).await?;
             if options.attachments {
-                carried = crate::sign::push_attachments(store, &image.name, &image.digest, &remote)
-                    .await?;
+                let attaching =
+                    crate::sign::push_attachments(store, &image.name, &image.digest, &remote);
+                carried = until_cancelled(&options.cancel, attaching).await?;
             }
         }
     }
