@@ -29,7 +29,7 @@ pub struct Common {
 /// Flags of the commands that build.
 #[derive(Debug, Clone, Args)]
 pub struct BuildFlags {
-    /// Build every layer anew.
+    /// Build every layer of the recipe anew (the base is taken as it is).
     #[arg(long)]
     pub no_cache: bool,
     /// Say, for each layer, whether it came from the cache and, if not, why.

@@ -5,7 +5,8 @@
 //! two folders and from a tar file gives one digest; images/web installs
 //! nginx with apt as root and is built twice with `--no-cache` to one
 //! digest, then tested and released; `--check-reproducible` names the file
-//! a nondeterministic step writes. Skipped without the staged root (failed
+//! a nondeterministic step writes; `--no-cache` takes an unchanged `rootfs:`
+//! base as it is. Skipped without the staged root (failed
 //! under KILN_REQUIRE_ENGINE=1 / CI=true).
 
 mod support;
@@ -243,6 +244,54 @@ fn one_tree_in_two_folders_or_a_tar_gives_one_digest() {
         original,
         "the same tree as a gzip tar"
     );
+}
+
+/// `--no-cache` rebuilds the recipe's layers and takes a `rootfs:` base as
+/// it is: its layer blob is not written again (same file, same inode) while
+/// the tree is unchanged, and a changed file still gives a new base.
+#[test]
+fn no_cache_takes_an_unchanged_rootfs_base_as_it_is() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let root = tmp.path().join("root");
+    fs::create_dir_all(root.join("etc")).expect("mkdir");
+    fs::write(root.join("etc/os-release"), "ID=tiny\n").expect("write");
+    let dir = tmp.path().join("image");
+    fs::create_dir_all(dir.join("site")).expect("mkdir");
+    fs::write(dir.join("site/index.html"), "hi\n").expect("write");
+    fs::write(
+        dir.join("kiln.toml"),
+        format!(
+            "[image]\nname = \"tiny\"\nversion = \"1.0.0\"\nbase = \"rootfs:{}\"\nepoch = 1700000000\n\n\
+             [[layer]]\nname = \"site\"\nfiles = [{{ src = \"site/\", dest = \"/srv/\" }}]\n",
+            root.display()
+        ),
+    )
+    .expect("write");
+    let store = tmp.path().join("store");
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", arg(&dir), "--json"];
+        args.extend(extra);
+        json(&ok(kiln(&store, &args)))["images"][0].clone()
+    };
+    // The inode of the base's one layer blob.
+    let base_blob = |report: &serde_json::Value| {
+        let digest = report["base"]["digest"].as_str().expect("base digest");
+        let blob = |d: &str| store.join("blobs/sha256").join(&d["sha256:".len()..]);
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&fs::read(blob(digest)).expect("manifest")).expect("json");
+        let layer = manifest["layers"][0]["digest"].as_str().expect("layer");
+        fs::metadata(blob(layer)).expect("layer blob").ino()
+    };
+    let first = build(&[]);
+    let inode = base_blob(&first);
+    let again = build(&["--no-cache"]);
+    assert_eq!(again["digest"], first["digest"]);
+    assert_eq!(again["layers"][0]["cached"], serde_json::Value::Bool(false));
+    assert_eq!(base_blob(&again), inode, "the base layer was written again");
+
+    fs::write(root.join("etc/os-release"), "ID=tiny2\n").expect("write");
+    let changed = build(&["--no-cache"]);
+    assert_ne!(changed["base"]["digest"], first["base"]["digest"]);
 }
 
 #[test]

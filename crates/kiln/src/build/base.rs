@@ -13,6 +13,11 @@ use crate::reference::{self, ImageRef};
 /// The base `recipe` builds on, in `store`; `built` holds the recipes built
 /// so far in this run (what a `recipe:` base resolves to). A `rootfs:` base
 /// is written with `plan`'s epoch, its files vouched for by `stat`.
+///
+/// `--no-cache` does not apply here: it rebuilds the recipe's layers, and
+/// takes the base as it is (as `docker build --no-cache` takes its `FROM`).
+/// Every kind of base is still checked for change: a `rootfs:` tree by its
+/// files, a `docker-daemon:` image by its engine id, a tag by its digest.
 pub(super) async fn resolve(
     store: &Store,
     recipe: &Recipe,
@@ -20,7 +25,6 @@ pub(super) async fn resolve(
     engine: Option<&dyn Engine>,
     plan: &super::plan::Plan,
     stat: &mut kiln_cache::stat::StatCache,
-    no_cache: bool,
 ) -> Result<Option<BaseImage>, KilnError> {
     match &recipe.image.base {
         BaseRef::Scratch => Ok(None),
@@ -30,7 +34,6 @@ pub(super) async fn resolve(
             plan.epoch,
             &platform(recipe),
             stat,
-            no_cache,
         )?)),
         BaseRef::Registry {
             host,

@@ -49,7 +49,9 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<u64>,
     /// Tags to give the image besides its version.
     pub extra_tags: Vec<String>,
-    /// Build every layer anew, ignoring (but refreshing) the cache.
+    /// Build every layer of the recipe anew, ignoring (but refreshing) the
+    /// cache. The base is taken as it is, as Docker takes a `FROM`: a
+    /// `rootfs:` tree whose files did not change is not imported again.
     pub no_cache: bool,
     /// How many independent recipes build at once (`-j`); 0 counts as 1.
     pub jobs: usize,
@@ -237,15 +239,7 @@ async fn build_one(
     let mut stat = StatCache::load(store);
     let base = until_cancelled(
         &options.cancel,
-        base::resolve(
-            store,
-            recipe,
-            built,
-            engine,
-            &plan,
-            &mut stat,
-            options.no_cache,
-        ),
+        base::resolve(store, recipe, built, engine, &plan, &mut stat),
     )
     .await?;
     let mut inputs = snapshot::take(recipe, &plan, base.as_ref(), &mut stat)?;

@@ -26,7 +26,6 @@ pub(super) fn import(
     epoch: u64,
     platform: &kiln_image::Platform,
     stat: &mut StatCache,
-    no_cache: bool,
 ) -> Result<BaseImage, KilnError> {
     let folder = kiln_image::rootfs_is_folder(path)?;
     let mut staging = None;
@@ -47,7 +46,7 @@ pub(super) fn import(
         (key(epoch, "tar", vec![record])?, None)
     };
     let cached = match kiln_cache::entry::lookup(store, &key)? {
-        Lookup::Hit(blob) if !no_cache => Some(blob),
+        Lookup::Hit(blob) => Some(blob),
         _ => None,
     };
     let blob = match cached {
