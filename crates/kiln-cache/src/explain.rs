@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use kiln_image::{Store, write_atomic};
+use kiln_image::{Store, write_atomic_if_changed};
 use serde::{Deserialize, Serialize};
 
 use crate::CacheError;
@@ -56,7 +56,8 @@ pub fn save_last(store: &Store, image: &str, last: &LastBuild) -> Result<(), Cac
         path: file.clone(),
         source,
     })?;
-    write_atomic(&file, &bytes)?;
+    // The same build again records the same snapshots: nothing to write.
+    write_atomic_if_changed(&file, &bytes)?;
     Ok(())
 }
 

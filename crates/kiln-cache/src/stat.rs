@@ -13,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kiln_image::{Cancel, Digest, Store, write_atomic};
+use kiln_image::{Cancel, Digest, Store, write_atomic_if_changed};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -215,7 +215,9 @@ impl StatCache {
             path: self.file.clone(),
             source,
         })?;
-        write_atomic(&self.file, &bytes)?;
+        // A file hashed again to the same digest (touched, or hashed
+        // within the racy window) may leave the merged cache as it was.
+        write_atomic_if_changed(&self.file, &bytes)?;
         Ok(())
     }
 }

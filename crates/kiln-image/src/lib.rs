@@ -90,7 +90,7 @@ pub use compare::layer_differences;
 pub use descriptor::{Descriptor, Platform};
 pub use digest::{Digest, DigestParseError};
 pub use docker_archive::import_docker_archive;
-pub use durable::{remove_if_present, write_atomic};
+pub use durable::{remove_if_present, write_atomic, write_atomic_if_changed};
 pub use entry::{CopySpec, EntryKind, LayerEntry, add_parent_folders, link_hard_links, plan_copy};
 pub use error::ImageError;
 pub use image::{BuiltImage, ImageSpec, LayerRecord, RuntimeConfig, assemble, rfc3339};

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::cancel::CancelledIo;
 use crate::descriptor::{Index, is_index};
 use crate::digest::HashWriter;
-use crate::durable::{commit, staging_file, write_atomic};
+use crate::durable::{commit, staging_file, write_atomic, write_atomic_if_changed};
 use crate::lock::Sweep;
 use crate::{Cancel, Descriptor, Digest, ImageError, to_canonical_json};
 
@@ -599,7 +599,10 @@ impl Store {
         index.manifests.sort_by(|a, b| {
             (a.ref_name().unwrap_or(""), &a.digest).cmp(&(b.ref_name().unwrap_or(""), &b.digest))
         });
-        write_atomic(&self.index_path(), &to_canonical_json(&index)?)
+        // Pointing a tag where it already points (a rebuild that changed
+        // nothing) leaves the file, and the disk, alone.
+        write_atomic_if_changed(&self.index_path(), &to_canonical_json(&index)?)?;
+        Ok(())
     }
 
     /// An exclusive lock on the store's folder, held until dropped. flock

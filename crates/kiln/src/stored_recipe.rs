@@ -53,7 +53,8 @@ pub(crate) fn save(store: &Store, digest: &Digest, recipe: &Recipe) -> Result<()
     };
     let file = path(store, digest);
     let bytes = serde_json::to_vec_pretty(&stored).map_err(|e| corrupt(&file, e))?;
-    kiln_image::write_atomic(&file, &bytes)?;
+    // Rebuilding the same image keeps the same recipe: nothing to write.
+    kiln_image::write_atomic_if_changed(&file, &bytes)?;
     Ok(())
 }
 
