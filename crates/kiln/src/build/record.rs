@@ -21,11 +21,26 @@ pub(super) fn record(
     stat: &StatCache,
     snapshots: Vec<LayerSnapshot>,
 ) -> Result<(), KilnError> {
-    stat.save()?;
-    explain::save_last(store, &plan.name, &LastBuild { layers: snapshots })?;
-    // The recipe is kept beside the image so that `kiln test NAME:TAG` knows
-    // its checks. It holds secret sources, never secret values.
-    stored_recipe::save(store, &built.manifest.digest, recipe)?;
+    // Three independent files, each flushed to disk: written at once, their
+    // flushes overlap (the filesystem commits them together) instead of
+    // queueing one after another. Each is written only if it changed.
+    let last = LastBuild { layers: snapshots };
+    let (stat_saved, last_saved, recipe_saved) = std::thread::scope(|scope| {
+        let stat_saved = scope.spawn(|| stat.save());
+        let last_saved = scope.spawn(|| explain::save_last(store, &plan.name, &last));
+        // The recipe is kept beside the image so that `kiln test NAME:TAG`
+        // knows its checks. It holds secret sources, never secret values.
+        let recipe_saved = stored_recipe::save(store, &built.manifest.digest, recipe);
+        (stat_saved.join(), last_saved.join(), recipe_saved)
+    });
+    let panicked = |what: &str| KilnError::Io {
+        path: store.bookkeeping_dir(),
+        source: std::io::Error::other(format!("writing the {what} panicked")),
+    };
+    stat_saved.map_err(|_| panicked("stat cache"))??;
+    last_saved.map_err(|_| panicked("last build"))??;
+    recipe_saved?;
+    // Last, the tags: only now is the build visible.
     for tag in &plan.tags {
         store.set_ref(&format!("{}:{tag}", plan.name), &built.manifest)?;
     }
