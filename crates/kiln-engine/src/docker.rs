@@ -40,6 +40,9 @@ const DEFAULT_ENDPOINT: &str = "unix:///var/run/docker.sock";
 /// two minutes per request.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
+/// The API's default time per request (bollard's), for a local engine.
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+
 /// How long the exit code of a finished exec may lag behind the end of its
 /// output stream before it is read again.
 const EXEC_EXIT_POLL: Duration = Duration::from_millis(20);
@@ -81,11 +84,36 @@ impl Docker {
             endpoint: endpoint.to_owned(),
             source: Box::new(e),
         };
-        let client = bollard::Docker::connect_with_host(endpoint).map_err(unreachable)?;
         // bollard speaks the newest API by default; Docker 20.10 refuses
         // anything above 1.41.
-        let client = client.negotiate_version().await.map_err(unreachable)?;
-        client.ping().await.map_err(unreachable)?;
+        let client = match endpoint.strip_prefix("unix://") {
+            // A local engine: one ping says it is there and its version.
+            Some(socket) => {
+                let (major, minor) =
+                    crate::ping::api_version(Path::new(socket))
+                        .await
+                        .map_err(|e| EngineError::Unreachable {
+                            endpoint: endpoint.to_owned(),
+                            source: Box::new(e),
+                        })?;
+                // The engine's version, or bollard's newest if it is newer.
+                let newest = bollard::API_DEFAULT_VERSION;
+                let (major_version, minor_version) =
+                    (major, minor).min((newest.major_version, newest.minor_version));
+                let version = bollard::ClientVersion {
+                    major_version,
+                    minor_version,
+                };
+                bollard::Docker::connect_with_unix(endpoint, REQUEST_TIMEOUT_SECS, &version)
+                    .map_err(unreachable)?
+            }
+            None => {
+                let client = bollard::Docker::connect_with_host(endpoint).map_err(unreachable)?;
+                let client = client.negotiate_version().await.map_err(unreachable)?;
+                client.ping().await.map_err(unreachable)?;
+                client
+            }
+        };
         let upper_dir_reads = std::env::var(CAPTURE_ENV).map_or(true, |v| v != "export");
         Ok(Docker {
             client,

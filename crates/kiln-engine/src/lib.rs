@@ -38,6 +38,7 @@ mod archive;
 mod docker;
 mod engine;
 mod error;
+mod ping;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
