@@ -17,11 +17,10 @@ use anyhow::{Context, Result, bail};
 
 use super::{Bench, ROUNDS, cached_layers, median, ratio, remove_dir, secs, verdict};
 
-/// The engine's name for the imported Debian root, without the device nodes
-/// under `/dev` (kiln refuses device nodes in `docker-daemon:` base layers
-/// for now; the engine mounts its own `/dev` anyway); kept between runs (it
-/// is the bench's input, like the staged root).
-const BASE_TAG: &str = "kiln-bench/debian:bookworm-nodev";
+/// The engine's name for the imported Debian root, whole (its device nodes
+/// under `/dev` included, as `rootfs:` reads it); kept between runs (it is
+/// the bench's input, like the staged root).
+const BASE_TAG: &str = "kiln-bench/debian:bookworm";
 /// The images the Docker builders write (removed at the end).
 const OUT_TAG: &str = "kiln-bench/debian-out";
 /// docker.io's own client: the one whose `DOCKER_BUILDKIT=1` runs the
@@ -299,8 +298,8 @@ pub(super) fn section(b: &Bench) -> Result<String> {
         t,
         "\n### Debian base, run layer and files layer\n\n\
          A debootstrap minbase bookworm root (`cargo xtask stage-debian`), \
-         imported into the engine as `{BASE_TAG}` without the device nodes \
-         under `/dev` (kiln refuses those in a `docker-daemon:` base for now); one run layer (`{RUN}`) and \
+         imported into the engine whole (device nodes too) as `{BASE_TAG}` \
+         and read as a `rootfs:` folder; one run layer (`{RUN}`) and \
          one files layer of {SITE_FILES} small files. The same Dockerfile for \
          both Docker builders. {ROUNDS} rounds each, medians.\n"
     );
@@ -369,7 +368,7 @@ fn ensure_base(rootfs: &Path) -> Result<()> {
     let status = Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "set -o pipefail; tar -C '{}' --exclude='./dev/*' -c . | {DOCKER} import - {BASE_TAG} >/dev/null",
+            "set -o pipefail; tar -C '{}' -c . | {DOCKER} import - {BASE_TAG} >/dev/null",
             rootfs.display()
         ))
         .status()
