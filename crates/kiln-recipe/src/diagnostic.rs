@@ -84,6 +84,56 @@ impl RecipeError {
     }
 }
 
+/// One step of the way to a value of a recipe: a table's key or an
+/// array's index (`[[layer]]` is the array `layer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStep<'a> {
+    /// A key of a table.
+    Key(&'a str),
+    /// An index of an array, from 0.
+    Index(usize),
+}
+
+impl RecipeError {
+    /// A problem found after parsing (by the builder, say: a glob that
+    /// matches nothing) located at the value `at` leads to in `text`, the
+    /// recipe read from `path`, so that it is reported at file:line:column
+    /// like any other. `None` when `text` holds no such value (it changed
+    /// since the recipe was parsed).
+    pub fn at_value(
+        path: &Path,
+        text: &str,
+        at: &[KeyStep<'_>],
+        label: &str,
+        message: String,
+    ) -> Option<Self> {
+        let doc = toml::de::DeTable::parse(text).ok()?;
+        let mut span = None;
+        let mut table = Some(doc.get_ref());
+        let mut array: Option<&[toml::Spanned<toml::de::DeValue<'_>>]> = None;
+        for step in at {
+            let value = match (step, table, array) {
+                (KeyStep::Key(k), Some(t), _) => t.get(*k)?,
+                (KeyStep::Index(i), _, Some(items)) => items.get(*i)?,
+                _ => return None,
+            };
+            span = Some(value.span());
+            (table, array) = match value.get_ref() {
+                toml::de::DeValue::Table(t) => (Some(t), None),
+                toml::de::DeValue::Array(items) => (None, Some(&**items)),
+                _ => (None, None),
+            };
+        }
+        let problem = Problem {
+            span: span?,
+            label: label.to_owned(),
+            message,
+            help: None,
+        };
+        Some(RecipeError::invalid(path, text, vec![problem]))
+    }
+}
+
 /// The 1-based line of byte `offset` in `text`, for messages that point
 /// back at an earlier occurrence.
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {

@@ -234,7 +234,17 @@ fn file_copy(e: &Table<'_, '_>, p: &mut Problems) -> Option<FileCopy> {
         .require("dest", "dest = \"/absolute/path/in/the/image\"", p)
         .and_then(|v| absolute_path(v, &e.describe("dest"), "dest = \"/bin/app\"", p));
     if let (Some(src), Some(dest)) = (&src, &dest) {
-        if src.get_ref().ends_with('/') && !dest.get_ref().ends_with('/') {
+        if crate::model::is_glob(src.get_ref()) && !dest.get_ref().ends_with('/') {
+            p.fail::<()>(
+                dest.span(),
+                "must end in '/'",
+                format!(
+                    "src {:?} is a glob, which copies its matches into a folder, so dest must be one: write dest = \"{}/\"",
+                    src.get_ref(),
+                    dest.get_ref()
+                ),
+            );
+        } else if src.get_ref().ends_with('/') && !dest.get_ref().ends_with('/') {
             p.fail::<()>(
                 dest.span(),
                 "must end in '/'",
@@ -296,6 +306,16 @@ fn source_path<'a>(v: &'a Value<'_>, what: &str, p: &mut Problems) -> Option<Spa
             format!(
                 "{what} must be relative to the context (the recipe's folder unless [image] context says otherwise), not absolute: write {:?}",
                 path.trim_start_matches('/')
+            ),
+        );
+    }
+    if crate::model::is_glob(path) && path.ends_with('/') {
+        return p.fail(
+            v.span(),
+            "glob ends in '/'",
+            format!(
+                "{what} ({path:?}) is a glob ending in '/'; a glob selects files: write {:?} to copy everything below the folders it names",
+                format!("{}**", path)
             ),
         );
     }

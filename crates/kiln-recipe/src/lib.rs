@@ -103,7 +103,7 @@ use std::path::{Path, PathBuf};
 
 use toml::de::DeTable;
 
-pub use diagnostic::{RecipeDiagnostic, RecipeError};
+pub use diagnostic::{KeyStep, RecipeDiagnostic, RecipeError};
 pub use kiln_error_kind::ErrorKind;
 pub use model::*;
 pub use values::ValueError;

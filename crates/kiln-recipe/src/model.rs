@@ -157,11 +157,19 @@ pub struct FileLayer {
     pub symlinks: Vec<SymlinkEntry>,
 }
 
+/// Whether a `src` is a glob: it holds `*`, `?` or `[` (`**` and `[...]`
+/// included). A glob copies the files it matches, below the folder its
+/// first wildcard component is in, into a `dest` folder.
+pub fn is_glob(src: &str) -> bool {
+    src.contains(['*', '?', '['])
+}
+
 /// One entry of `files`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileCopy {
     /// Path relative to the context. Ending in `/`: a folder copied
-    /// recursively.
+    /// recursively. With `*`, `?`, `**` or `[...]` (see [`is_glob`]): a
+    /// glob whose matching files are copied into `dest`, a folder.
     pub src: String,
     /// Absolute path in the image. Ending in `/` for a folder copy.
     pub dest: String,

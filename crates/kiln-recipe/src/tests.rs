@@ -887,6 +887,62 @@ fn file_paths() {
 }
 
 #[test]
+fn glob_sources() {
+    let copy = |src: &str, dest: &str| {
+        with_image(&format!(
+            "[[layer]]\nname = \"a\"\nfiles = [{{ src = \"{src}\", dest = \"{dest}\" }}]\n"
+        ))
+    };
+    for glob in ["site/*.html", "docs/**/*.md", "a?c", "img/[ab]*.png", "*"] {
+        assert!(is_glob(glob), "{glob}");
+        check(&copy(glob, "/www/"), "ok");
+    }
+    for literal in ["site/", "site/index.html", "a{b}"] {
+        assert!(!is_glob(literal), "{literal}");
+    }
+    // A glob copies into a folder: dest must say so, located at dest.
+    check(
+        &copy("site/*.html", "/www"),
+        "5:40: src \"site/*.html\" is a glob, which copies its matches into a folder, so dest must be one: write dest = \"/www/\"",
+    );
+    // A glob selects files; one ending in '/' is refused at src.
+    check(&copy("site/*/", "/www/"), "5:18: write \"site/*/**\"");
+    check(&copy("../*.html", "/www/"), "5:18: has a '..' component");
+    let recipe = ok(&copy("site/*.html", "/www/"));
+    let LayerKind::Files(files) = &recipe.layers[0].kind else {
+        panic!("a file layer");
+    };
+    assert_eq!(files.files[0].src, "site/*.html");
+}
+
+#[test]
+fn errors_found_after_parsing_are_located_at_their_value() {
+    let text = with_image(
+        "[[layer]]\nname = \"a\"\nfiles = [{ src = \"x\", dest = \"/x\" }]\n\n[[layer]]\nname = \"b\"\nfiles = [\n  { src = \"y\", dest = \"/y\" },\n  { src = \"site/*.html\", dest = \"/www/\" },\n]\n",
+    );
+    let at = [
+        KeyStep::Key("layer"),
+        KeyStep::Index(1),
+        KeyStep::Key("files"),
+        KeyStep::Index(1),
+        KeyStep::Key("src"),
+    ];
+    let e = RecipeError::at_value(
+        Path::new("kiln.toml"),
+        &text,
+        &at,
+        "matches no file",
+        "src matches nothing".to_owned(),
+    )
+    .expect("the value is there");
+    assert_eq!(e.to_string(), "kiln.toml:11:11: src matches nothing");
+    assert_eq!(e.kind(), ErrorKind::Input);
+    // A way that leads nowhere (the file changed since) locates nothing.
+    let gone = [KeyStep::Key("layer"), KeyStep::Index(7)];
+    assert!(RecipeError::at_value(Path::new("k"), &text, &gone, "x", "y".to_owned()).is_none());
+}
+
+#[test]
 fn run_layer_secrets() {
     let decl = "[secrets.tok]\nfrom = \"env:TOK\"\n";
     check(
