@@ -143,6 +143,9 @@ pub fn plan_copy(context: &Path, spec: &CopySpec) -> Result<Vec<LayerEntry>, Ima
         return Err(escape("it climbs out with '..'".into()));
     }
     let ctx = context.canonicalize().map_err(ImageError::io(context))?;
+    if is_glob(&spec.src) {
+        return plan_glob(&ctx, spec);
+    }
     let host = ctx.join(rel);
     let resolved = match resolve(&ctx, &host)? {
         Resolved::Inside(p) => p,
@@ -215,12 +218,200 @@ pub fn plan_copy(context: &Path, spec: &CopySpec) -> Result<Vec<LayerEntry>, Ima
     } else {
         dest.to_owned()
     };
+    Ok(vec![file_entry(spec, path, resolved, &meta)])
+}
+
+/// A copied regular file's entry: `source` on the host at `path` in the
+/// image.
+fn file_entry(
+    spec: &CopySpec,
+    path: String,
+    source: PathBuf,
+    meta: &std::fs::Metadata,
+) -> LayerEntry {
     let mode = file_mode(spec.mode, meta.permissions().mode());
-    let mut e = entry(path, EntryKind::File { source: resolved }, mode, spec);
+    let mut e = entry(path, EntryKind::File { source }, mode, spec);
     if spec.preserve {
-        keep_metadata(&mut e, &meta);
+        keep_metadata(&mut e, meta);
     }
-    Ok(vec![e])
+    e
+}
+
+/// Whether a `src` is a glob: it holds `*`, `?` or `[` (so `**` and
+/// `[...]` too). kiln-recipe's `is_glob` says the same of the recipe.
+pub fn is_glob(src: &str) -> bool {
+    src.contains(['*', '?', '['])
+}
+
+/// A glob `src`: every file it matches (relative to the context, `*`, `?`
+/// and `[...]` within one path component, `**` across any number) goes
+/// into the folder `dest`, at its path below the glob's *base*, the folder
+/// of the components before the first one with a wildcard (`docs/**/*.html`
+/// puts `docs/a/b.html` at `DEST/a/b.html`). Folders are walked, never
+/// copied by themselves: a glob selects files and symlinks, and a matched
+/// file brings its parent folders. Symlinks are not followed while walking;
+/// a matched symlink is a `src` of its own (followed, refused when it leads
+/// out of the context, skipped when it leads to a folder). `exclude` is
+/// relative to the base. No match at all is [`ImageError::NoMatch`].
+fn plan_glob(ctx: &Path, spec: &CopySpec) -> Result<Vec<LayerEntry>, ImageError> {
+    let invalid = |reason: String| ImageError::InvalidCopy {
+        src: spec.src.clone(),
+        reason,
+    };
+    if !spec.dest.ends_with('/') {
+        return Err(invalid(format!(
+            "src is a glob, which copies its matches into a folder: end dest with '/' (\"{}/\")",
+            spec.dest
+        )));
+    }
+    let dest = if spec.dest == "/" {
+        "/"
+    } else {
+        spec.dest.trim_end_matches('/')
+    };
+    check_image_path(dest)
+        .map_err(|reason| invalid(format!("dest {:?} is not usable: {reason}", spec.dest)))?;
+    let glob = globset::GlobBuilder::new(&spec.src)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| invalid(format!("it is not a valid glob: {}", e.kind())))?
+        .compile_matcher();
+    let components: Vec<&str> = spec.src.split('/').collect();
+    let fixed = components.iter().take_while(|c| !is_glob(c)).count();
+    let base_rel = components[..fixed].join("/");
+    // Without `**`, nothing deeper than the glob's own components matches.
+    let depth = if spec.src.contains("**") {
+        usize::MAX
+    } else {
+        components.len() - fixed
+    };
+    let base = match resolve(ctx, &ctx.join(&base_rel))? {
+        Resolved::Inside(p) if p.is_dir() => p,
+        Resolved::Outside(p) => {
+            return Err(ImageError::ContextEscape {
+                src: spec.src.clone(),
+                reason: format!(
+                    "its folder {base_rel:?} resolves to {} through a symlink",
+                    p.display()
+                ),
+            });
+        }
+        _ => {
+            return Err(ImageError::NoMatch {
+                src: spec.src.clone(),
+                context: ctx.to_path_buf(),
+            });
+        }
+    };
+    let matcher = exclude_matcher(&base, &spec.exclude)?;
+    let mut found = Vec::new();
+    let mut search = GlobSearch {
+        glob: &glob,
+        excluded: &matcher,
+        base_rel: &base_rel,
+        depth,
+        found: &mut found,
+    };
+    search.dir(&base, "", 1)?;
+    let mut out = Vec::with_capacity(found.len());
+    for (below, host) in found {
+        let image_path = join(dest, &below);
+        let meta = std::fs::symlink_metadata(&host).map_err(ImageError::io(&host))?;
+        if meta.file_type().is_symlink() {
+            let shown = if base_rel.is_empty() {
+                below.clone()
+            } else {
+                format!("{base_rel}/{below}")
+            };
+            match resolve(ctx, &host)? {
+                Resolved::Inside(target) => {
+                    let target_meta =
+                        std::fs::metadata(&target).map_err(ImageError::io(&target))?;
+                    if target_meta.is_dir() {
+                        continue;
+                    }
+                    if !target_meta.is_file() {
+                        return Err(ImageError::UnsupportedFileType { path: target });
+                    }
+                    out.push(file_entry(spec, image_path, target, &target_meta));
+                }
+                Resolved::Outside(p) => {
+                    return Err(ImageError::ContextEscape {
+                        src: spec.src.clone(),
+                        reason: format!(
+                            "its match {shown:?} resolves to {} through a symlink",
+                            p.display()
+                        ),
+                    });
+                }
+                Resolved::Missing => {
+                    return Err(ImageError::SourceMissing {
+                        src: spec.src.clone(),
+                        path: host,
+                    });
+                }
+            }
+        } else if meta.is_file() {
+            out.push(file_entry(spec, image_path, host, &meta));
+        } else {
+            return Err(ImageError::UnsupportedFileType { path: host });
+        }
+    }
+    if out.is_empty() {
+        return Err(ImageError::NoMatch {
+            src: spec.src.clone(),
+            context: ctx.to_path_buf(),
+        });
+    }
+    if dest != "/" {
+        out.push(entry(dest.to_owned(), EntryKind::Dir, 0o755, spec));
+    }
+    Ok(out)
+}
+
+/// The walk below a glob's base: every entry that is not a folder, whose
+/// path (from the context) the glob matches and `exclude` does not.
+struct GlobSearch<'a> {
+    glob: &'a globset::GlobMatcher,
+    excluded: &'a Gitignore,
+    base_rel: &'a str,
+    depth: usize,
+    /// (path below the base, host path), in walk order: sorted by name at
+    /// every level.
+    found: &'a mut Vec<(String, PathBuf)>,
+}
+
+impl GlobSearch<'_> {
+    fn dir(&mut self, dir: &Path, rel: &str, level: usize) -> Result<(), ImageError> {
+        for (below, path) in children(dir, rel)? {
+            let file_type = std::fs::symlink_metadata(&path)
+                .map_err(ImageError::io(&path))?
+                .file_type();
+            if self
+                .excluded
+                .matched(&below, file_type.is_dir())
+                .is_ignore()
+            {
+                continue;
+            }
+            if file_type.is_dir() {
+                if level < self.depth {
+                    self.dir(&path, &below, level + 1)?;
+                }
+                continue;
+            }
+            let from_context = if self.base_rel.is_empty() {
+                below.clone()
+            } else {
+                format!("{}/{below}", self.base_rel)
+            };
+            if self.glob.is_match(&from_context) {
+                self.found.push((below, path));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Give `e` the source's own permission bits, owner and group.
@@ -351,22 +542,7 @@ struct Walk<'a> {
 impl Walk<'_> {
     /// Add what folder `dir` (at `rel` below the copied folder) holds.
     fn dir(&mut self, dir: &Path, rel: &str) -> Result<(), ImageError> {
-        let mut children: Vec<_> = std::fs::read_dir(dir)
-            .map_err(ImageError::io(dir))?
-            .collect::<Result<_, _>>()
-            .map_err(ImageError::io(dir))?;
-        children.sort_by_key(|c| c.file_name());
-        for child in children {
-            let path = child.path();
-            let name = child.file_name();
-            let name = name
-                .to_str()
-                .ok_or_else(|| ImageError::NonUtf8Path { path: path.clone() })?;
-            let child_rel = if rel.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{rel}/{name}")
-            };
+        for (child_rel, path) in children(dir, rel)? {
             let meta = std::fs::symlink_metadata(&path).map_err(ImageError::io(&path))?;
             let file_type = meta.file_type();
             if self
@@ -424,6 +600,32 @@ impl Walk<'_> {
         }
         Ok(())
     }
+}
+
+/// What folder `dir` (at `rel` below where a walk started) holds, sorted by
+/// name: each child's path below the start and its host path.
+fn children(dir: &Path, rel: &str) -> Result<Vec<(String, PathBuf)>, ImageError> {
+    let mut children: Vec<_> = std::fs::read_dir(dir)
+        .map_err(ImageError::io(dir))?
+        .collect::<Result<_, _>>()
+        .map_err(ImageError::io(dir))?;
+    children.sort_by_key(|c| c.file_name());
+    children
+        .into_iter()
+        .map(|child| {
+            let path = child.path();
+            let name = child.file_name();
+            let name = name
+                .to_str()
+                .ok_or_else(|| ImageError::NonUtf8Path { path: path.clone() })?;
+            let below = if rel.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{rel}/{name}")
+            };
+            Ok((below, path))
+        })
+        .collect()
 }
 
 /// Where a host path leads, relative to the (canonical) context.

@@ -86,6 +86,15 @@ pub enum ImageError {
         path: PathBuf,
     },
 
+    /// A glob `src` that matches no file.
+    #[error("src {src:?} matches no file in the context {}; `*`, `?` and `[...]` stay within one folder, `**` crosses folders, and a glob selects files, not folders", context.display())]
+    NoMatch {
+        /// The `src` as written.
+        src: String,
+        /// The context folder searched.
+        context: PathBuf,
+    },
+
     /// A copy whose `src` or `dest` does not fit what is there.
     #[error("cannot copy src {src:?}: {reason}")]
     InvalidCopy {
@@ -402,6 +411,7 @@ impl ImageError {
             E::ContextEscape { .. }
             | E::InvalidRootfs { .. }
             | E::SourceMissing { .. }
+            | E::NoMatch { .. }
             | E::InvalidCopy { .. }
             | E::UnsupportedFileType { .. }
             | E::NonUtf8Path { .. }

@@ -91,7 +91,9 @@ pub use descriptor::{Descriptor, Platform};
 pub use digest::{Digest, DigestParseError};
 pub use docker_archive::import_docker_archive;
 pub use durable::{remove_if_present, write_atomic, write_atomic_if_changed};
-pub use entry::{CopySpec, EntryKind, LayerEntry, add_parent_folders, link_hard_links, plan_copy};
+pub use entry::{
+    CopySpec, EntryKind, LayerEntry, add_parent_folders, is_glob, link_hard_links, plan_copy,
+};
 pub use error::ImageError;
 pub use image::{BuiltImage, ImageSpec, LayerRecord, RuntimeConfig, assemble, rfc3339};
 pub use kiln_error_kind::ErrorKind;

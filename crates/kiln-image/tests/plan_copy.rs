@@ -340,3 +340,141 @@ fn the_whole_context_can_be_copied_to_the_root() -> TestResult {
     assert_eq!(paths(&entries), ["/app", "/app/data.txt", "/app/main.sh"]);
     Ok(())
 }
+
+/// A context for globs: pages at two depths, a folder of folders, a link
+/// inside and one leading out.
+fn glob_setup() -> std::io::Result<(tempfile::TempDir, std::path::PathBuf)> {
+    let (dir, ctx) = setup()?;
+    file(&ctx.join("site/index.html"), "<h1>i</h1>\n", 0o644)?;
+    file(&ctx.join("site/about.html"), "<h1>a</h1>\n", 0o755)?;
+    file(&ctx.join("site/notes.txt"), "n\n", 0o644)?;
+    file(&ctx.join("site/draft.tmp.html"), "d\n", 0o644)?;
+    file(&ctx.join("site/blog/post1.html"), "p1\n", 0o644)?;
+    file(&ctx.join("site/blog/2026/post2.html"), "p2\n", 0o644)?;
+    file(&ctx.join("site/img/a.png"), "a\n", 0o644)?;
+    file(&ctx.join("site/img/b.png"), "b\n", 0o644)?;
+    file(&ctx.join("site/img/c.png"), "c\n", 0o644)?;
+    fs::create_dir_all(ctx.join("plugins/one"))?;
+    Ok((dir, ctx))
+}
+
+#[test]
+fn a_glob_copies_its_matching_files_into_dest_sorted() -> TestResult {
+    let (_dir, ctx) = glob_setup()?;
+    let entries = plan_copy(&ctx, &spec("site/*.html", "/www/"))?;
+    // Folders are not copied by `*`; each file keeps its git-like mode.
+    let got: Vec<(String, u32)> = entries.iter().map(|e| (e.path.clone(), e.mode)).collect();
+    assert_eq!(
+        got,
+        [
+            ("/www/about.html".to_owned(), 0o755),
+            ("/www/draft.tmp.html".to_owned(), 0o644),
+            ("/www/index.html".to_owned(), 0o644),
+            ("/www".to_owned(), 0o755),
+        ]
+    );
+    assert!(matches!(
+        &entries[0].kind,
+        EntryKind::File { source } if source.ends_with("site/about.html")
+    ));
+    // `?` and `[...]` within one name.
+    let pngs = plan_copy(&ctx, &spec("site/img/[ab].png", "/img/"))?;
+    assert_eq!(paths(&pngs), ["/img", "/img/a.png", "/img/b.png"]);
+    let one = plan_copy(&ctx, &spec("site/img/?.png", "/i/"))?;
+    assert_eq!(paths(&one), ["/i", "/i/a.png", "/i/b.png", "/i/c.png"]);
+    Ok(())
+}
+
+#[test]
+fn double_star_crosses_folders_and_keeps_the_path_below_the_base() -> TestResult {
+    let (_dir, ctx) = glob_setup()?;
+    let mut s = spec("site/**/*.html", "/www/");
+    s.exclude = vec!["*.tmp.html".into(), "blog/2026/".into()];
+    let entries = plan_copy(&ctx, &s)?;
+    assert_eq!(
+        paths(&entries),
+        [
+            "/www",
+            "/www/about.html",
+            "/www/blog/post1.html",
+            "/www/index.html"
+        ]
+    );
+    // A wildcard in the first component: the base is the context itself.
+    let all = plan_copy(&ctx, &spec("*/blog/**", "/b/"))?;
+    assert_eq!(
+        paths(&all),
+        [
+            "/b",
+            "/b/site/blog/2026/post2.html",
+            "/b/site/blog/post1.html"
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn a_glob_that_matches_no_file_is_no_match() -> TestResult {
+    let (_dir, ctx) = glob_setup()?;
+    for glob in ["site/*.css", "nowhere/*.html", "plugins/*", "site/*"] {
+        let result = plan_copy(&ctx, &spec(glob, "/x/"));
+        if glob == "site/*" {
+            // Files at the first level match; the folders beside them do not.
+            assert_eq!(result?.len(), 5, "{glob}");
+            continue;
+        }
+        match result {
+            Err(e @ ImageError::NoMatch { .. }) => {
+                assert_eq!(e.kind(), kiln_image::ErrorKind::Input);
+                assert!(e.to_string().contains(glob), "{e}");
+            }
+            other => panic!("{glob}: expected NoMatch, got {other:?}"),
+        }
+    }
+    // dest must be a folder.
+    assert!(matches!(
+        plan_copy(&ctx, &spec("site/*.html", "/www")),
+        Err(ImageError::InvalidCopy { .. })
+    ));
+    Ok(())
+}
+
+#[test]
+fn glob_matches_that_lead_out_of_the_context_are_refused() -> TestResult {
+    let (dir, ctx) = glob_setup()?;
+    // A matched symlink leading out is refused like any src ...
+    symlink(
+        dir.path().join("outside/secret"),
+        ctx.join("site/leak.html"),
+    )?;
+    assert_eq!(
+        escape_src(plan_copy(&ctx, &spec("site/*.html", "/www/"))),
+        "site/*.html"
+    );
+    fs::remove_file(ctx.join("site/leak.html"))?;
+    // ... one leading inside is followed; one to a folder is not a file.
+    symlink("index.html", ctx.join("site/home.html"))?;
+    symlink("blog", ctx.join("site/posts.html"))?;
+    let entries = plan_copy(&ctx, &spec("site/*.html", "/www/"))?;
+    assert_eq!(
+        paths(&entries),
+        [
+            "/www",
+            "/www/about.html",
+            "/www/draft.tmp.html",
+            "/www/home.html",
+            "/www/index.html"
+        ]
+    );
+    // A base folder that is a symlink out of the context, and `..`.
+    symlink(dir.path().join("outside"), ctx.join("door"))?;
+    assert_eq!(
+        escape_src(plan_copy(&ctx, &spec("door/*", "/x/"))),
+        "door/*"
+    );
+    assert_eq!(
+        escape_src(plan_copy(&ctx, &spec("../outside/*", "/x/"))),
+        "../outside/*"
+    );
+    Ok(())
+}
