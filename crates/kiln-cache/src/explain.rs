@@ -87,10 +87,13 @@ pub enum Why {
         /// What about it changed: `content`, `mode`, `owner`, `kind`, `target`.
         what: Vec<&'static str>,
     },
-    /// An entry is new.
+    /// An entry is new (a file a glob now matches, say).
     InputAdded {
         /// In-image path.
         path: String,
+        /// Source path relative to the context, when known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
     },
     /// An entry is gone.
     InputRemoved {
@@ -126,7 +129,10 @@ impl fmt::Display for Why {
                     .unwrap_or_default();
                 write!(f, "{path}{from} changed: {}", what.join(", "))
             }
-            Why::InputAdded { path } => write!(f, "{path} is new"),
+            Why::InputAdded { path, source } => match source {
+                Some(source) => write!(f, "{path} (from {source}) is new"),
+                None => write!(f, "{path} is new"),
+            },
             Why::InputRemoved { path } => write!(f, "{path} is gone"),
             Why::BlobMissing { digest } => {
                 write!(f, "cached blob {digest} is missing from the store")
@@ -248,6 +254,7 @@ pub fn explain(
         match old.get(path) {
             None => why.push(Why::InputAdded {
                 path: (*path).to_owned(),
+                source: now.sources.get(*path).cloned(),
             }),
             Some(was) => {
                 let what = input_changes(was, record);

@@ -38,10 +38,11 @@ pub(super) fn take(
     let mut parent = base.map_or_else(|| "scratch".to_owned(), |b| b.manifest_digest.to_string());
     let mut snapshots = Vec::with_capacity(recipe.layers.len());
     let mut all_entries = Vec::with_capacity(recipe.layers.len());
-    for layer in &recipe.layers {
+    for (index, layer) in recipe.layers.iter().enumerate() {
         let (snapshot, entries) = match &layer.kind {
             LayerKind::Files(files) => {
-                let entries = file_layer_entries(&plan.context, files)?;
+                let entries = file_layer_entries(&plan.context, files)
+                    .map_err(|e| located(recipe, index, files, e))?;
                 let snapshot = snapshot(
                     stat,
                     &plan.context,
@@ -63,6 +64,45 @@ pub(super) fn take(
         snapshots,
         entries: all_entries,
     })
+}
+
+/// A copy's error about its `src` (missing, no match for a glob, leading
+/// out of the context, not fitting `dest`) located at that `src` in the
+/// recipe, so that it reads `kiln.toml:LINE:COLUMN: ...` like a parse
+/// error. Any other error, or a recipe file that no longer holds the value,
+/// is returned as it was.
+fn located(
+    recipe: &Recipe,
+    index: usize,
+    files: &kiln_recipe::FileLayer,
+    error: KilnError,
+) -> KilnError {
+    use kiln_image::ImageError as E;
+    use kiln_recipe::KeyStep::{Index, Key};
+    let (src, label) = match &error {
+        KilnError::Image(E::NoMatch { src, .. }) => (src, "matches no file"),
+        KilnError::Image(E::SourceMissing { src, .. }) => (src, "does not exist"),
+        KilnError::Image(E::ContextEscape { src, .. }) => (src, "leaves the context"),
+        KilnError::Image(E::InvalidCopy { src, .. }) => (src, "cannot be copied"),
+        _ => return error,
+    };
+    let Some(file) = files.files.iter().position(|f| &f.src == src) else {
+        return error;
+    };
+    let Ok(text) = std::fs::read_to_string(&recipe.path) else {
+        return error;
+    };
+    let at = [
+        Key("layer"),
+        Index(index),
+        Key("files"),
+        Index(file),
+        Key("src"),
+    ];
+    match kiln_recipe::RecipeError::at_value(&recipe.path, &text, &at, label, error.to_string()) {
+        Some(e) => KilnError::Recipe(e),
+        None => error,
+    }
 }
 
 /// A run layer's cache key: the parent's key, the epoch and the layer's
