@@ -1,7 +1,8 @@
 //! The registry transport against a real CNCF distribution registry
 //! (Debian's `docker-registry`) on a loopback port, with skopeo as the
 //! independent client: pulls by tag and digest are byte-identical, indexes
-//! are followed to linux/amd64, tampered blobs and manifests are refused,
+//! are followed to the host's platform or the one asked for, tampered blobs
+//! and manifests are refused, lying registries leave nothing stored,
 //! unknown names and unreachable registries give their own errors, pushes
 //! report the digest skopeo sees, and Basic authentication works and fails
 //! as it should. Skipped (or failed under KILN_REQUIRE_ENGINE=1 / CI=true)
@@ -467,7 +468,7 @@ async fn remote_pull(
 }
 
 #[tokio::test]
-async fn an_index_is_followed_to_linux_amd64() -> TestResult {
+async fn an_index_is_followed_to_the_host_platform_or_the_one_asked_for() -> TestResult {
     if !tools() {
         return Ok(());
     }
@@ -532,6 +533,29 @@ async fn an_index_is_followed_to_linux_amd64() -> TestResult {
         !store.has_blob(&arm.layers[0].digest),
         "other platforms are not pulled"
     );
+
+    // `[image] platform = "linux/arm64"` picks the other entry.
+    let arm_store = Store::open(dir.path().join("arm-store"))?;
+    let arm64 = kiln_image::Platform {
+        os: "linux".into(),
+        architecture: "arm64".into(),
+        variant: None,
+        extra: BTreeMap::new(),
+    };
+    let base = Remote::new_read_only(&registry.host, "team/multi", RegistryAuth::Anonymous)?
+        .pull(&arm_store, Some("1"), None, &arm64)
+        .await?;
+    assert_eq!(base.manifest_digest, arm.manifest.digest);
+    assert!(!arm_store.has_blob(&amd.layers[0].digest));
+    // A platform the index lacks is refused, naming what it has.
+    let s390x = kiln_image::Platform {
+        architecture: "s390x".into(),
+        ..arm64
+    };
+    let missing = Remote::new_read_only(&registry.host, "team/multi", RegistryAuth::Anonymous)?
+        .pull(&arm_store, Some("1"), None, &s390x)
+        .await;
+    assert!(missing.is_err(), "{missing:?}");
     Ok(())
 }
 
