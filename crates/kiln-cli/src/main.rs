@@ -267,6 +267,18 @@ async fn run(command: Command) -> CmdResult {
         Command::Gc { keep, .. } => {
             let store = open_store(&store_path)?;
             let options = keep.map_or_else(kiln::GcOptions::default, kiln::GcOptions::keep);
+            // What this store's runs left in the engine goes too; with no
+            // engine reachable there is nothing of it to remove now.
+            let engine_removed = match kiln::Docker::connect().await {
+                Ok(engine) => Some(kiln::gc_engine(&store, &engine).await?),
+                Err(e) => {
+                    eprintln!(
+                        "note: the engine's leftovers of this store were not looked for: {}",
+                        Chain(&e)
+                    );
+                    None
+                }
+            };
             let outcome = kiln::gc(&store, &options)?;
             let report = &outcome.blobs;
             if json {
@@ -275,10 +287,14 @@ async fn run(command: Command) -> CmdResult {
                     "freed_bytes": report.freed_bytes,
                     "kept": report.kept,
                     "dropped_images": outcome.dropped_images,
+                    "engine_removed": engine_removed,
                 }));
             } else {
                 for image in &outcome.dropped_images {
                     say!("dropped {image}");
+                }
+                for name in engine_removed.iter().flatten() {
+                    say!("removed {name} from the engine");
                 }
                 say!(
                     "removed {} blobs ({} bytes), kept {}",

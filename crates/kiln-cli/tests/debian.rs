@@ -358,6 +358,7 @@ async fn web_installs_nginx_as_root_and_rebuilds_to_one_digest() {
         .expect("cp");
     assert!(copied.success());
     let store = tmp.path().join("store");
+    let _cleanup = support::EngineCleanup(store.clone());
 
     let build = || ok(kiln(&store, &["build", arg(&web), "--no-cache", "--json"]));
     let first = build();
@@ -415,6 +416,7 @@ async fn check_reproducible_names_the_file_a_step_makes_differ() {
     };
     let tmp = tempfile::tempdir().expect("tmp");
     let store = tmp.path().join("store");
+    let _cleanup = support::EngineCleanup(store.clone());
     let steady = debian_recipe(
         &tmp.path().join("steady"),
         &rootfs,

@@ -1,7 +1,7 @@
 //! What the container engine already holds is never moved again (issue 8):
 //! a `docker-daemon:` base is read out of the engine once per image id, an
-//! image the engine holds is tested without a load, an image the engine
-//! dropped is loaded again, and a base that changed under the same tag is
+//! image the engine holds is tested without a load and left there, one it
+//! does not hold is loaded and removed again after the test, and a base that changed under the same tag is
 //! noticed and rebuilt. Checked against the real engine through its event
 //! log (`docker events`), which records every `save` and `load`.
 
@@ -155,13 +155,25 @@ contains = "path=/bin"
     assert_eq!(fresh["images"][0]["digest"].as_str(), Some(digest.as_str()));
     assert_eq!(fresh["images"][0]["base"]["digest"], base_digest);
 
-    // Tested once (loaded), then again: the engine holds it, no load.
+    // Tested: loaded under a name of the run's own, gone afterwards.
     let report = json(&ok(kiln(
         &store,
         &["test", &format!("{name}:1.0.0"), "--json"],
     )));
     assert_eq!(report["passed"], Value::Bool(true), "{report:#}");
-    let tag = format!("kiln.local/{name}:{}", &digest["sha256:".len()..][..16]);
+    assert_eq!(support::engine_names(&store), Vec::<String>::new());
+
+    // Put into the engine by its user: tested without a load, and still
+    // there afterwards under the user's name.
+    let tag = format!("kiln-test/speedreuse-held:{unique}");
+    ok(kiln(
+        &store,
+        &[
+            "export",
+            &format!("{name}:1.0.0"),
+            &format!("docker-daemon:{tag}"),
+        ],
+    ));
     let image_id = docker(&["image", "inspect", &tag, "--format", "{{.Id}}"]);
     let since = now();
     let report = json(&ok(kiln(
@@ -175,18 +187,21 @@ contains = "path=/bin"
         .filter(|e| e.contains(&image_id) || e.contains(&tag))
         .collect();
     assert!(loads.is_empty(), "a held image was loaded again: {loads:?}");
+    assert_eq!(
+        docker(&["image", "inspect", &tag, "--format", "{{.Id}}"]),
+        image_id
+    );
+    assert_eq!(support::engine_names(&store), Vec::<String>::new());
 
-    // The engine dropped it: not an error, it is loaded again.
+    // The engine dropped it: not an error, it is loaded again (and gone
+    // again afterwards).
     docker(&["rmi", &tag]);
     let report = json(&ok(kiln(
         &store,
         &["test", &format!("{name}:1.0.0"), "--json"],
     )));
     assert_eq!(report["passed"], Value::Bool(true), "{report:#}");
-    assert_eq!(
-        docker(&["image", "inspect", &tag, "--format", "{{.Id}}"]),
-        image_id
-    );
+    assert_eq!(support::engine_names(&store), Vec::<String>::new());
 
     // The tag now names another image: noticed, rebuilt, never stale.
     let base_v2 = import_base(tmp.path(), &base_tag, "v2");

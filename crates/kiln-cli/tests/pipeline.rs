@@ -194,35 +194,20 @@ async fn release_promotes_a_passing_digest_and_rollback_goes_back() {
     );
 
     // No container is left behind by any of it.
-    assert_no_containers_of(&[&v1, &v2]);
+    assert_no_containers_of(&store);
 }
 
-/// The tag kiln loads the hello image under while testing it.
-fn engine_tag(digest: &str) -> String {
-    let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
-    format!("kiln.local/hello:{}", &hex[..16])
-}
-
-/// Asks the docker CLI, an independent tool, for containers of the images.
-fn assert_no_containers_of(digests: &[&str]) {
-    for digest in digests {
-        let tag = engine_tag(digest);
-        let out = Command::new("docker")
-            .args(["ps", "-a", "-q", "--filter"])
-            .arg(format!("ancestor={tag}"))
-            .output()
-            .expect("docker ps");
-        assert!(
-            out.status.success(),
-            "docker ps: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let left = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            left.trim().is_empty(),
-            "containers left behind for {tag}: {left}"
-        );
-    }
+/// Neither a kiln container of `store`'s runs nor any engine name of it
+/// is left (a test's image goes once its test ends), as the docker CLI, an
+/// independent tool, sees it.
+fn assert_no_containers_of(store: &Path) {
+    let namespace = support::engine_namespace(store);
+    let left: Vec<String> = support::managed_container_images()
+        .into_iter()
+        .filter(|i| i.starts_with(&namespace))
+        .collect();
+    assert!(left.is_empty(), "containers left behind: {left:?}");
+    assert_eq!(support::engine_names(store), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -295,7 +280,7 @@ async fn promote_refuses_an_untested_digest_and_a_failing_one() {
             .all(|i| i["channels"] == serde_json::json!([])),
         "no channel moved: {images:#}"
     );
-    assert_no_containers_of(&[&digest, &broken]);
+    assert_no_containers_of(&store);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -423,8 +408,8 @@ async fn ctrl_c_removes_the_running_container() {
     )
     .expect("write");
     let store = tmp.path().join("store");
-    let digest = build_digest(&store, &image);
-    let tag = engine_tag(&digest);
+    build_digest(&store, &image);
+    let namespace = support::engine_namespace(&store);
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["test", image.to_str().expect("utf8"), "--store"])
         .arg(&store)
@@ -434,18 +419,9 @@ async fn ctrl_c_removes_the_running_container() {
         .expect("spawn kiln");
     // Wait until its container runs, then interrupt it as Ctrl-C would.
     let running = || {
-        let out = Command::new("docker")
-            .args([
-                "ps",
-                "-q",
-                "--filter",
-                "label=dev.kiln.managed=true",
-                "--filter",
-            ])
-            .arg(format!("ancestor={tag}"))
-            .output()
-            .expect("docker ps");
-        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+        support::running_managed_container_images()
+            .iter()
+            .any(|i| i.starts_with(&namespace))
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while !running() {
@@ -460,7 +436,7 @@ async fn ctrl_c_removes_the_running_container() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     interrupt(child);
-    assert_no_containers_of(&[&digest]);
+    assert_no_containers_of(&store);
 }
 
 #[tokio::test(flavor = "multi_thread")]

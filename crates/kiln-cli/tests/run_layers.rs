@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use support::{assert_store_never_saw, engine, have_tool, json, kiln, kiln_with_env, ok, stderr};
+use support::{
+    assert_store_never_saw, engine, have_tool, json, kiln, kiln_with_env, managed_container_images,
+    ok, stderr,
+};
 
 fn write(path: &Path, content: &str) {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
@@ -239,7 +242,7 @@ async fn a_run_layer_holds_exactly_what_the_command_changed() {
         );
     }
 
-    assert_no_build_images("runchanges");
+    assert_no_build_images(&store);
 
     // The same digest again: from the cache, and run anew.
     let cached = json(&ok(kiln(&store, &["build", recipe, "--json"])));
@@ -351,25 +354,6 @@ async fn the_upper_folder_and_the_export_give_the_same_layer() {
     drop(engine);
 }
 
-fn managed_container_images() -> Vec<String> {
-    let out = Command::new("docker")
-        .args([
-            "ps",
-            "-a",
-            "--filter",
-            "label=dev.kiln.managed=true",
-            "--format",
-            "{{.Image}}",
-        ])
-        .output()
-        .expect("docker ps");
-    assert!(out.status.success(), "docker ps: {}", stderr(&out));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_command_fails_the_build_with_its_output() {
     let Some(_engine) = engine().await else {
@@ -393,24 +377,23 @@ async fn a_failing_command_fails_the_build_with_its_output() {
     // Nothing was tagged.
     let images = json(&ok(kiln(&store, &["images", "--json"])));
     assert_eq!(images["images"], serde_json::json!([]));
+    let namespace = support::engine_namespace(&store);
     let left: Vec<String> = managed_container_images()
         .into_iter()
-        .filter(|i| i.starts_with("kiln.local/build-runfails"))
+        .filter(|i| i.starts_with(&namespace))
         .collect();
     assert!(left.is_empty(), "build containers left behind: {left:?}");
-    assert_no_build_images("runfails");
+    assert_no_build_images(&store);
 }
 
-/// The temporary images run layers start from are gone after the build.
-fn assert_no_build_images(name: &str) {
-    let out = Command::new("docker")
-        .args(["images", "-q"])
-        .arg(format!("kiln.local/build-{name}"))
-        .output()
-        .expect("docker images");
-    assert!(out.status.success(), "docker images: {}", stderr(&out));
-    let left = String::from_utf8_lossy(&out.stdout);
-    assert!(left.trim().is_empty(), "build images left behind: {left}");
+/// The temporary images run layers start from are gone after the build:
+/// no name under the store's namespace but the base cache.
+fn assert_no_build_images(store: &Path) {
+    let left: Vec<String> = support::engine_names(store)
+        .into_iter()
+        .filter(|n| !n.contains("/base:"))
+        .collect();
+    assert!(left.is_empty(), "build images left behind: {left:?}");
 }
 
 #[test]
@@ -586,4 +569,128 @@ async fn the_motd_example_builds_and_passes_its_checks() {
     let out = kiln_with_token(&store, &["test", "motd:0.0.1-test", "--json"], None);
     let report = json(&ok(out));
     assert_eq!(report["passed"], Value::Bool(true), "{report:#}");
+}
+
+/// A recipe `name` built on the image of the recipe in `parent` (so that
+/// its run layer's base is kept in the engine as the build cache), with a
+/// file of `unique` content so that no other test builds the same image.
+fn child_of(dir: &Path, name: &str, parent: &str, unique: &str) -> PathBuf {
+    let image = dir.join(name);
+    write(&image.join("own/unique.txt"), unique);
+    write(
+        &image.join("kiln.toml"),
+        &format!(
+            r#"
+[image]
+name = "{name}"
+version = "1.0.0"
+base = "recipe:../{parent}"
+epoch = 1700000000
+
+[[layer]]
+name = "own"
+files = [{{ src = "own/", dest = "/own/" }}]
+
+[[layer]]
+name = "child-run"
+run = "echo child > /data/child.txt"
+
+[boot]
+timeout = "60s"
+
+[[check]]
+name = "the child's run layer ran on the parent"
+file = "/data/child.txt"
+contains = "child"
+"#
+        ),
+    );
+    image
+}
+
+/// The image id (config digest) of the image `reference` of `store`.
+fn config_id(store: &Path, reference: &str) -> String {
+    let inspected = json(&ok(kiln(store, &["inspect", reference])));
+    inspected["manifest"]["config"]["digest"]
+        .as_str()
+        .expect("config digest")
+        .to_owned()
+}
+
+fn engine_holds(image: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", image])
+        .output()
+        .expect("docker image inspect")
+        .status
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn builds_keep_only_the_base_cache_tests_leave_nothing_and_gc_takes_only_its_own() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let unique = format!("{:?}\n", std::time::SystemTime::now());
+    run_recipe(tmp.path(), "leftparent", CHANGES, "");
+    let child = child_of(tmp.path(), "leftchild", "leftparent", &unique);
+    let recipe = child.to_str().expect("utf8");
+    let store_a = tmp.path().join("store-a");
+    let store_b = tmp.path().join("store-b");
+    let _cleanup_a = support::EngineCleanup(store_a.clone());
+    let _cleanup_b = support::EngineCleanup(store_b.clone());
+
+    // A build keeps the base its run layer started from, and nothing else.
+    ok(kiln(&store_a, &["build", recipe]));
+    let after_build = support::engine_names(&store_a);
+    assert!(
+        !after_build.is_empty() && after_build.iter().all(|n| n.contains("/base:")),
+        "only the base cache stays after a build: {after_build:?}"
+    );
+    let child_id = config_id(&store_a, "leftchild:1.0.0");
+    assert!(!engine_holds(&child_id), "the child's build image stayed");
+
+    // A test loads the image and takes it out again, passed or not.
+    let report = json(&ok(kiln(&store_a, &["test", "leftchild:1.0.0", "--json"])));
+    assert_eq!(report["passed"], Value::Bool(true), "{report:#}");
+    assert_eq!(support::engine_names(&store_a), after_build);
+    assert!(!engine_holds(&child_id), "the tested image stayed");
+
+    // An image the engine held before the test is left as it was.
+    let held = format!("kiln-test/leftchild-held:{}", std::process::id());
+    ok(kiln(
+        &store_a,
+        &[
+            "export",
+            "leftchild:1.0.0",
+            &format!("docker-daemon:{held}"),
+        ],
+    ));
+    let report = json(&ok(kiln(&store_a, &["test", "leftchild:1.0.0", "--json"])));
+    assert_eq!(report["passed"], Value::Bool(true), "{report:#}");
+    assert!(engine_holds(&held), "the user's image was removed");
+    let _ = Command::new("docker").args(["rmi", &held]).output();
+    assert_eq!(support::engine_names(&store_a), after_build);
+
+    // Another store's build of the same recipe has its own cache name.
+    ok(kiln(&store_b, &["build", recipe]));
+    let of_b = support::engine_names(&store_b);
+    assert!(!of_b.is_empty(), "store b's base cache");
+
+    // gc of a removes a's names only; b's stay, and so does b's image.
+    let gc = json(&ok(kiln(&store_a, &["gc", "--json"])));
+    let removed: Vec<String> = gc["engine_removed"]
+        .as_array()
+        .expect("engine_removed")
+        .iter()
+        .filter_map(|n| n.as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(removed, after_build, "{gc:#}");
+    assert_eq!(support::engine_names(&store_a), Vec::<String>::new());
+    assert_eq!(support::engine_names(&store_b), of_b);
+    assert!(of_b.iter().all(|n| engine_holds(n)));
+
+    ok(kiln(&store_b, &["gc"]));
+    assert_eq!(support::engine_names(&store_b), Vec::<String>::new());
 }

@@ -16,7 +16,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     ContainerArchiveInfoOptionsBuilder, DownloadFromContainerOptionsBuilder,
     ImportImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, TagImageOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, TryStreamExt};
@@ -232,6 +232,16 @@ fn is_connection_failure(e: &ApiError) -> bool {
                 | std::io::ErrorKind::PermissionDenied
         ),
         _ => false,
+    }
+}
+
+/// `REPO:TAG` split at the tag's colon (the last one after the last `/`,
+/// so that a registry's port stays in the repository); no tag is `latest`.
+fn split_name(name: &str) -> (&str, &str) {
+    let slash = name.rfind('/').map_or(0, |i| i + 1);
+    match name[slash..].rfind(':') {
+        Some(i) => (&name[..slash + i], &name[slash + i + 1..]),
+        None => (name, "latest"),
     }
 }
 
@@ -745,6 +755,68 @@ impl Engine for Docker {
         }
     }
 
+    async fn image_names(&self, image: &str) -> Result<Option<Vec<String>>, EngineError> {
+        match self.client.inspect_image(image).await {
+            Ok(inspect) => Ok(Some(inspect.repo_tags.unwrap_or_default())),
+            Err(ApiError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(self.fail("inspect", &format!("image {image}"), e)),
+        }
+    }
+
+    async fn tag_image(&self, image: &str, name: &str) -> Result<(), EngineError> {
+        let (repo, tag) = split_name(name);
+        let options = TagImageOptionsBuilder::new().repo(repo).tag(tag).build();
+        self.client
+            .tag_image(image, Some(options))
+            .await
+            .map_err(|e| self.fail("tag", &format!("image {image}"), e))
+    }
+
+    async fn names_with_prefix(&self, prefix: &str) -> Result<Vec<String>, EngineError> {
+        let images = self
+            .client
+            .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+            .await
+            .map_err(|e| self.fail("list", "images", e))?;
+        let mut names: Vec<String> = images
+            .into_iter()
+            .flat_map(|i| i.repo_tags)
+            .filter(|t| t.starts_with(prefix))
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    async fn remove_managed_containers_of(&self, image: &str) -> Result<usize, EngineError> {
+        let filters = HashMap::from([
+            ("label", vec![format!("{}=true", crate::MANAGED_LABEL)]),
+            ("ancestor", vec![image.to_owned()]),
+        ]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = match self.client.list_containers(Some(options)).await {
+            Ok(containers) => containers,
+            // The engine refuses an ancestor filter naming no image: then
+            // no container can have been created from it.
+            Err(ApiError::DockerResponseServerError {
+                status_code: 400 | 404,
+                ..
+            }) => return Ok(0),
+            Err(e) => return Err(self.fail("list containers of", &format!("image {image}"), e)),
+        };
+        let mut removed = 0;
+        for id in containers.into_iter().filter_map(|c| c.id) {
+            self.remove_container(&ContainerId::new(id)).await?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     async fn upper_dir(&self, id: &ContainerId) -> Result<Option<PathBuf>, EngineError> {
         // A folder named by a remote engine is not on this host.
         if !self.upper_dir_reads || !self.endpoint.starts_with("unix://") {
@@ -807,6 +879,23 @@ impl Docker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_split_at_the_tags_colon_not_the_registrys_port() {
+        assert_eq!(
+            split_name("kiln.local/ab/web:12-3"),
+            ("kiln.local/ab/web", "12-3")
+        );
+        assert_eq!(
+            split_name("127.0.0.1:5000/web:1"),
+            ("127.0.0.1:5000/web", "1")
+        );
+        assert_eq!(
+            split_name("127.0.0.1:5000/web"),
+            ("127.0.0.1:5000/web", "latest")
+        );
+        assert_eq!(split_name("web"), ("web", "latest"));
+    }
 
     #[test]
     fn bindings_on_all_interfaces_are_reached_on_loopback() {

@@ -111,6 +111,28 @@ pub trait Engine: Send + Sync {
         }
     }
 
+    /// The names (`REPO:TAG`) the engine gives the image `image` (a tag or
+    /// an id); `None` when it holds no such image, an empty list when it
+    /// holds it by id only. Removing the last name of an image removes the
+    /// image, so kiln asks before it names, and later unnames, an image it
+    /// found in the engine.
+    async fn image_names(&self, image: &str) -> Result<Option<Vec<String>>, EngineError>;
+
+    /// Give the image `image` (a tag or an id) the name `name`
+    /// (`REPO:TAG`), nothing moved. An image the engine does not hold is
+    /// [`EngineError::NotFound`].
+    async fn tag_image(&self, image: &str, name: &str) -> Result<(), EngineError>;
+
+    /// Every image name (`REPO:TAG`) the engine holds that starts with
+    /// `prefix`, sorted.
+    async fn names_with_prefix(&self, prefix: &str) -> Result<Vec<String>, EngineError>;
+
+    /// Remove every container carrying [`MANAGED_LABEL`](crate::MANAGED_LABEL)
+    /// that was created from the image name `image`, in any state; how
+    /// many were removed. For cleaning up after runs that were killed
+    /// before they could clean up themselves.
+    async fn remove_managed_containers_of(&self, image: &str) -> Result<usize, EngineError>;
+
     /// The host folder that holds exactly what the container changed (an
     /// overlay filesystem's upper folder), when the engine runs on this
     /// host, keeps containers on overlay and that folder is readable here;

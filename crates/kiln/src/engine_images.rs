@@ -7,13 +7,50 @@
 //! hint, never the truth: every entry is checked against the engine (one
 //! inspect) before it is used, and an engine that dropped an image is not
 //! an error, it is loaded again.
+//!
+//! The engine is shared by every kiln process and every store, so the
+//! names kiln gives images there live under a namespace of the store
+//! ([`engine_namespace`]): `kiln gc` of a store removes what that store's
+//! runs left and nothing else. Images cannot carry a label without another
+//! digest, so the namespace is in the name. A name given for one run (a
+//! test, a run layer) is unique to that run ([`run_name`]) and removed by
+//! it: two runs using one image each remove only their own name, and the
+//! image goes with the last.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use kiln_engine::{Engine, EngineError};
 use kiln_image::{BaseImage, Digest, Store};
 
 use crate::KilnError;
+
+/// The prefix of every image name this store's builds and tests give in
+/// the engine: `kiln.local/` and 12 hex digits of the digest of the store's
+/// absolute path. `kiln gc` of the store removes the names under it.
+pub fn engine_namespace(store: &Store) -> String {
+    let root = std::fs::canonicalize(store.root()).unwrap_or_else(|_| store.root().to_path_buf());
+    let id = Digest::of(root.as_os_str().as_bytes());
+    format!("kiln.local/{}", &id.hex()[..12])
+}
+
+/// A name no other run gives: `NAMESPACE/REPO:HEX16-UNIQUE`, where HEX16
+/// starts `hex` (the image's digest) and UNIQUE is this process and a
+/// count. The run that gives it removes it.
+pub(crate) fn run_name(store: &Store, repo: &str, hex: &str) -> String {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let count = COUNT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let hex = hex.get(..16).unwrap_or(hex);
+    format!(
+        "{}/{repo}:{hex}-{:x}-{count:x}{nanos:x}",
+        engine_namespace(store),
+        std::process::id()
+    )
+}
 
 /// Where the bookkeeping of `store` lives.
 fn engine_dir(store: &Store) -> PathBuf {
@@ -102,36 +139,47 @@ pub async fn load_into_engine(
     digest: &Digest,
     tag: String,
 ) -> Result<String, KilnError> {
-    let (image, config, id) = lookup(store, engine, digest).await?;
-    load(store, engine, &image, &config, id.is_some(), tag).await
+    let (image, config, names) = lookup(store, engine, digest).await?;
+    load(store, engine, &image, &config, names.is_some(), tag).await
 }
 
-/// The name the engine knows the stored image `digest` by: its id when the
-/// engine holds it already (nothing is sent), else `tag` after loading it
-/// as [`load_into_engine`] does.
+/// The name to boot the stored image `digest` by, given for this run:
+/// `name` (from [`run_name`]) on the image the engine holds already
+/// (nothing is sent), else `name` after loading it as [`load_into_engine`]
+/// does. An image the engine holds by id only is booted by its id and not
+/// named, since removing its last name would remove it. The caller removes
+/// `name` when done; the image goes with it unless something else names it.
 pub async fn ensure_in_engine(
     store: &Store,
     engine: &dyn Engine,
     digest: &Digest,
-    tag: String,
+    name: String,
 ) -> Result<String, KilnError> {
     match lookup(store, engine, digest).await? {
-        (_, _, Some(id)) => Ok(id),
-        (image, config, None) => load(store, engine, &image, &config, false, tag).await,
+        (_, config, Some(names)) if names.is_empty() => Ok(config.to_string()),
+        (image, config, Some(_)) => match engine.tag_image(config.as_str(), &name).await {
+            Ok(()) => Ok(name),
+            // Removed in between: loaded again, as any image not held.
+            Err(EngineError::NotFound { .. }) => {
+                load(store, engine, &image, &config, false, name).await
+            }
+            Err(e) => Err(e.into()),
+        },
+        (image, config, None) => load(store, engine, &image, &config, false, name).await,
     }
 }
 
-/// The stored image `digest`, its config digest, and its id in the engine
-/// if the engine holds it.
+/// The stored image `digest`, its config digest, and the names the engine
+/// gives it if the engine holds it.
 async fn lookup(
     store: &Store,
     engine: &dyn Engine,
     digest: &Digest,
-) -> Result<(BaseImage, Digest, Option<String>), KilnError> {
+) -> Result<(BaseImage, Digest, Option<Vec<String>>), KilnError> {
     let image = kiln_image::load_image(store, digest)?;
     let config = config_digest(&image)?;
-    let id = engine.image_id(config.as_str()).await?;
-    Ok((image, config, id))
+    let names = engine.image_names(config.as_str()).await?;
+    Ok((image, config, names))
 }
 
 /// Load `image` (config `config`) as `tag`; `held`: the engine holds the
@@ -160,23 +208,63 @@ async fn load(
     Ok(tag)
 }
 
-/// Make the engine hold `base` as an image of its own (tagged
-/// `kiln.local/base:HEX16`, kept like a builder's cache), so that images
-/// built on it send only their own layers, now and in later builds. The
-/// name the engine knows it by: its id when it held it already (one
-/// inspect), else that tag (an engine that dropped it gets it again).
+/// Make the engine hold `base` as an image of its own, named
+/// `NAMESPACE/base:HEX16` (kiln's engine-side build cache, kept after the
+/// build and removed by `kiln gc`), so that images built on it send only
+/// their own layers, now and in later builds. A base the engine holds
+/// under another store's cache name gets this store's name too, so that
+/// the other store's gc does not take it from this one's builds; one the
+/// engine holds under other names (a `docker-daemon:` base) is left as it
+/// is. The name the engine knows it by: this store's name when it has it,
+/// else its id (one inspect when it was held already).
 pub(crate) async fn hold_base(
     store: &Store,
     engine: &dyn Engine,
     base: &BaseImage,
 ) -> Result<String, KilnError> {
     let config = config_digest(base)?;
-    if let Some(id) = engine.image_id(config.as_str()).await? {
-        record_image(store, &config, &base.diff_ids)?;
-        return Ok(id);
+    let name = format!("{}/base:{}", engine_namespace(store), &config.hex()[..16]);
+    match engine.image_names(config.as_str()).await? {
+        Some(names) => {
+            let others_cache =
+                !names.is_empty() && names.iter().all(|n| n.starts_with("kiln.local/"));
+            let mut known_as = config.to_string();
+            if names.contains(&name) {
+                known_as = name;
+            } else if others_cache {
+                match engine.tag_image(config.as_str(), &name).await {
+                    Ok(()) => known_as = name,
+                    // Removed in between: loaded again.
+                    Err(EngineError::NotFound { .. }) => {
+                        return load_into_engine(store, engine, &base.manifest_digest, name).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            record_image(store, &config, &base.diff_ids)?;
+            Ok(known_as)
+        }
+        None => load_into_engine(store, engine, &base.manifest_digest, name).await,
     }
-    let tag = format!("kiln.local/base:{}", &config.hex()[..16]);
-    load_into_engine(store, engine, &base.manifest_digest, tag).await
+}
+
+/// Remove every image name under this store's [`engine_namespace`], and
+/// the kiln containers created from them, from the engine; the names
+/// removed. The caller holds the store's sweep, so no build or test of
+/// this store runs: whatever is named there is a leftover or the build
+/// cache. Images only lose this store's names: one that another store or
+/// the user names too stays, and so does one a container still uses.
+pub(crate) async fn remove_leftovers(
+    store: &Store,
+    engine: &dyn Engine,
+) -> Result<Vec<String>, KilnError> {
+    let prefix = format!("{}/", engine_namespace(store));
+    let names = engine.names_with_prefix(&prefix).await?;
+    for name in &names {
+        engine.remove_managed_containers_of(name).await?;
+        engine.remove_image(name).await?;
+    }
+    Ok(names)
 }
 
 /// Write the docker-loadable archive of `digest` without its first `held`

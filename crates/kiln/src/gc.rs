@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use kiln_engine::Engine;
 use kiln_image::{Digest, Roots, Store, Sweep};
 use kiln_promote::{channel, record};
 
@@ -58,6 +59,20 @@ pub fn gc(store: &Store, options: &GcOptions) -> Result<GcOutcome, KilnError> {
     outcome.blobs = store.gc(&sweep, &roots)?;
     outcome.removed_recipes = prune_recipes(store, &sweep)?;
     Ok(outcome)
+}
+
+/// Remove from `engine` what this store's builds and tests left there:
+/// every image name under the store's
+/// [`engine_namespace`](crate::engine_namespace) (the run layers' base
+/// cache, and names a killed run could not remove) and kiln's containers
+/// created from them; the names removed, sorted. Holds the store's sweep
+/// meanwhile, so no build or test of this store is using them; another
+/// store's names, and images the user or another store names too, stay.
+pub async fn gc_engine(store: &Store, engine: &dyn Engine) -> Result<Vec<String>, KilnError> {
+    let sweep = crate::store_lock::sweep(store).await?;
+    let removed = crate::engine_images::remove_leftovers(store, engine).await;
+    drop(sweep);
+    removed
 }
 
 /// Every manifest and blob that bookkeeping needs, besides index.json.

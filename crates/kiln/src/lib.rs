@@ -54,12 +54,12 @@ use kiln_promote::channel;
 pub use build::{ARG_ANNOTATION_PREFIX, BuildOptions, build, build_all, build_graph};
 pub use capability::{Stage, ensure_supported, needs_engine};
 pub use catalog::{ImageSummary, Inspection, TestStatus, images, inspect};
-pub use engine_images::{ensure_in_engine, load_into_engine};
+pub use engine_images::{engine_namespace, ensure_in_engine, load_into_engine};
 pub use error::{Chain, ErrorKind, KilnError};
 pub use events::{Events, NoEvents};
 pub use export::{Destination, ExportOptions, Exported, export, export_with};
 pub use fsck::{FsckOptions, FsckReport, Problem, ProblemKind, fsck};
-pub use gc::{GcOptions, GcOutcome, gc};
+pub use gc::{GcOptions, GcOutcome, gc, gc_engine};
 pub use graph::{
     BuildGraph, plan as plan_graph, plan_recipes, plan_with_args as plan_graph_with_args,
 };
@@ -84,7 +84,7 @@ pub use sign::{
     KeyFiles, SignError, SignReport, VerifyFailure, VerifyReport, keygen, read_signing_key, sbom,
     sign, verify,
 };
-pub use test_run::{TestOptions, engine_tag, new_run_id, recipe_of, test};
+pub use test_run::{TestOptions, new_run_id, recipe_of, test};
 
 /// The recipe model: every type a [`Recipe`] is made of ([`recipe::Layer`],
 /// [`recipe::Check`], [`recipe::BaseRef`]...), so that embedders can read

@@ -13,7 +13,6 @@
 
 use std::collections::BTreeMap;
 
-use kiln_cache::key::LayerKey;
 use kiln_engine::{
     ChangeKind, ContainerId, ContainerSpec, Engine, MANAGED_LABEL, RUN_LABEL, ReadOnlyMount,
 };
@@ -201,7 +200,6 @@ pub async fn build_run_layer(
     image: &str,
     layer: &str,
     run: &RunLayer,
-    key: &LayerKey,
     so_far: &ImageSoFar<'_>,
     secrets: &BTreeMap<String, SecretValue>,
     run_id: &str,
@@ -235,7 +233,13 @@ pub async fn build_run_layer(
             // The temporary image's blobs are unreferenced: `kiln gc`
             // removes them.
             let built = kiln_image::assemble(store, &spec)?;
-            let tag = format!("kiln.local/build-{image}:{}", &key.0.hex()[..16]);
+            // A name of this run's own: a build of the same image in
+            // another run removes only its name, never this one's image.
+            let tag = crate::engine_images::run_name(
+                store,
+                &format!("build-{image}"),
+                built.manifest.digest.hex(),
+            );
             let tag = load_into_engine(store, engine, &built.manifest.digest, tag).await?;
             (tag, true)
         }

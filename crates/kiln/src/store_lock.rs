@@ -14,6 +14,12 @@ pub(crate) async fn lease(store: &Store) -> Result<Lease, KilnError> {
     blocking(move || store.lease()).await
 }
 
+/// The store's [`Sweep`], waited for off the async threads.
+pub(crate) async fn sweep(store: &Store) -> Result<Sweep, KilnError> {
+    let store = store.clone();
+    blocking(move || store.sweep()).await
+}
+
 /// Give up `lease` and take the [`Sweep`], waited for off the async
 /// threads.
 pub(crate) async fn sweep_after(lease: Lease) -> Result<Sweep, KilnError> {

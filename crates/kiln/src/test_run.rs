@@ -1,5 +1,6 @@
 //! Test one stored image: load it into the engine, boot it with the
-//! recipe's `[boot]`, run its checks, keep the record.
+//! recipe's `[boot]`, run its checks, keep the record, and take out of the
+//! engine again what the test put there.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -25,11 +26,6 @@ pub fn new_run_id() -> String {
     format!("kiln-{}-{nanos:x}", std::process::id())
 }
 
-/// The tag the engine knows a stored image by while it is tested.
-pub fn engine_tag(name: &str, digest: &Digest) -> String {
-    format!("kiln.local/{name}:{}", &digest.hex()[..16])
-}
-
 /// How to test.
 #[derive(Debug, Clone, Default)]
 pub struct TestOptions {
@@ -45,6 +41,13 @@ pub struct TestOptions {
 /// Boot the stored image `digest` of `recipe` and run the recipe's checks.
 /// A failed check is a report with `passed: false`, not an error. The
 /// record is kept in the store either way.
+///
+/// The engine holds no new image afterwards, passed, failed or cancelled:
+/// the image is loaded (or, when the engine holds it already, named) under
+/// a name of this run's own in the store's
+/// [`engine_namespace`](crate::engine_namespace), and that name is removed
+/// once the container is gone. An image the engine held before is booted
+/// without being sent and is still there afterwards.
 pub async fn test(
     store: &Store,
     engine: &dyn Engine,
@@ -55,9 +58,15 @@ pub async fn test(
 ) -> Result<TestReport, KilnError> {
     let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
     let store = store.with_cancel(&options.cancel);
-    let work = test_run(&store, engine, recipe, digest, &run_id, events);
+    let name = crate::engine_images::run_name(&store, recipe.image.name.as_str(), digest.hex());
+    let work = test_run(&store, engine, recipe, digest, &run_id, &name, events);
     let result = until_cancelled(&options.cancel, work).await;
-    settle(result, &options.cancel, Some(engine), &run_id).await
+    let result = settle(result, &options.cancel, Some(engine), &run_id).await;
+    // After the container (and so the image's last user) is gone.
+    let unnamed = engine.remove_image(&name).await;
+    let report = result?;
+    unnamed?;
+    Ok(report)
 }
 
 /// [`test`] with the run set up.
@@ -67,6 +76,7 @@ async fn test_run(
     recipe: &Recipe,
     digest: &Digest,
     run_id: &str,
+    engine_name: &str,
     events: &dyn Events,
 ) -> Result<TestReport, KilnError> {
     let name = recipe.image.name.to_string();
@@ -95,9 +105,9 @@ async fn test_run(
     }
 
     events.loading_image(&name, digest);
-    // An image the engine holds already (by id) is booted as it is.
+    // An image the engine holds already is only named, not sent.
     let image =
-        crate::engine_images::ensure_in_engine(store, engine, digest, engine_tag(&name, digest))
+        crate::engine_images::ensure_in_engine(store, engine, digest, engine_name.to_owned())
             .await?;
     events.boot_started(&name, digest);
     let plan = BootPlan {

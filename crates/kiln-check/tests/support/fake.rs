@@ -324,6 +324,25 @@ impl Engine for FakeEngine {
         Err(not_scripted("export_to_file"))
     }
 
+    async fn image_names(&self, image: &str) -> Result<Option<Vec<String>>, EngineError> {
+        self.record(format!("image_names {image}"))?;
+        Ok(Some(vec![image.to_owned()]))
+    }
+
+    async fn tag_image(&self, image: &str, name: &str) -> Result<(), EngineError> {
+        self.record(format!("tag_image {image} {name}"))
+    }
+
+    async fn names_with_prefix(&self, prefix: &str) -> Result<Vec<String>, EngineError> {
+        self.record(format!("names_with_prefix {prefix}"))?;
+        Ok(Vec::new())
+    }
+
+    async fn remove_managed_containers_of(&self, image: &str) -> Result<usize, EngineError> {
+        self.record(format!("remove_managed_containers_of {image}"))?;
+        Ok(0)
+    }
+
     async fn save_image(&self, _image: &str, _dest: &Path) -> Result<u64, EngineError> {
         Err(not_scripted("save_image"))
     }

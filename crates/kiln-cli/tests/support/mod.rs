@@ -275,3 +275,70 @@ pub(crate) fn layers(report: &Value) -> Vec<(String, bool)> {
 pub(crate) fn cached(names: &[(&str, bool)]) -> Vec<(String, bool)> {
     names.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect()
 }
+
+/// The namespace the engine names of `store`'s runs live under.
+pub(crate) fn engine_namespace(store: &Path) -> String {
+    kiln::engine_namespace(&kiln::Store::open(store).expect("open the store"))
+}
+
+/// Every image name the engine holds under `store`'s namespace, sorted, as
+/// the docker CLI (an independent tool) lists them.
+pub(crate) fn engine_names(store: &Path) -> Vec<String> {
+    let prefix = format!("{}/", engine_namespace(store));
+    let out = Command::new("docker")
+        .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .output()
+        .expect("docker images");
+    assert!(out.status.success(), "docker images: {}", stderr(&out));
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|n| n.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}
+
+/// The image each kiln container (labelled `dev.kiln.managed`) was created
+/// from, whatever its state, as the docker CLI lists them.
+pub(crate) fn managed_container_images() -> Vec<String> {
+    container_images(true)
+}
+
+/// [`managed_container_images`] of the running containers only.
+pub(crate) fn running_managed_container_images() -> Vec<String> {
+    container_images(false)
+}
+
+fn container_images(all: bool) -> Vec<String> {
+    let out = Command::new("docker")
+        .arg("ps")
+        .args(all.then_some("-a"))
+        .args([
+            "--filter",
+            "label=dev.kiln.managed=true",
+            "--format",
+            "{{.Image}}",
+        ])
+        .output()
+        .expect("docker ps");
+    assert!(out.status.success(), "docker ps: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs `kiln gc` on a store when dropped, so that a test leaves nothing of
+/// its store in the shared engine (the run layers' base cache), even when
+/// it fails half-way. Declare it after the store's temporary folder, so
+/// that it is dropped first.
+pub(crate) struct EngineCleanup(pub(crate) PathBuf);
+
+impl Drop for EngineCleanup {
+    fn drop(&mut self) {
+        if self.0.join("oci-layout").exists() {
+            let _ = kiln(&self.0, &["gc"]);
+        }
+    }
+}

@@ -136,7 +136,6 @@ async fn produce_into(
                             name,
                             &layer.name,
                             run,
-                            &snapshot.key,
                             &so_far,
                             &plan.run_secrets,
                             &plan.run_id,
