@@ -125,6 +125,12 @@ impl kiln::Events for Progress {
             report.digest,
             report.duration_ms
         );
+        for moved in &report.moved {
+            eprintln!(
+                "moved {}:{} {} -> {}",
+                report.name, moved.tag, moved.from, moved.to
+            );
+        }
     }
     fn loading_image(&self, image: &str, digest: &kiln::Digest) {
         eprintln!("testing {image}@{digest}");

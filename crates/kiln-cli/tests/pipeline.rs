@@ -465,15 +465,39 @@ async fn gc_keeps_what_a_rollback_needs_and_removes_orphans() {
         .as_str()
         .expect("digest")
         .to_owned();
+    // The release says the tag moved, from v1 to v2.
+    let moved = &released["releases"][0]["build"]["moved"];
+    assert_eq!(moved.as_array().map(Vec::len), Some(1), "{released:#}");
+    assert_eq!(moved[0]["from"].as_str(), Some(v1.as_str()));
+    assert_eq!(moved[0]["to"].as_str(), Some(v2.as_str()));
+    assert!(moved[0]["tag"].is_string());
     // And an orphan: built, tagged, then its tag moved by a third build.
     std::fs::write(image.join("site/index.html"), "<h1>orphan</h1>\n").expect("write");
     let orphan = build_digest(&store, &image);
+    // Built again with nothing changed: no tag moved.
+    let same = json(&ok(kiln(&store, &["build", recipe, "--json"])));
+    assert_eq!(
+        same["images"][0]["moved"],
+        serde_json::json!([]),
+        "{same:#}"
+    );
     std::fs::write(
         image.join("site/index.html"),
         "<h1>Hello from kiln, v3</h1>\n",
     )
     .expect("write");
-    build_digest(&store, &image);
+    // A person is told on stderr: old -> new digest.
+    let out = ok(kiln(&store, &["build", recipe]));
+    let v3 = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .map(str::to_owned)
+        .expect("name and digest on stdout");
+    assert!(
+        stderr(&out).contains(&format!("{orphan} -> {v3}")),
+        "{}",
+        stderr(&out)
+    );
 
     let report = json(&ok(kiln(&store, &["gc", "--json"])));
     let removed: Vec<&str> = report["removed"]

@@ -77,7 +77,8 @@ pub use reference::{ImageRef, resolve};
 pub use registry::RegistryTarget;
 pub use release::release;
 pub use report::{
-    BaseReport, BuildReport, CheckReport, LayerReport, PushedReport, ReleaseReport, TestReport,
+    BaseReport, BuildReport, CheckReport, LayerReport, MovedTag, PushedReport, ReleaseReport,
+    TestReport,
 };
 pub use secret::{Redactor, SecretValue, redact};
 pub use sign::{

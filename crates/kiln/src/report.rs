@@ -12,6 +12,9 @@ pub struct BuildReport {
     pub digest: Digest,
     /// Tags the store gives it.
     pub tags: Vec<String>,
+    /// The tags that named another digest before this build and now name
+    /// this one (empty when none moved).
+    pub moved: Vec<MovedTag>,
     /// What it was built on, resolved to a digest (absent for `scratch`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base: Option<BaseReport>,
@@ -19,6 +22,17 @@ pub struct BuildReport {
     pub layers: Vec<LayerReport>,
     /// Wall time of the build.
     pub duration_ms: u64,
+}
+
+/// A tag a build moved from one digest to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MovedTag {
+    /// The tag (without the image name).
+    pub tag: String,
+    /// The digest it named before.
+    pub from: Digest,
+    /// The digest it names now: the build's.
+    pub to: Digest,
 }
 
 /// The base an image was built on.

@@ -268,7 +268,7 @@ async fn build_one(
     // Before the image gets a name: no declared secret may be in it.
     let base_layers = image.layers.len().saturating_sub(recipe.layers.len());
     let lease = leak::check(store, recipe, &image, base_layers, lease).await?;
-    record::record(store, recipe, &plan, &image, &stat, inputs.snapshots)?;
+    let moved = record::record(store, recipe, &plan, &image, &stat, inputs.snapshots)?;
     if let Some(shared) = &shared {
         until_cancelled(&options.cancel, shared.publish(store, &to_publish)).await?;
     }
@@ -278,6 +278,7 @@ async fn build_one(
         name: plan.name,
         digest: image.manifest.digest.clone(),
         tags: plan.tags,
+        moved,
         base: base_report,
         layers: produced.reports,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),

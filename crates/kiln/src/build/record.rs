@@ -10,9 +10,11 @@ use kiln_image::{BuiltImage, Store};
 use kiln_recipe::Recipe;
 
 use super::plan::Plan;
+use crate::report::MovedTag;
 use crate::{KilnError, stored_recipe};
 
-/// Record the build of `recipe` as `built` in `store`.
+/// Record the build of `recipe` as `built` in `store`; the tags that named
+/// another digest before and now name this one.
 pub(super) fn record(
     store: &Store,
     recipe: &Recipe,
@@ -20,7 +22,7 @@ pub(super) fn record(
     built: &BuiltImage,
     stat: &StatCache,
     snapshots: Vec<LayerSnapshot>,
-) -> Result<(), KilnError> {
+) -> Result<Vec<MovedTag>, KilnError> {
     // Three independent files, each flushed to disk: written at once, their
     // flushes overlap (the filesystem commits them together) instead of
     // queueing one after another. Each is written only if it changed.
@@ -41,8 +43,21 @@ pub(super) fn record(
     last_saved.map_err(|_| panicked("last build"))??;
     recipe_saved?;
     // Last, the tags: only now is the build visible.
+    let mut moved = Vec::new();
     for tag in &plan.tags {
-        store.set_ref(&format!("{}:{tag}", plan.name), &built.manifest)?;
+        let name = format!("{}:{tag}", plan.name);
+        // A tag is a name, not a promise: a rebuild with other inputs
+        // moves it, and says so, rather than moving it silently.
+        if let Some(before) = store.resolve(&name)?
+            && before.digest != built.manifest.digest
+        {
+            moved.push(MovedTag {
+                tag: tag.clone(),
+                from: before.digest,
+                to: built.manifest.digest.clone(),
+            });
+        }
+        store.set_ref(&name, &built.manifest)?;
     }
-    Ok(())
+    Ok(moved)
 }
