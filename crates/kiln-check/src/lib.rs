@@ -3,8 +3,8 @@
 //!
 //! [`run_suite`] creates one container from a [`BootPlan`] (environment,
 //! secret files, every http/tcp check port published on 127.0.0.1), starts
-//! it, runs the checks in recipe order and removes the container again, on
-//! every return path. Each check ends as a [`CheckOutcome`] with a detail
+//! it, runs the checks (all at once, since they are independent; reported
+//! in recipe order) and removes the container again, on every return path. Each check ends as a [`CheckOutcome`] with a detail
 //! that says what was expected and what was seen: **a failed check is an
 //! outcome, not an error**. [`CheckError`] is kept for an engine that fails
 //! (unreachable, or refusing requests it should carry out).

@@ -1,5 +1,6 @@
-//! One suite: boot the container, run every check in recipe order within
-//! the total timeout, and remove the container on every return path.
+//! One suite: boot the container, run every check at once within the
+//! total timeout (reported in recipe order), and remove the container on
+//! every return path.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -68,8 +69,9 @@ impl Container<'_> {
     }
 }
 
-/// Boot `plan.image`, run `checks` against it in order, and remove the
-/// container, whatever happened.
+/// Boot `plan.image`, run `checks` against it (all at once; the report
+/// lists them in the recipe's order), and remove the container, whatever
+/// happened.
 ///
 /// A failed check, an image that does not start and a container that exits
 /// are all in the report; `Err` means the engine failed (unreachable, or
@@ -264,56 +266,72 @@ async fn exit_detail(container: &Container<'_>, code: i64, when: &str) -> String
     }
 }
 
+/// Run every check at once, each within the total timeout: the checks are
+/// independent (a readiness probe, a command and a file read need not wait
+/// for one another), so the suite takes as long as its slowest check, not
+/// the sum. A check that fails changes no other check's verdict. The report
+/// keeps the recipe's order whatever order they finish in; `events` hear of
+/// each as it starts and finishes.
 async fn run_checks(
     container: &Container<'_>,
     checks: &[Check],
     events: &dyn CheckEvents,
 ) -> Result<SuiteReport, CheckError> {
+    let runs = checks.iter().map(|check| run_one(container, check, events));
     let mut outcomes = Vec::with_capacity(checks.len());
-    let mut exited: Option<String> = None;
-    for check in checks {
-        events.check_started(&check.name);
-        let started = Instant::now();
-        let engine_error = |source| CheckError::Engine {
-            check: check.name.clone(),
-            source,
-        };
-        let verdict = if let Some(detail) = &exited {
-            Verdict::Fail(detail.clone())
-        } else if started >= container.deadline {
-            Verdict::Fail(container.timeout_detail())
-        } else {
-            let run = async {
-                match container.exit_code().await? {
-                    Some(code) => Ok(Verdict::Exited(code)),
-                    None => run_check(container, check).await,
-                }
-            };
-            match tokio::time::timeout_at(container.deadline + ABANDON_GRACE, run).await {
-                Ok(verdict) => verdict.map_err(engine_error)?,
-                Err(_) => Verdict::Fail(container.timeout_detail()),
-            }
-        };
-        let (passed, detail) = match verdict {
-            Verdict::Pass(detail) => (true, detail),
-            Verdict::Fail(detail) => (false, detail),
-            Verdict::Exited(code) => {
-                let when = format!("before check {:?} finished", check.name);
-                let detail = exit_detail(container, code, &when).await;
-                exited = Some(detail.clone());
-                (false, detail)
-            }
-        };
-        let outcome = outcome(check, passed, started.elapsed(), detail);
-        events.check_finished(&outcome);
+    let mut boot_error: Option<String> = None;
+    for result in futures_util::future::join_all(runs).await {
+        let (outcome, exited) = result?;
+        if boot_error.is_none() && exited {
+            boot_error = Some(outcome.detail.lines().next().unwrap_or_default().to_owned());
+        }
         outcomes.push(outcome);
     }
-    let boot_error = exited.map(|d| d.lines().next().unwrap_or_default().to_owned());
     Ok(SuiteReport {
         passed: boot_error.is_none() && outcomes.iter().all(|o| o.passed),
         checks: outcomes,
         boot_error,
     })
+}
+
+/// One check, from its start event to its finish event; whether the
+/// container had exited under it.
+async fn run_one(
+    container: &Container<'_>,
+    check: &Check,
+    events: &dyn CheckEvents,
+) -> Result<(CheckOutcome, bool), CheckError> {
+    events.check_started(&check.name);
+    let started = Instant::now();
+    let engine_error = |source| CheckError::Engine {
+        check: check.name.clone(),
+        source,
+    };
+    let verdict = if started >= container.deadline {
+        Verdict::Fail(container.timeout_detail())
+    } else {
+        let run = async {
+            match container.exit_code().await? {
+                Some(code) => Ok(Verdict::Exited(code)),
+                None => run_check(container, check).await,
+            }
+        };
+        match tokio::time::timeout_at(container.deadline + ABANDON_GRACE, run).await {
+            Ok(verdict) => verdict.map_err(engine_error)?,
+            Err(_) => Verdict::Fail(container.timeout_detail()),
+        }
+    };
+    let (passed, detail, exited) = match verdict {
+        Verdict::Pass(detail) => (true, detail, false),
+        Verdict::Fail(detail) => (false, detail, false),
+        Verdict::Exited(code) => {
+            let when = format!("before check {:?} finished", check.name);
+            (false, exit_detail(container, code, &when).await, true)
+        }
+    };
+    let outcome = outcome(check, passed, started.elapsed(), detail);
+    events.check_finished(&outcome);
+    Ok((outcome, exited))
 }
 
 async fn run_check(container: &Container<'_>, check: &Check) -> Result<Verdict, EngineError> {
