@@ -522,6 +522,18 @@ fn exports_carry_signatures_and_attestations(
         .expect("tar runs");
     let archived: Value = serde_json::from_slice(&out.stdout).expect("index JSON");
     assert_eq!(ref_names(&archived), refs);
+    // It stays a base that needs no ref: the attachments are not images.
+    let rebased = dir.join("rebased");
+    std::fs::create_dir_all(&rebased).expect("mkdir");
+    std::fs::write(
+        rebased.join("kiln.toml"),
+        format!(
+            "[image]\nname = \"rebased\"\nversion = \"1\"\nbase = \"oci-archive:{}\"\n",
+            path_str(&archive)
+        ),
+    )
+    .expect("write recipe");
+    build_digest(store, &rebased);
 
     // Another repository: cosign verifies the copy's signature and both
     // attestations there.

@@ -124,8 +124,16 @@ pub(crate) fn resolve_layout(
                 path: origin.to_path_buf(),
                 available: available.clone(),
             })?,
-        None => match index.manifests.as_slice() {
-            [only] => only,
+        // A signed image's layout holds its cosign signature and
+        // attestations beside it: they are not candidates.
+        None => match index
+            .manifests
+            .iter()
+            .filter(|d| !d.names_attachment())
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            [only] => *only,
             [] => {
                 return Err(ImageError::InvalidLayout {
                     path: origin.to_path_buf(),

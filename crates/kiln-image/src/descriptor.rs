@@ -77,6 +77,15 @@ impl Descriptor {
             .map(String::as_str)
     }
 
+    /// Whether its ref name ends in one of cosign's attachment tags
+    /// (`sha256-HEX.sig`, `.att`, `.sbom`), which name no image of their
+    /// own but the signature, attestations or SBOM of another.
+    pub fn names_attachment(&self) -> bool {
+        self.ref_name()
+            .map(|r| r.rsplit(':').next().unwrap_or(r))
+            .is_some_and(is_attachment_tag)
+    }
+
     /// A copy with the ref name annotation set to `name`.
     pub fn with_ref_name(&self, name: &str) -> Self {
         let mut d = self.clone();
@@ -182,6 +191,20 @@ pub(crate) fn is_layer(media_type: &str) -> bool {
             | "application/vnd.oci.image.layer.nondistributable.v1.tar"
             | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
     )
+}
+
+/// Whether `tag` is one of cosign's attachment tags (`sha256-HEX.sig`,
+/// `.att`, `.sbom`), which name no image of their own.
+pub fn is_attachment_tag(tag: &str) -> bool {
+    let Some(rest) = tag.strip_prefix("sha256-") else {
+        return false;
+    };
+    match rest.split_once('.') {
+        Some((hex, "sig" | "att" | "sbom")) => {
+            hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]

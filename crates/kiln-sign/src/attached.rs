@@ -58,17 +58,7 @@ impl Attachment {
 
 /// Whether `tag` is one of cosign's attachment tags (`sha256-HEX.sig`,
 /// `.att`, `.sbom`), which name no image of their own.
-pub fn is_attachment_tag(tag: &str) -> bool {
-    let Some(rest) = tag.strip_prefix("sha256-") else {
-        return false;
-    };
-    match rest.split_once('.') {
-        Some((hex, "sig" | "att" | "sbom")) => {
-            hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
-        }
-        _ => false,
-    }
-}
+pub use kiln_image::descriptor::is_attachment_tag;
 
 /// One attached layer: its descriptor and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
