@@ -19,6 +19,9 @@
 //! - `fetch-cosign`: unpack cosign 2.x from Debian trixie's .deb (through a
 //!   private apt source list) into `<target>/tools/cosign/` and print its
 //!   path; `ci` does it too and passes it to the tests as `KILN_COSIGN`.
+//! - `schema`: write the recipe's JSON Schema, generated from kiln-recipe's
+//!   types, to `docs/recipe.schema.json` (a kiln-recipe test fails when the
+//!   committed file is stale).
 //! - `bench`: kiln beside `docker build` and `tar | gzip` on ~300 MB, medians
 //!   and the targets into docs/benchmarks.md.
 
@@ -36,6 +39,15 @@ mod debian;
 mod fuzz;
 mod prerequisites;
 
+/// `cargo xtask schema`: regenerate `docs/recipe.schema.json`.
+fn schema() -> Result<()> {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/recipe.schema.json");
+    std::fs::write(&file, kiln_recipe::schema_json())
+        .with_context(|| format!("writing {}", file.display()))?;
+    println!("{}", file.display());
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -45,8 +57,10 @@ fn main() -> Result<()> {
         Some("stage-debian") => debian::stage_command(),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("fetch-cosign") => cosign::ensure().map(|p| println!("{}", p.display())),
+        Some("schema") => schema(),
         _ => {
-            eprintln!("usage: cargo xtask <ci|demo|bench|stage-debian|fuzz|fetch-cosign>");
+            eprintln!("usage: cargo xtask <ci|demo|bench|stage-debian|fuzz|fetch-cosign|schema>");
+            eprintln!("  schema  write the recipe's JSON Schema to docs/recipe.schema.json");
             eprintln!(
                 "  ci    install test prerequisites, start dockerd, run fmt, clippy, all tests, docs and examples"
             );

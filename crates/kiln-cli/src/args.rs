@@ -217,6 +217,12 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Print the recipe's JSON Schema (for editors: taplo, Even Better
+    /// TOML).
+    Schema {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Print the image's SPDX 2.3 JSON SBOM.
     Sbom {
         /// NAME, NAME:TAG, NAME:CHANNEL or NAME@sha256:HEX.
@@ -265,7 +271,8 @@ impl Command {
             | Command::Keygen { common, .. }
             | Command::Sign { common, .. }
             | Command::Verify { common, .. }
-            | Command::Sbom { common, .. } => common,
+            | Command::Sbom { common, .. }
+            | Command::Schema { common } => common,
         }
     }
 }

@@ -391,6 +391,11 @@ async fn run(command: Command) -> CmdResult {
             }
             Ok(())
         }
+        Command::Schema { .. } => {
+            // Already JSON, so --json changes nothing.
+            say!("{}", kiln::recipe_schema().trim_end());
+            Ok(())
+        }
         Command::Sbom { reference, .. } => {
             let store = open_store(&store_path)?;
             print_json(&kiln::sbom(&store, &reference)?);

@@ -94,6 +94,7 @@ mod document;
 mod field;
 mod layer;
 pub mod model;
+mod schema;
 mod section;
 mod serialised;
 pub mod values;
@@ -106,6 +107,7 @@ use toml::de::DeTable;
 pub use diagnostic::{KeyStep, RecipeDiagnostic, RecipeError};
 pub use kiln_error_kind::ErrorKind;
 pub use model::*;
+pub use schema::schema_json;
 pub use values::ValueError;
 
 use document::{Problem, Problems};

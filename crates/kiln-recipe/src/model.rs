@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::values::{
@@ -44,19 +45,23 @@ pub struct Recipe {
 }
 
 /// `[image]`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct ImageSection {
     /// The repository name (`[a-z0-9][a-z0-9._-]*`).
     pub name: ImageName,
     /// Optional version, also stored as a tag.
+    #[schemars(extend("pattern" = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"))]
     pub version: Option<String>,
     /// What the image is built on (default `scratch`).
+    #[schemars(default = "scratch")]
     pub base: BaseRef,
     /// mtime of every entry and the created time, in seconds since the Unix
     /// epoch. `SOURCE_DATE_EPOCH` overrides it at build time.
     pub epoch: Option<u64>,
     /// Folder that `src` paths are read from, relative to the recipe's
     /// folder (default `.`).
+    #[schemars(default = "here")]
     pub context: PathBuf,
     /// `platform`: the platform picked from a multi-platform base and
     /// recorded in the image's config; `None` means the host's.
@@ -67,6 +72,21 @@ pub struct ImageSection {
     /// [`DEFAULT_VOLATILE`]); a given list replaces it.
     #[serde(default)]
     pub volatile: Option<Vec<String>>,
+}
+
+/// The default base, for the schema.
+fn scratch() -> BaseRef {
+    BaseRef::Scratch
+}
+
+/// The default context, for the schema.
+fn here() -> PathBuf {
+    PathBuf::from(".")
+}
+
+/// The default owner, for the schema.
+fn root_owner() -> Owner {
+    Owner { uid: 0, gid: 0 }
 }
 
 /// A run layer's default user, for recipes stored before `user` existed.
@@ -104,7 +124,8 @@ impl ImageSection {
 }
 
 /// `[config]`: every key optional.
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq, JsonSchema)]
+#[schemars(deny_unknown_fields, default)]
 pub struct ConfigSection {
     /// `entrypoint`.
     pub entrypoint: Option<Vec<String>>,
@@ -145,15 +166,19 @@ pub enum LayerKind {
 }
 
 /// A file layer: `files`, `dirs`, `symlinks`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct FileLayer {
     /// Default owner of this layer's entries (default `0:0`).
+    #[schemars(default = "root_owner")]
     pub owner: Owner,
     /// `files`: single files and folders (src ending in `/`).
+    #[schemars(default)]
     pub files: Vec<FileCopy>,
     /// `dirs`: folders to create.
+    #[schemars(default)]
     pub dirs: Vec<DirEntry>,
     /// `symlinks`.
+    #[schemars(default)]
     pub symlinks: Vec<SymlinkEntry>,
 }
 
@@ -165,19 +190,23 @@ pub fn is_glob(src: &str) -> bool {
 }
 
 /// One entry of `files`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct FileCopy {
     /// Path relative to the context. Ending in `/`: a folder copied
     /// recursively. With `*`, `?`, `**` or `[...]` (see [`is_glob`]): a
     /// glob whose matching files are copied into `dest`, a folder.
+    #[schemars(extend("pattern" = "^[^/]"))]
     pub src: String,
     /// Absolute path in the image. Ending in `/` for a folder copy.
+    #[schemars(extend("pattern" = "^/"))]
     pub dest: String,
     /// Permission bits; default: the source's bits (folders 0o755).
     pub mode: Option<Mode>,
     /// Owner of this entry; default: the layer's owner.
     pub owner: Option<Owner>,
     /// gitignore-style globs, relative to `src`, of what not to copy.
+    #[schemars(default)]
     pub exclude: Vec<String>,
     /// `preserve = true`: keep each entry's exact permission bits, numeric
     /// owner and group, device nodes and fifos from the source, instead of
@@ -187,7 +216,8 @@ pub struct FileCopy {
 }
 
 /// One entry of `dirs`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct DirEntry {
     /// Absolute path in the image.
     pub path: String,
@@ -198,7 +228,8 @@ pub struct DirEntry {
 }
 
 /// One entry of `symlinks`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct SymlinkEntry {
     /// Absolute path of the link in the image.
     pub path: String,
@@ -209,15 +240,18 @@ pub struct SymlinkEntry {
 }
 
 /// A run layer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct RunLayer {
     /// The command.
     pub run: RunCommand,
     /// Names of declared secrets this step may read under `/run/secrets/`.
+    #[schemars(default)]
     pub secrets: Vec<String>,
     /// Build-time environment; never written to the image config.
+    #[schemars(default)]
     pub env: BTreeMap<String, String>,
     /// Whether the step has a network (default false).
+    #[schemars(default)]
     pub network: bool,
     /// Who the command runs as: `UID[:GID]` or a name (default `"0:0"`),
     /// whatever `[config] user` (the runtime user) is.
@@ -238,14 +272,16 @@ pub enum RunCommand {
 }
 
 /// `[secrets.NAME]`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct SecretDecl {
     /// Where the value is read from, where kiln runs.
     pub from: SecretSource,
 }
 
 /// `[boot]`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+#[schemars(deny_unknown_fields, default)]
 pub struct Boot {
     /// Declared secrets injected into the booted container, by secret name.
     pub secrets: BTreeMap<String, BootSecretTarget>,
@@ -388,7 +424,8 @@ pub struct FileCheck {
 }
 
 /// Expectations on the image's configuration. Only given keys are compared.
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq, JsonSchema)]
+#[schemars(deny_unknown_fields, default)]
 pub struct MetadataCheck {
     /// Exact `User`.
     pub user: Option<String>,
@@ -407,13 +444,16 @@ pub struct MetadataCheck {
 }
 
 /// `[promote]`.
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq, JsonSchema)]
+#[schemars(deny_unknown_fields, default)]
 pub struct Promote {
     /// Channels `kiln release` moves once every check passed.
+    #[schemars(extend("uniqueItems" = true, "items" = { "type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,127}$" }))]
     pub channels: Vec<String>,
     /// Signing key source (`file:` or `env:`).
     pub sign: Option<SecretSource>,
     /// Registry reference (`docker://HOST/REPO`) to push to.
+    #[schemars(extend("pattern" = "^docker://"))]
     pub push: Option<String>,
 }
 

@@ -19,7 +19,7 @@ use crate::model::{
 use crate::values::{BaseRef, Duration, ImageName, Platform, SecretSource};
 use crate::{check, layer};
 
-const TOP_KEYS: &[&str] = &[
+pub(crate) const TOP_KEYS: &[&str] = &[
     "args", "image", "config", "layer", "secrets", "boot", "check", "promote",
 ];
 const IMAGE_KEYS: &[&str] = &[

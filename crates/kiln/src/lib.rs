@@ -96,6 +96,13 @@ pub mod recipe {
     pub use kiln_recipe::values::ValueError;
 }
 
+/// The recipe format's JSON Schema (draft 2020-12), pretty-printed, as
+/// `kiln schema` prints it: generated from the parser's own types; it
+/// checks a recipe's shape, the parser its meaning.
+pub fn recipe_schema() -> String {
+    kiln_recipe::schema_json()
+}
+
 /// Read and validate the recipe at `path` (a file, or a folder holding
 /// `kiln.toml`).
 pub fn load_recipe(path: &std::path::Path) -> Result<Recipe, KilnError> {
