@@ -85,6 +85,37 @@ impl Cancel {
     }
 }
 
+/// A writer that refuses every write once its token is cancelled: what a
+/// long copy out of the store (an archive for the engine, an export) is
+/// written through so that it stops within one buffer. The refusal is an
+/// I/O error that [`ImageError`] reports as [`ImageError::Cancelled`].
+#[derive(Debug)]
+pub struct CancelWriter<W> {
+    inner: W,
+    cancel: Cancel,
+}
+
+impl<W: std::io::Write> CancelWriter<W> {
+    /// `inner`, checking `cancel` before each write.
+    pub fn new(inner: W, cancel: Cancel) -> Self {
+        CancelWriter { inner, cancel }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for CancelWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            // Not `Interrupted`: `write_all` would retry that forever.
+            return Err(std::io::Error::other(CancelledIo));
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// The I/O error a cancelled write returns inside the store; [`ImageError`]
 /// turns it back into [`ImageError::Cancelled`].
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +144,18 @@ mod tests {
         waiter.await.expect("the waiter ends");
         // Already cancelled: returns at once.
         cancel.cancelled().await;
+    }
+
+    #[test]
+    fn a_cancel_writer_refuses_writes_once_cancelled() {
+        use std::io::Write;
+        let cancel = Cancel::new();
+        let mut out = CancelWriter::new(Vec::new(), cancel.clone());
+        assert!(out.write_all(b"before").is_ok());
+        cancel.cancel();
+        let refused = out.write_all(b"after");
+        assert!(refused.as_ref().is_err_and(is_cancelled_io));
+        assert_eq!(out.inner, b"before");
     }
 
     /// Hands out 64 KiB at a time and cancels its token after the first.

@@ -128,7 +128,8 @@ pub enum ImageError {
         reason: String,
     },
 
-    /// A file whose size changed while it was read into a layer.
+    /// A file that changed while it was read into a layer: its size, or
+    /// its content since it was hashed for the layer's cache key.
     #[error("{} changed while being read into a layer: build again once it is stable", path.display())]
     SourceChanged {
         /// The host path.

@@ -14,11 +14,13 @@
 //! no file name and OS byte 255, so its bytes are the same on every
 //! platform and for any thread count.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
 use kiln_gzip::{GzipOptions, ParallelGzEncoder};
+use sha2::{Digest as _, Sha256};
 use tar::{EntryType, Header};
 
 use crate::digest::HashWriter;
@@ -53,7 +55,8 @@ const NAME_FIELD: usize = 100;
 /// Entries are sorted by path (byte order). The same path given twice is
 /// [`ImageError::DuplicatePath`], unless both are identical folders (two
 /// folder copies into one destination both name it). A file whose size
-/// changes while it is read is [`ImageError::SourceChanged`]. A folder entry
+/// changes while it is read is [`ImageError::SourceChanged`] (see
+/// [`write_layer_expecting`] for content). A folder entry
 /// for `/` itself is left out: the image's root belongs to the runtime.
 ///
 /// Tar, digest of the tar, gzip and digest of the gzip are computed in one
@@ -64,8 +67,22 @@ pub fn write_layer(
     entries: Vec<LayerEntry>,
     epoch: u64,
 ) -> Result<LayerBlob, ImageError> {
+    write_layer_expecting(store, entries, epoch, &BTreeMap::new())
+}
+
+/// [`write_layer`], checking each file whose in-image path is in
+/// `expected` against the digest its cache key was computed from, on the
+/// very bytes written into the layer: a file whose content changed between
+/// hashing and writing is [`ImageError::SourceChanged`], so a cache key
+/// never names other content than its layer holds.
+pub fn write_layer_expecting(
+    store: &Store,
+    entries: Vec<LayerEntry>,
+    epoch: u64,
+    expected: &BTreeMap<String, Digest>,
+) -> Result<LayerBlob, ImageError> {
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    write_layer_with_threads(store, entries, epoch, threads)
+    write_layer_inner(store, entries, epoch, threads, expected)
 }
 
 /// [`write_layer`] compressing on `threads` threads instead of one per core.
@@ -74,9 +91,20 @@ pub fn write_layer(
 #[doc(hidden)]
 pub fn write_layer_with_threads(
     store: &Store,
+    entries: Vec<LayerEntry>,
+    epoch: u64,
+    threads: usize,
+) -> Result<LayerBlob, ImageError> {
+    write_layer_inner(store, entries, epoch, threads, &BTreeMap::new())
+}
+
+/// [`write_layer_expecting`] on `threads` gzip threads.
+fn write_layer_inner(
+    store: &Store,
     mut entries: Vec<LayerEntry>,
     epoch: u64,
     threads: usize,
+    expected: &BTreeMap<String, Digest>,
 ) -> Result<LayerBlob, ImageError> {
     for e in &entries {
         check_image_path(&e.path).map_err(|reason| ImageError::InvalidEntryPath {
@@ -110,6 +138,8 @@ pub fn write_layer_with_threads(
     }
     order_hard_links(&mut entries)?;
 
+    // Bounded across the process: see crate::writers.
+    let _permit = crate::writers::Permit::acquire(store.cancel())?;
     let staged = store.stage()?;
     let staged_path = staged.path().to_path_buf();
     let file_out = HashWriter::new(BufWriter::with_capacity(1 << 17, staged.file()));
@@ -125,6 +155,8 @@ pub fn write_layer_with_threads(
         out: HashWriter::new(gz),
         staged: &staged_path,
         epoch,
+        cancel: store.cancel(),
+        expected,
     };
     for e in &entries {
         tar.entry(e)?;
@@ -197,6 +229,10 @@ struct TarWriter<'a, W: Write> {
     out: HashWriter<W>,
     staged: &'a Path,
     epoch: u64,
+    /// Checked between buffers of a file: a large file stops within one.
+    cancel: &'a crate::Cancel,
+    /// The digest each file's key was computed from, by in-image path.
+    expected: &'a BTreeMap<String, Digest>,
 }
 
 impl<W: Write> TarWriter<'_, W> {
@@ -228,7 +264,7 @@ impl<W: Write> TarWriter<'_, W> {
                 let header = self.header(&name, Some(target), EntryType::Symlink, 0, e)?;
                 self.write(header.as_bytes())
             }
-            EntryKind::File { source } => self.file(&name, source, e),
+            EntryKind::File { source } => self.file(&name, source, e, self.expected.get(&e.path)),
             EntryKind::HardLink { target } => {
                 let link = target.strip_prefix('/').unwrap_or(target);
                 let header = self.header(&name, Some(link), EntryType::Link, 0, e)?;
@@ -255,7 +291,15 @@ impl<W: Write> TarWriter<'_, W> {
         }
     }
 
-    fn file(&mut self, name: &str, source: &Path, e: &LayerEntry) -> Result<(), ImageError> {
+    /// Copy the file at `source` in as `name`; when `expected` is given,
+    /// the bytes copied must hash to it.
+    fn file(
+        &mut self,
+        name: &str,
+        source: &Path,
+        e: &LayerEntry,
+        expected: Option<&Digest>,
+    ) -> Result<(), ImageError> {
         let mut file = File::open(source).map_err(ImageError::io(source))?;
         let meta = file.metadata().map_err(ImageError::io(source))?;
         if !meta.is_file() {
@@ -268,7 +312,9 @@ impl<W: Write> TarWriter<'_, W> {
         self.write(header.as_bytes())?;
         let mut buf = vec![0u8; 1 << 16];
         let mut left = size;
+        let mut content = expected.map(|_| Sha256::new());
         while left > 0 {
+            self.cancel.check()?;
             let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
             let n = match file.read(&mut buf[..want]) {
                 Ok(0) => {
@@ -285,6 +331,9 @@ impl<W: Write> TarWriter<'_, W> {
                     });
                 }
             };
+            if let Some(content) = &mut content {
+                content.update(&buf[..n]);
+            }
             self.write(&buf[..n])?;
             left -= n as u64;
         }
@@ -301,6 +350,13 @@ impl<W: Write> TarWriter<'_, W> {
                 return Err(ImageError::Io {
                     path: source.to_path_buf(),
                     source: err,
+                });
+            }
+        }
+        if let (Some(content), Some(expected)) = (content, expected) {
+            if Digest::from_hasher(content) != *expected {
+                return Err(ImageError::SourceChanged {
+                    path: source.to_path_buf(),
                 });
             }
         }
@@ -409,4 +465,101 @@ pub fn layer_diff_id(store: &Store, layer: &crate::Descriptor) -> Result<Digest,
     })?;
     let (_, digest, _) = out.finish();
     Ok(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Cancel;
+
+    /// Bytes this process has read through read(2) so far (`rchar`): how a
+    /// test sees how far a long step got, without a clock.
+    fn bytes_read() -> u64 {
+        let io = std::fs::read_to_string("/proc/self/io").expect("/proc/self/io");
+        io.lines()
+            .find_map(|l| l.strip_prefix("rchar: "))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("rchar in /proc/self/io")
+    }
+
+    fn file_entry(path: &str, source: &Path) -> LayerEntry {
+        LayerEntry {
+            path: path.to_owned(),
+            kind: EntryKind::File {
+                source: source.to_path_buf(),
+            },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    /// Files in the store's blob folder, temporary ones included.
+    fn blob_files(store: &Store) -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(store.root().join("blobs/sha256"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_layer_cancelled_mid_file_stops_long_before_the_end_and_leaves_no_file() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        // 64 GiB, sparse: reading it through tar and gzip takes minutes.
+        let huge = tmp.path().join("huge");
+        let size: u64 = 64 << 30;
+        File::create(&huge)
+            .and_then(|f| f.set_len(size))
+            .expect("a sparse file");
+        let cancel = Cancel::new();
+        let store = Store::open(tmp.path().join("store"))
+            .expect("store")
+            .with_cancel(&cancel);
+        let before = bytes_read();
+        // Cancel once the writer has read 64 MiB of the file.
+        let watcher = std::thread::spawn({
+            let cancel = cancel.clone();
+            move || {
+                while bytes_read() - before < 64 << 20 {
+                    std::thread::yield_now();
+                }
+                cancel.cancel();
+            }
+        });
+        let result = write_layer(&store, vec![file_entry("/huge", &huge)], 0);
+        let read = bytes_read() - before;
+        watcher.join().expect("watcher");
+        assert!(
+            matches!(result, Err(ImageError::Cancelled)),
+            "not cancelled: {result:?}"
+        );
+        assert!(
+            read < size / 16,
+            "read {read} bytes of {size} before stopping"
+        );
+        let left = blob_files(&store);
+        assert!(left.is_empty(), "left in the store: {left:?}");
+    }
+
+    #[test]
+    fn a_file_whose_content_differs_from_its_hash_is_refused_by_name() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let source = tmp.path().join("input.txt");
+        std::fs::write(&source, b"hashed\n").expect("write");
+        let hashed = Digest::of(b"hashed\n");
+        let store = Store::open(tmp.path().join("store")).expect("store");
+        let expected = BTreeMap::from([("/input.txt".to_owned(), hashed)]);
+        // Unchanged: written.
+        let entries = vec![file_entry("/input.txt", &source)];
+        let blob = write_layer_expecting(&store, entries.clone(), 0, &expected);
+        assert!(blob.is_ok(), "{blob:?}");
+        // The same size, other content, after hashing: refused, no blob.
+        std::fs::write(&source, b"change\n").expect("write");
+        let before = blob_files(&store);
+        let refused = write_layer_expecting(&store, entries, 0, &expected);
+        assert!(
+            matches!(&refused, Err(ImageError::SourceChanged { path }) if *path == source),
+            "{refused:?}"
+        );
+        assert_eq!(blob_files(&store), before);
+    }
 }

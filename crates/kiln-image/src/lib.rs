@@ -78,6 +78,7 @@ pub mod oci_archive;
 pub mod registry;
 pub mod rootfs;
 pub mod store;
+pub mod writers;
 
 pub use archive::{
     Attached, add_to_oci_layout_dir, write_docker_loadable, write_docker_loadable_holding,
@@ -99,7 +100,7 @@ pub use image::{BuiltImage, ImageSpec, LayerRecord, RuntimeConfig, assemble, rfc
 pub use kiln_error_kind::ErrorKind;
 #[doc(hidden)]
 pub use layer::write_layer_with_threads;
-pub use layer::{LayerBlob, layer_diff_id, write_layer};
+pub use layer::{LayerBlob, layer_diff_id, write_layer, write_layer_expecting};
 pub use layer_policy::{LayerPolicy, validate_layer_entries};
 pub use lock::{Lease, Section, Sweep};
 pub use oci::{StoredImage, read_image};

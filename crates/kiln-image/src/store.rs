@@ -14,7 +14,6 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::cancel::CancelledIo;
 use crate::descriptor::{Index, is_index};
 use crate::digest::HashWriter;
 use crate::durable::{commit, staging_file, write_atomic, write_atomic_if_changed};
@@ -83,32 +82,12 @@ pub(crate) struct Staged {
 
 /// Writes into a [`Staged`] blob; each write first checks the store
 /// handle's token, so a cancelled write stops within one buffer.
-pub(crate) struct StagedWriter<'a> {
-    file: &'a File,
-    cancel: &'a Cancel,
-}
-
-impl Write for StagedWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.cancel.is_cancelled() {
-            // Not `Interrupted`: `write_all` would retry that forever.
-            return Err(std::io::Error::other(CancelledIo));
-        }
-        self.file.write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
-}
+pub(crate) type StagedWriter<'a> = crate::cancel::CancelWriter<&'a File>;
 
 impl Staged {
     /// The file to write to.
     pub(crate) fn file(&self) -> StagedWriter<'_> {
-        StagedWriter {
-            file: self.tmp.as_file(),
-            cancel: &self.cancel,
-        }
+        StagedWriter::new(self.tmp.as_file(), self.cancel.clone())
     }
 
     /// Its path, for errors.
