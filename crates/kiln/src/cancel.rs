@@ -7,10 +7,14 @@
 //! awaited engine or registry call is raced against the token
 //! ([`until_cancelled`]); the future dropped may leave a container behind,
 //! so [`settle`] removes every container of the run by its `dev.kiln.run`
-//! label before the call returns. A cancelled call returns
+//! label before the call returns, and then the temporary
+//! `kiln.local/build-*` images its run layers had loaded (remembered here
+//! by run id while they exist, [`remember_tag`]). A cancelled call returns
 //! [`KilnError::Cancelled`] whatever error the interrupted step reported.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::sync::{Mutex, PoisonError};
 
 use kiln_engine::{Engine, RUN_LABEL};
 use kiln_image::Cancel;
@@ -54,6 +58,56 @@ async fn remove_containers(engine: &dyn Engine, run_id: &str) -> Result<(), Kiln
     Ok(())
 }
 
+/// Temporary engine tags of the runs in progress, by run id: what a
+/// cancelled run removes once its containers are gone.
+static RUN_TAGS: Mutex<BTreeMap<String, BTreeSet<String>>> = Mutex::new(BTreeMap::new());
+
+/// Remember that the run `run_id` is about to load the temporary tag `tag`
+/// into the engine, so that [`settle`] removes it if the run is cancelled
+/// before it removes the tag itself.
+pub(crate) fn remember_tag(run_id: &str, tag: &str) {
+    let mut tags = RUN_TAGS.lock().unwrap_or_else(PoisonError::into_inner);
+    tags.entry(run_id.to_owned())
+        .or_default()
+        .insert(tag.to_owned());
+}
+
+/// The run `run_id` removed `tag` itself.
+pub(crate) fn forget_tag(run_id: &str, tag: &str) {
+    let mut tags = RUN_TAGS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(run) = tags.get_mut(run_id) {
+        run.remove(tag);
+        if run.is_empty() {
+            tags.remove(run_id);
+        }
+    }
+}
+
+/// Remove the temporary tags the run `run_id` left (after its containers,
+/// which would keep the images in use). A load dropped mid-flight may
+/// still be tagging, so each is looked for again until the engine has none.
+async fn remove_tags(engine: &dyn Engine, run_id: &str) -> Result<(), KilnError> {
+    let left = RUN_TAGS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(run_id)
+        .unwrap_or_default();
+    let cleanup = |source| KilnError::CancelCleanup {
+        run_id: run_id.to_owned(),
+        source,
+    };
+    for tag in left {
+        for _ in 0..CLEANUP_ROUNDS {
+            engine.remove_image(&tag).await.map_err(cleanup)?;
+            if engine.image_id(&tag).await.map_err(cleanup)?.is_none() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
 /// The outcome of a run with `run_id`: `result` as it is, unless `cancel`
 /// was cancelled and the run failed, in which case its containers are
 /// removed and the answer is [`KilnError::Cancelled`]. A run that finished
@@ -68,9 +122,17 @@ pub(crate) async fn settle<T>(
         Err(_) if cancel.is_cancelled() => {
             if let Some(engine) = engine {
                 remove_containers(engine, run_id).await?;
+                remove_tags(engine, run_id).await?;
             }
             Err(KilnError::Cancelled)
         }
-        other => other,
+        other => {
+            // Whatever a finished run left is its own to remove.
+            RUN_TAGS
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(run_id);
+            other
+        }
     }
 }

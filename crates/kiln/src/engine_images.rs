@@ -284,20 +284,20 @@ async fn send(
         .map_err(io(store.bookkeeping_dir()))?;
     let file = tmp.reopen().map_err(io(tmp.path().to_owned()))?;
     let (writer_store, writer_digest, tags) = (store.clone(), digest.clone(), vec![tag.to_owned()]);
-    tokio::task::spawn_blocking(move || {
+    crate::blocking::run(move || {
         kiln_image::write_docker_loadable_holding(
             &writer_store,
             &writer_digest,
             &tags,
             held,
-            std::io::BufWriter::new(file),
+            // Stops within a buffer once the run is cancelled.
+            kiln_image::cancel::CancelWriter::new(
+                std::io::BufWriter::new(file),
+                writer_store.cancel().clone(),
+            ),
         )
     })
-    .await
-    .map_err(|e| KilnError::Io {
-        path: store.root().to_path_buf(),
-        source: std::io::Error::other(e),
-    })??;
+    .await?;
     let reader = tokio::fs::File::open(tmp.path())
         .await
         .map_err(io(tmp.path().to_owned()))?;

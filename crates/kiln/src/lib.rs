@@ -26,6 +26,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod blocking;
 mod build;
 mod cancel;
 mod capability;

@@ -232,7 +232,8 @@ pub async fn build_run_layer(
             };
             // The temporary image's blobs are unreferenced: `kiln gc`
             // removes them.
-            let built = kiln_image::assemble(store, &spec)?;
+            let owned = store.clone();
+            let built = crate::blocking::run(move || kiln_image::assemble(&owned, &spec)).await?;
             // A name of this run's own: a build of the same image in
             // another run removes only its name, never this one's image.
             let tag = crate::engine_images::run_name(
@@ -240,6 +241,9 @@ pub async fn build_run_layer(
                 &format!("build-{image}"),
                 built.manifest.digest.hex(),
             );
+            // Removed below; a cancelled run's tag is removed by
+            // cancel::settle.
+            crate::cancel::remember_tag(run_id, &tag);
             let tag = load_into_engine(store, engine, &built.manifest.digest, tag).await?;
             (tag, true)
         }
@@ -276,7 +280,11 @@ pub async fn build_run_layer(
     // once no container uses it): builds must not pile up images. The
     // held base stays.
     let untagged = if temporary {
-        engine.remove_image(&tag).await
+        let untagged = engine.remove_image(&tag).await;
+        if untagged.is_ok() {
+            crate::cancel::forget_tag(run_id, &tag);
+        }
+        untagged
     } else {
         Ok(())
     };

@@ -11,29 +11,17 @@ use crate::KilnError;
 /// A [`Lease`] on `store`, waited for off the async threads.
 pub(crate) async fn lease(store: &Store) -> Result<Lease, KilnError> {
     let store = store.clone();
-    blocking(move || store.lease()).await
+    crate::blocking::run(move || store.lease()).await
 }
 
 /// The store's [`Sweep`], waited for off the async threads.
 pub(crate) async fn sweep(store: &Store) -> Result<Sweep, KilnError> {
     let store = store.clone();
-    blocking(move || store.sweep()).await
+    crate::blocking::run(move || store.sweep()).await
 }
 
 /// Give up `lease` and take the [`Sweep`], waited for off the async
 /// threads.
 pub(crate) async fn sweep_after(lease: Lease) -> Result<Sweep, KilnError> {
-    blocking(move || lease.into_sweep()).await
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, kiln_image::ImageError> + Send + 'static,
-) -> Result<T, KilnError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| KilnError::Io {
-            path: "<store lock>".into(),
-            source: std::io::Error::other(e),
-        })?
-        .map_err(KilnError::from)
+    crate::blocking::run(move || lease.into_sweep()).await
 }

@@ -124,26 +124,33 @@ async fn a_run_layer_cancelled_while_running_leaves_no_container() {
     std::fs::create_dir_all(image.join("rootfs")).expect("mkdir");
     std::fs::copy("/bin/busybox", image.join("rootfs/busybox"))
         .expect("/bin/busybox (busybox-static) is needed");
+    // A name of this process's own: the temporary engine tag it checks
+    // for below is named after it, and another run's leftovers would not
+    // be this run's to judge.
+    let name = format!("cancelled-run-{}", std::process::id());
     write(
         &image.join("kiln.toml"),
-        br#"
+        format!(
+            r#"
 [image]
-name = "cancelled-run"
+name = "{name}"
 version = "1.0.0"
 base = "scratch"
 
 [config]
-env = { PATH = "/bin" }
+env = {{ PATH = "/bin" }}
 
 [[layer]]
 name = "busybox"
-files = [{ src = "rootfs/busybox", dest = "/bin/busybox", mode = 0o755 }]
-symlinks = [{ path = "/bin/sh", target = "busybox" }]
+files = [{{ src = "rootfs/busybox", dest = "/bin/busybox", mode = 0o755 }}]
+symlinks = [{{ path = "/bin/sh", target = "busybox" }}]
 
 [[layer]]
 name = "forever"
 run = "sleep 600"
-"#,
+"#
+        )
+        .as_bytes(),
     );
     let recipe = kiln::load_recipe(&image).expect("recipe");
     let store = Store::open(tmp.path().join("store")).expect("store");
@@ -179,8 +186,20 @@ run = "sleep 600"
         .await
         .expect("list containers");
     assert!(left.is_empty(), "containers left behind: {left:?}");
+    // Nor the temporary image its run layer ran in.
+    let tags = std::process::Command::new("docker")
+        .args(["images", "--quiet", "--filter"])
+        .arg(format!("reference=kiln.local/build-{name}"))
+        .output()
+        .expect("docker images");
+    assert!(tags.status.success());
+    assert!(
+        tags.stdout.is_empty(),
+        "kiln.local/build-{name} left behind: {}",
+        String::from_utf8_lossy(&tags.stdout)
+    );
     let index = std::fs::read_to_string(store.root().join("index.json")).expect("index");
-    assert!(!index.contains("cancelled-run:1.0.0"), "{index}");
+    assert!(!index.contains(&format!("{name}:1.0.0")), "{index}");
     let temporary: Vec<_> = files_under(&store.root().join("blobs"))
         .into_iter()
         .filter(|p| {
@@ -189,4 +208,72 @@ run = "sleep 600"
         })
         .collect();
     assert!(temporary.is_empty(), "temporary files left: {temporary:?}");
+}
+
+/// Bytes this process has read through read(2) so far (`rchar`): how far a
+/// long step got, measured without a clock.
+fn bytes_read() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").expect("/proc/self/io");
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("rchar in /proc/self/io")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_cancelled_while_hashing_a_huge_input_stops_long_before_the_end() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = tmp.path().join("image");
+    write(&image.join("data/small.txt"), b"small\n");
+    // 64 GiB, sparse: hashing it (and then tar and gzip) takes minutes.
+    let size: u64 = 64 << 30;
+    std::fs::File::create(image.join("data/huge.bin"))
+        .and_then(|f| f.set_len(size))
+        .expect("a sparse file");
+    write(
+        &image.join("kiln.toml"),
+        br#"
+[image]
+name = "cancelled-hashing"
+version = "1.0.0"
+base = "scratch"
+
+[[layer]]
+name = "data"
+files = [{ src = "data/", dest = "/data/" }]
+"#,
+    );
+    let recipe = kiln::load_recipe(&image).expect("recipe");
+    let store = Store::open(tmp.path().join("store")).expect("store");
+    let cancel = Cancel::new();
+    let options = BuildOptions {
+        cancel: cancel.clone(),
+        ..BuildOptions::default()
+    };
+    let before = bytes_read();
+    // Cancel once 64 MiB of the input have been read (hashing is under way,
+    // on the blocking pool).
+    let watcher = std::thread::spawn({
+        let cancel = cancel.clone();
+        move || {
+            while bytes_read() - before < 64 << 20 {
+                std::thread::yield_now();
+            }
+            cancel.cancel();
+        }
+    });
+    let result = kiln::build(&store, &recipe, &options, None, &kiln::NoEvents).await;
+    let read = bytes_read() - before;
+    watcher.join().expect("watcher");
+    assert!(
+        matches!(result, Err(KilnError::Cancelled)),
+        "not cancelled: {result:?}"
+    );
+    assert!(
+        read < size / 16,
+        "read {read} of {size} bytes before stopping"
+    );
+    assert_store_untouched(&store);
+    let report = kiln::fsck(&store, &kiln::FsckOptions::default()).expect("fsck");
+    assert!(report.problems.is_empty(), "fsck: {:?}", report.problems);
 }

@@ -7,34 +7,43 @@ use kiln_image::{BaseImage, Store};
 use kiln_recipe::{BaseRef, Recipe};
 
 use crate::KilnError;
+use crate::cancel::until_cancelled;
 use crate::plan::recipe_dir;
 use crate::reference::{self, ImageRef};
 
 /// The base `recipe` builds on, in `store`; `built` holds the recipes built
 /// so far in this run (what a `recipe:` base resolves to). A `rootfs:` base
-/// is written with `plan`'s epoch, its files vouched for by `stat`.
+/// is written with `epoch`, its files vouched for by `stat`.
 ///
 /// `--no-cache` does not apply here: it rebuilds the recipe's layers, and
 /// takes the base as it is (as `docker build --no-cache` takes its `FROM`).
 /// Every kind of base is still checked for change: a `rootfs:` tree by its
 /// files, a `docker-daemon:` image by its engine id, a tag by its digest.
+///
+/// Imports (`rootfs:`, `oci:`, archives) run on the blocking pool and stop
+/// at a cancel on their own; registry and engine calls are raced against
+/// the store handle's token.
 pub(super) async fn resolve(
     store: &Store,
     recipe: &Recipe,
     built: &super::BuiltRecipes,
     engine: Option<&dyn Engine>,
-    plan: &super::plan::Plan,
-    stat: &mut kiln_cache::stat::StatCache,
+    epoch: u64,
+    stat: &super::SharedStat,
 ) -> Result<Option<BaseImage>, KilnError> {
+    let (owned, dir, platform) = (store.clone(), recipe_dir(recipe), platform(recipe));
+    let cancel = store.cancel();
     match &recipe.image.base {
         BaseRef::Scratch => Ok(None),
-        BaseRef::Rootfs { path } => Ok(Some(super::rootfs::import(
-            store,
-            &recipe_dir(recipe).join(path),
-            plan.epoch,
-            &platform(recipe),
-            stat,
-        )?)),
+        BaseRef::Rootfs { path } => {
+            let (path, stat) = (dir.join(path), stat.clone());
+            crate::blocking::run(move || {
+                let mut stat = super::lock_stat(&stat);
+                super::rootfs::import(&owned, &path, epoch, &platform, &mut stat)
+            })
+            .await
+            .map(Some)
+        }
         BaseRef::Registry {
             host,
             repository,
@@ -52,28 +61,25 @@ pub(super) async fn resolve(
             // With the credentials docker or skopeo would use; a tag is
             // resolved to the digest the registry serves, and every blob
             // is verified as it streams in.
-            let image = crate::registry::remote(host, repository, true)?
-                .pull(store, tag.as_deref(), digest.as_ref(), &platform(recipe))
-                .await?;
-            Ok(Some(image))
+            let remote = crate::registry::remote(host, repository, true)?;
+            let pull = async {
+                Ok(remote
+                    .pull(store, tag.as_deref(), digest.as_ref(), &platform)
+                    .await?)
+            };
+            Ok(Some(until_cancelled(cancel, pull).await?))
         }
         BaseRef::DockerDaemon { reference } => {
             let engine = engine.ok_or_else(|| KilnError::NoEngineForBase {
                 base: recipe.image.base.to_string(),
             })?;
             // One inspect when the engine's image id was imported before.
-            Ok(Some(
-                crate::engine_images::daemon_base(
-                    store,
-                    engine,
-                    reference,
-                    &recipe.image.base.to_string(),
-                )
-                .await?,
-            ))
+            let base = recipe.image.base.to_string();
+            let import = crate::engine_images::daemon_base(store, engine, reference, &base);
+            Ok(Some(until_cancelled(cancel, import).await?))
         }
         BaseRef::Recipe { path } => {
-            let file = kiln_recipe::recipe_file(&recipe_dir(recipe).join(path));
+            let file = kiln_recipe::recipe_file(&dir.join(path));
             let file = std::fs::canonicalize(&file)
                 .map_err(|source| KilnError::Io { path: file, source })?;
             let digest = built
@@ -84,23 +90,33 @@ pub(super) async fn resolve(
                 })?;
             Ok(Some(kiln_image::load_image(store, digest)?))
         }
-        BaseRef::Oci { dir, reference } => Ok(Some(kiln_image::import_oci_layout_for(
-            store,
-            &recipe_dir(recipe).join(dir),
-            reference.as_deref(),
-            &platform(recipe),
-        )?)),
-        BaseRef::OciArchive { file, reference } => Ok(Some(kiln_image::import_oci_archive_for(
-            store,
-            &recipe_dir(recipe).join(file),
-            reference.as_deref(),
-            &platform(recipe),
-        )?)),
-        BaseRef::DockerArchive { file, reference } => Ok(Some(kiln_image::import_docker_archive(
-            store,
-            &recipe_dir(recipe).join(file),
-            reference.as_deref(),
-        )?)),
+        BaseRef::Oci {
+            dir: layout,
+            reference,
+        } => {
+            let (layout, reference) = (dir.join(layout), reference.clone());
+            crate::blocking::run(move || {
+                kiln_image::import_oci_layout_for(&owned, &layout, reference.as_deref(), &platform)
+            })
+            .await
+            .map(Some)
+        }
+        BaseRef::OciArchive { file, reference } => {
+            let (file, reference) = (dir.join(file), reference.clone());
+            crate::blocking::run(move || {
+                kiln_image::import_oci_archive_for(&owned, &file, reference.as_deref(), &platform)
+            })
+            .await
+            .map(Some)
+        }
+        BaseRef::DockerArchive { file, reference } => {
+            let (file, reference) = (dir.join(file), reference.clone());
+            crate::blocking::run(move || {
+                kiln_image::import_docker_archive(&owned, &file, reference.as_deref())
+            })
+            .await
+            .map(Some)
+        }
         BaseRef::Kiln { name, tag, digest } => {
             let image_ref = match (tag, digest) {
                 (_, Some(d)) => format!("{name}@{d}"),

@@ -151,10 +151,13 @@ async fn produce_into(
                     (LayerKind::Files(_), _) => {
                         // Tar and gzip are CPU and disk work: off the async
                         // threads, beside the other layers' and builds'.
+                        // Each file is checked on the bytes written against
+                        // the digest its key was made from (one read).
                         let store = store.clone();
                         let entries = std::mem::take(entries);
+                        let expected = super::snapshot::file_digests(&snapshot.input.inputs);
                         Pending::Writing(tokio::task::spawn_blocking(move || {
-                            kiln_image::write_layer(&store, entries, epoch)
+                            kiln_image::write_layer_expecting(&store, entries, epoch, &expected)
                         }))
                     }
                 };

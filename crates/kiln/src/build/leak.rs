@@ -30,7 +30,14 @@ pub(super) async fn check(
     if secrets.is_empty() {
         return Ok(lease);
     }
-    let leaks = kiln_secrets::scan_image(store, manifest, &secrets, base_layers)?;
+    // Reading every layer the recipe added: the blocking pool's work.
+    let leaks = {
+        let (store, manifest) = (store.clone(), manifest.clone());
+        crate::blocking::run(move || {
+            kiln_secrets::scan_image(&store, &manifest, &secrets, base_layers)
+        })
+        .await?
+    };
     if leaks.is_empty() {
         return Ok(lease);
     }
@@ -54,7 +61,12 @@ pub(super) async fn check(
         })
         .collect();
     let sweep = crate::store_lock::sweep_after(lease).await?;
-    discard(store, &sweep, manifest, &leaking_blobs(built, &leaks))?;
+    let (store, blobs, manifest) = (
+        store.clone(),
+        leaking_blobs(built, &leaks),
+        manifest.clone(),
+    );
+    crate::blocking::run(move || discard(&store, &sweep, &manifest, &blobs)).await?;
     Err(KilnError::SecretLeaked {
         image: recipe.image.name.to_string(),
         leaks: described,

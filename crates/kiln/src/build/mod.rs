@@ -26,6 +26,7 @@ mod rootfs;
 mod snapshot;
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use kiln_cache::explain;
@@ -73,6 +74,17 @@ pub struct BuildOptions {
     /// [`KilnError::NotReproducible`], naming the files, when the two
     /// differ (`kiln build --check-reproducible`).
     pub check_reproducible: bool,
+}
+
+/// The build's stat cache, shared by the stages that hash on the blocking
+/// pool.
+type SharedStat = Arc<Mutex<StatCache>>;
+
+/// The stat cache behind `stat`; a stage that panicked holding it left
+/// digests that are still true, so a poisoned lock is taken as it is.
+fn lock_stat(stat: &SharedStat) -> std::sync::MutexGuard<'_, StatCache> {
+    stat.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Recipes built so far in this run, by canonical recipe file: what
@@ -235,14 +247,25 @@ async fn build_one(
 
     let shared =
         crate::registry::SharedCache::open(&options.cache_from, options.cache_to.as_deref())?;
-    let plan = plan::plan(recipe, options)?;
-    let mut stat = StatCache::load(store);
-    let base = until_cancelled(
-        &options.cancel,
-        base::resolve(store, recipe, built, engine, &plan, &mut stat),
-    )
-    .await?;
-    let mut inputs = snapshot::take(recipe, &plan, base.as_ref(), &mut stat)?;
+    // Every stage's file work runs on the blocking pool (crate::blocking):
+    // what it needs is owned or shared, and it stops at a cancel itself.
+    let plan = Arc::new(plan::plan(recipe, options)?);
+    let owned = Arc::new(recipe.clone());
+    let stat: SharedStat = {
+        let store = store.clone();
+        let stat =
+            crate::blocking::run(move || Ok::<_, KilnError>(StatCache::load(&store))).await?;
+        Arc::new(Mutex::new(stat))
+    };
+    let base = base::resolve(store, recipe, built, engine, plan.epoch, &stat).await?;
+    let (mut inputs, base) = {
+        let (recipe, plan, stat) = (owned.clone(), plan.clone(), stat.clone());
+        crate::blocking::run(move || {
+            let inputs = snapshot::take(&recipe, &plan, base.as_ref(), &mut lock_stat(&stat))?;
+            Ok::<_, KilnError>((inputs, base))
+        })
+        .await?
+    };
     let last = explain::load_last(store, &plan.name);
     let workshop = layers::Workshop {
         store,
@@ -264,20 +287,33 @@ async fn build_one(
         .map(|s| s.key.clone())
         .zip(produced.records.iter().map(|r| r.blob.clone()))
         .collect();
-    let image = assemble::assemble(store, recipe, &plan, base, produced.records)?;
+    let image = {
+        let (store, recipe, plan) = (store.clone(), owned.clone(), plan.clone());
+        let records = produced.records;
+        crate::blocking::run(move || assemble::assemble(&store, &recipe, &plan, base, records))
+            .await?
+    };
+    let image = Arc::new(image);
     // Before the image gets a name: no declared secret may be in it.
     let base_layers = image.layers.len().saturating_sub(recipe.layers.len());
-    let lease = leak::check(store, recipe, &image, base_layers, lease).await?;
-    let moved = record::record(store, recipe, &plan, &image, &stat, inputs.snapshots)?;
+    let lease = leak::check(store, &owned, &image, base_layers, lease).await?;
+    let moved = {
+        let (store, recipe, plan, image) = (store.clone(), owned, plan.clone(), image.clone());
+        let snapshots = inputs.snapshots;
+        crate::blocking::run(move || {
+            record::record(&store, &recipe, &plan, &image, &lock_stat(&stat), snapshots)
+        })
+        .await?
+    };
     if let Some(shared) = &shared {
         until_cancelled(&options.cancel, shared.publish(store, &to_publish)).await?;
     }
     drop(lease);
 
     let report = BuildReport {
-        name: plan.name,
+        name: plan.name.clone(),
         digest: image.manifest.digest.clone(),
-        tags: plan.tags,
+        tags: plan.tags.clone(),
         moved,
         base: base_report,
         layers: produced.reports,

@@ -29,9 +29,13 @@ pub(super) fn import(
 ) -> Result<BaseImage, KilnError> {
     let folder = kiln_image::rootfs_is_folder(path)?;
     let mut staging = None;
+    // A folder's files are checked on the bytes written against the digests
+    // the key was made from (one read).
+    let mut expected = BTreeMap::new();
     let (key, entries) = if folder {
         let entries = kiln_image::rootfs_folder_entries(path)?;
         let (inputs, _) = input_records(stat, path, &entries)?;
+        expected = super::snapshot::file_digests(&inputs);
         (key(epoch, "folder", inputs)?, Some(entries))
     } else {
         let record = InputRecord {
@@ -61,7 +65,7 @@ pub(super) fn import(
                     entries
                 }
             };
-            let blob = kiln_image::write_layer(store, entries, epoch)?;
+            let blob = kiln_image::write_layer_expecting(store, entries, epoch, &expected)?;
             kiln_cache::entry::record(store, &key, &blob)?;
             blob
         }

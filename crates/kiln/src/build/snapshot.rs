@@ -201,3 +201,12 @@ pub(super) fn input_records(
     }
     Ok((inputs, sources))
 }
+
+/// The content digest of each file among `inputs`, by in-image path: what
+/// the layer writer checks the bytes it writes against.
+pub(super) fn file_digests(inputs: &[InputRecord]) -> BTreeMap<String, kiln_image::Digest> {
+    inputs
+        .iter()
+        .filter_map(|i| Some((i.path.clone(), i.digest.clone()?)))
+        .collect()
+}
