@@ -187,15 +187,17 @@ run = "sleep 600"
         .expect("list containers");
     assert!(left.is_empty(), "containers left behind: {left:?}");
     // Nor the temporary image its run layer ran in.
+    // Run names live under the store's engine namespace.
+    let namespace = kiln::engine_namespace(&store);
     let tags = std::process::Command::new("docker")
         .args(["images", "--quiet", "--filter"])
-        .arg(format!("reference=kiln.local/build-{name}"))
+        .arg(format!("reference={namespace}/build-{name}"))
         .output()
         .expect("docker images");
     assert!(tags.status.success());
     assert!(
         tags.stdout.is_empty(),
-        "kiln.local/build-{name} left behind: {}",
+        "{namespace}/build-{name} left behind: {}",
         String::from_utf8_lossy(&tags.stdout)
     );
     let index = std::fs::read_to_string(store.root().join("index.json")).expect("index");
