@@ -59,6 +59,9 @@ pub use kiln_error_kind::ErrorKind;
 pub use suite::run_suite;
 
 /// How to boot the image under test.
+///
+/// Its env values and file contents may be boot secrets: they are
+/// overwritten with zeros when the plan is dropped (clones too).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootPlan {
     /// The image as the engine knows it (its id `sha256:...`, or a tag).
@@ -76,6 +79,30 @@ pub struct BootPlan {
     /// How secret values are masked in check details and log excerpts,
     /// before anything is cut to length.
     pub redaction: Redaction,
+}
+
+impl Drop for BootPlan {
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
+impl BootPlan {
+    /// Overwrite every env value and file content with zeros (and empty
+    /// them): what `Drop` does.
+    fn wipe(&mut self) {
+        wipe_env(&mut self.env);
+        for (_, content) in &mut self.files {
+            zeroize::Zeroize::zeroize(content);
+        }
+    }
+}
+
+/// Overwrite every value of `env` with zeros and empty it.
+pub(crate) fn wipe_env(env: &mut [(String, String)]) {
+    for (_, value) in env {
+        zeroize::Zeroize::zeroize(value);
+    }
 }
 
 /// How one check went.
@@ -119,3 +146,31 @@ pub trait CheckEvents: Send + Sync {
 pub struct NoEvents;
 
 impl CheckEvents for NoEvents {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_boot_plan_wipes_its_env_values_and_file_contents() {
+        let mut plan = BootPlan {
+            image: "img".into(),
+            env: vec![("TOKEN".into(), "s3cret-env".into())],
+            files: vec![("/run/secrets/db".into(), b"s3cret-file".to_vec())],
+            timeout: Duration::from_secs(1),
+            run_id: "r".into(),
+            redaction: Redaction::none(),
+        };
+        plan.wipe();
+        assert_eq!(plan.env[0].0, "TOKEN");
+        assert!(plan.env[0].1.is_empty());
+        assert!(plan.files[0].1.is_empty());
+    }
+
+    #[test]
+    fn wipe_env_keeps_names_and_zeroes_values() {
+        let mut env = vec![("A".to_owned(), "one".to_owned())];
+        wipe_env(&mut env);
+        assert_eq!(env, vec![("A".to_owned(), String::new())]);
+    }
+}

@@ -137,15 +137,16 @@ async fn boot_and_check(
         (MANAGED_LABEL.to_owned(), "true".to_owned()),
         (RUN_LABEL.to_owned(), plan.run_id.clone()),
     ]);
-    let spec = ContainerSpec {
+    // The env may hold boot secrets: this copy is wiped when dropped too.
+    let spec = WipedSpec(ContainerSpec {
         image: plan.image.clone(),
         env: plan.env.clone(),
         ports: check_ports(checks),
         labels,
         network: true,
         ..ContainerSpec::default()
-    };
-    let id = match engine.create_container(&spec).await {
+    });
+    let id = match engine.create_container(&spec.0).await {
         Ok(id) => id,
         Err(e @ EngineError::Rejected { .. }) => return Ok(not_booted(checks, events, &e)),
         Err(e) => return Err(boot_error(e)),
@@ -186,6 +187,16 @@ async fn boot_and_check(
         redaction: &plan.redaction,
     };
     run_checks(&container, checks, events).await
+}
+
+/// A container spec whose env values are overwritten with zeros when it is
+/// dropped: they may be boot secrets.
+struct WipedSpec(ContainerSpec);
+
+impl Drop for WipedSpec {
+    fn drop(&mut self) {
+        crate::wipe_env(&mut self.0.env);
+    }
 }
 
 /// The owner of boot secret files: the image's user, in numbers.

@@ -101,6 +101,15 @@ mod tests {
     }
 
     #[test]
+    fn the_value_is_held_in_a_buffer_zeroized_on_drop() {
+        fn zeroized_on_drop(_: &Zeroizing<Vec<u8>>) {}
+        let s = SecretValue::new("t", b"v".to_vec());
+        // Compiles only while the bytes are `Zeroizing`; a clone too.
+        zeroized_on_drop(&s.bytes);
+        zeroized_on_drop(&s.clone().bytes);
+    }
+
+    #[test]
     fn clones_keep_name_and_value() {
         let s = SecretValue::new("t", vec![0, 1, 2]);
         let c = s.clone();

@@ -148,9 +148,36 @@ pub fn read_run_secrets(recipe: &Recipe) -> Result<BTreeMap<String, SecretValue>
 /// at `/run/secrets`: `PRIVATE/secrets/NAME`, where PRIVATE is a fresh
 /// 0700 folder only kiln's user can enter (the inner folder and files are
 /// world-readable so that a command running as any user can read them
-/// inside the container). Removed when dropped.
+/// inside the container). When dropped, each file is overwritten with
+/// zeros, then the folder is removed.
 struct SecretFiles {
     private: tempfile::TempDir,
+    /// Each file written and its length, for the overwrite.
+    written: Vec<(std::path::PathBuf, usize)>,
+}
+
+impl Drop for SecretFiles {
+    fn drop(&mut self) {
+        for (path, len) in &self.written {
+            overwrite_with_zeros(path, *len);
+        }
+    }
+}
+
+/// Overwrite the first `len` bytes of the file at `path` with zeros and
+/// flush them to disk, so that removing it leaves no secret in its blocks.
+/// Best effort: a file that cannot be opened is removed all the same.
+fn overwrite_with_zeros(path: &std::path::Path, len: usize) {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    // The files are read-only (0o444): kiln, their owner, may make them
+    // writable again.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    if let Ok(mut file) = std::fs::OpenOptions::new().write(true).open(path) {
+        let _ = file
+            .write_all(&vec![0u8; len])
+            .and_then(|()| file.sync_data());
+    }
 }
 
 impl SecretFiles {
@@ -168,6 +195,12 @@ impl SecretFiles {
             .mode(0o755)
             .create(&dir)
             .map_err(io(dir.clone()))?;
+        // Built first, so that a failure part way still overwrites what was
+        // written.
+        let mut files = SecretFiles {
+            private,
+            written: Vec::new(),
+        };
         for s in secrets {
             let path = dir.join(s.name());
             let mut file = std::fs::OpenOptions::new()
@@ -176,9 +209,10 @@ impl SecretFiles {
                 .mode(0o444)
                 .open(&path)
                 .map_err(io(path.clone()))?;
+            files.written.push((path.clone(), s.expose().len()));
             file.write_all(s.expose()).map_err(io(path.clone()))?;
         }
-        Ok(SecretFiles { private })
+        Ok(files)
     }
 
     fn mount(&self) -> ReadOnlyMount {
@@ -560,6 +594,24 @@ fn without_secrets_mount_point(changes: Vec<PathChange>) -> Vec<PathChange> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_files_are_overwritten_with_zeros_then_removed_when_dropped() {
+        let secrets = [
+            SecretValue::new("db", b"s3cret-db-value".to_vec()),
+            SecretValue::new("token", b"tok".to_vec()),
+        ];
+        let files = SecretFiles::write(&secrets).expect("written");
+        let dir = files.mount().source;
+        // A hard link outside the folder sees the same bytes after removal.
+        let witness = tempfile::tempdir_in(std::env::temp_dir()).expect("tempdir");
+        let linked = witness.path().join("db");
+        std::fs::hard_link(dir.join("db"), &linked).expect("hard link");
+        assert_eq!(std::fs::read(&linked).expect("read"), b"s3cret-db-value");
+        drop(files);
+        assert!(!dir.exists(), "the folder is removed");
+        assert_eq!(std::fs::read(&linked).expect("read"), vec![0u8; 15]);
+    }
 
     #[test]
     fn the_default_volatile_list_takes_apt_and_dpkg_noise_only() {
