@@ -144,9 +144,9 @@ pub async fn load_into_engine(
 }
 
 /// The name to boot the stored image `digest` by, given for this run:
-/// `name` (from [`run_name`]) on the image the engine holds already
-/// (nothing is sent), else `name` after loading it as [`load_into_engine`]
-/// does. An image the engine holds by id only is booted by its id and not
+/// `name` (a name of this run's own, under [`engine_namespace`]) on the
+/// image the engine holds already (nothing is sent), else `name` after
+/// loading it as [`load_into_engine`] does. An image the engine holds by id only is booted by its id and not
 /// named, since removing its last name would remove it. The caller removes
 /// `name` when done; the image goes with it unless something else names it.
 pub async fn ensure_in_engine(
