@@ -24,8 +24,10 @@ pub struct RuntimeConfig {
     pub entrypoint: Option<Vec<String>>,
     /// `Cmd`. An empty list clears the base's.
     pub cmd: Option<Vec<String>>,
-    /// Environment, merged by key over the base's (ours win).
-    pub env: BTreeMap<String, String>,
+    /// Environment in the order given, merged by key over the base's: the
+    /// base's variables first, in their order; a name the base has keeps
+    /// its place and takes our value; new names follow in our order.
+    pub env: indexmap::IndexMap<String, String>,
     /// `WorkingDir`.
     pub workdir: Option<String>,
     /// `User`, e.g. `1000:1000`.
@@ -232,7 +234,9 @@ fn apply_runtime(c: &mut Map<String, Value>, r: &RuntimeConfig) -> Result<(), se
         config.set_cmd(list(cmd.clone()));
     }
 
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    // `insert` on a name already present keeps its place: the base's order,
+    // then ours, each name once.
+    let mut env: indexmap::IndexMap<String, String> = indexmap::IndexMap::new();
     for item in config.env().iter().flatten() {
         let (k, v) = item.split_once('=').unwrap_or((item, ""));
         env.insert(k.to_owned(), v.to_owned());
@@ -364,10 +368,38 @@ mod tests {
         assert_eq!(
             got,
             json!({
-                "Env": ["A=1", "PATH=/bin", "Z=x=y"], "Labels": {"k": "v", "l": "new"},
+                "Env": ["PATH=/bin", "Z=x=y", "A=1"], "Labels": {"k": "v", "l": "new"},
                 "ExposedPorts": {"53/udp": {}, "8080/tcp": {}}, "Volumes": {"/data": {}, "/var": {}},
                 "Cmd": ["sh"], "Healthcheck": {"Test": ["CMD", "true"]}
             })
+        );
+    }
+
+    #[test]
+    fn env_keeps_the_order_given_after_the_base_and_overrides_in_place() {
+        let r = RuntimeConfig {
+            env: [
+                ("ZED".to_owned(), "1".to_owned()),
+                ("PATH".to_owned(), "/opt/bin".to_owned()),
+                ("ALPHA".to_owned(), "2".to_owned()),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let got = runtime(
+            json!({"Env": ["TERM=xterm", "PATH=/usr/bin", "HOME=/"]}),
+            &r,
+        );
+        assert_eq!(
+            got,
+            json!({"Env": ["TERM=xterm", "PATH=/opt/bin", "HOME=/", "ZED=1", "ALPHA=2"]})
+        );
+        assert_eq!(
+            got,
+            runtime(
+                json!({"Env": ["TERM=xterm", "PATH=/usr/bin", "HOME=/"]}),
+                &r
+            )
         );
     }
 

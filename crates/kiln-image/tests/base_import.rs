@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
@@ -91,7 +90,7 @@ fn child_of(
             base: Some(base),
             config: RuntimeConfig {
                 entrypoint: Some(vec!["/www/bin/run.sh".into()]),
-                env: BTreeMap::from([("PATH".into(), "/bin".into())]),
+                env: indexmap::IndexMap::from([("PATH".into(), "/bin".into())]),
                 exposed_ports: vec!["8080/tcp".into()],
                 ..Default::default()
             },

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::*;
@@ -80,7 +79,7 @@ fn busybox_base(store: &Store, dir: &Path) -> Result<BuiltImage, Box<dyn std::er
             base: None,
             config: RuntimeConfig {
                 cmd: Some(vec!["/bin/sh".into()]),
-                env: BTreeMap::from([("PATH".into(), "/bin".into())]),
+                env: indexmap::IndexMap::from([("PATH".into(), "/bin".into())]),
                 ..Default::default()
             },
             layers: vec![

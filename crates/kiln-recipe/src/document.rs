@@ -3,7 +3,6 @@
 //! going after the first problem.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::ops::Range;
 use std::str::FromStr;
 
@@ -323,21 +322,22 @@ pub(crate) fn strings(
     ok.then_some(out)
 }
 
-/// `v` as a table of strings. Every bad value is reported; numbers and
-/// booleans get a hint to quote them.
-pub(crate) fn string_map(
+/// `v` as a table of strings, collected in the order written (a sorted map
+/// sorts them). Every bad value is reported; numbers and booleans get a
+/// hint to quote them.
+pub(crate) fn string_map<M: Default + Extend<(String, String)>>(
     v: &Value<'_>,
     what: &str,
     example: &str,
     p: &mut Problems,
-) -> Option<BTreeMap<String, String>> {
+) -> Option<M> {
     let table = Table::of(v, what, example, p)?;
-    let mut out = BTreeMap::new();
+    let mut out = M::default();
     let mut ok = true;
     for (key, _, value) in table.entries() {
         match value.get_ref() {
             DeValue::String(s) => {
-                out.insert(key.to_owned(), s.as_ref().to_owned());
+                out.extend([(key.to_owned(), s.as_ref().to_owned())]);
             }
             DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_) => {
                 let text = value_text(value);

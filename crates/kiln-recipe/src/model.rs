@@ -11,6 +11,10 @@ use std::fmt;
 use std::path::PathBuf;
 
 use schemars::JsonSchema;
+
+/// An `env` table in the order the recipe writes it (serialized as a JSON
+/// object, keys in that order).
+pub type Env = indexmap::IndexMap<String, String>;
 use serde::{Deserialize, Serialize};
 
 pub use crate::values::{
@@ -131,8 +135,9 @@ pub struct ConfigSection {
     pub entrypoint: Option<Vec<String>>,
     /// `cmd`.
     pub cmd: Option<Vec<String>>,
-    /// `env`, sorted by name.
-    pub env: BTreeMap<String, String>,
+    /// `env`, in the order written; the image's `Env` keeps this order
+    /// after the base's variables (a name the base has keeps its place).
+    pub env: Env,
     /// `workdir`.
     pub workdir: Option<String>,
     /// `user`, as written (`"1000:1000"`, `"1000"`, or a name).
@@ -247,9 +252,10 @@ pub struct RunLayer {
     /// Names of declared secrets this step may read under `/run/secrets/`.
     #[schemars(default)]
     pub secrets: Vec<String>,
-    /// Build-time environment; never written to the image config.
+    /// Build-time environment, in the order written; never written to the
+    /// image config.
     #[schemars(default)]
-    pub env: BTreeMap<String, String>,
+    pub env: Env,
     /// Whether the step has a network (default false).
     #[schemars(default)]
     pub network: bool,
@@ -285,8 +291,8 @@ pub struct SecretDecl {
 pub struct Boot {
     /// Declared secrets injected into the booted container, by secret name.
     pub secrets: BTreeMap<String, BootSecretTarget>,
-    /// Extra environment for the booted container.
-    pub env: BTreeMap<String, String>,
+    /// Extra environment for the booted container, in the order written.
+    pub env: Env,
     /// Total time for boot plus all checks (default 120s).
     pub timeout: Duration,
 }
@@ -295,7 +301,7 @@ impl Default for Boot {
     fn default() -> Self {
         Boot {
             secrets: BTreeMap::new(),
-            env: BTreeMap::new(),
+            env: Env::new(),
             timeout: Duration::from_millis(120_000),
         }
     }

@@ -290,15 +290,11 @@ fn non_empty(v: &Value<'_>, what: &str, example: &str, p: &mut Problems) -> Opti
     Some(s.get_ref().to_string())
 }
 
-/// An `env` table: string values and names that can be environment
-/// variables (no `=`, not empty).
-pub(crate) fn env_map(
-    t: &Table<'_, '_>,
-    key: &str,
-    p: &mut Problems,
-) -> Option<BTreeMap<String, String>> {
+/// An `env` table in the order written: string values and names that can
+/// be environment variables (no `=`, not empty).
+pub(crate) fn env_map(t: &Table<'_, '_>, key: &str, p: &mut Problems) -> Option<crate::model::Env> {
     let Some(v) = t.get(key) else {
-        return Some(BTreeMap::new());
+        return Some(crate::model::Env::new());
     };
     let what = t.describe(key);
     let map = crate::document::string_map(v, &what, "env = { NAME = \"value\" }", p);

@@ -2,7 +2,6 @@
 //! fails with exactly the diagnostic its `.expected` file names, and the
 //! contract's complete example under `fixtures/recipes/good` parses.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -129,7 +128,7 @@ fn the_contract_example_parses() {
     assert_eq!(c.cmd, Some(vec![]));
     assert_eq!(
         c.env,
-        BTreeMap::from([("PATH".to_owned(), "/bin".to_owned())])
+        kiln_recipe::Env::from([("PATH".to_owned(), "/bin".to_owned())])
     );
     assert_eq!(c.workdir.as_deref(), Some("/www"));
     assert_eq!(c.user.as_deref(), Some("1000:1000"));
@@ -371,4 +370,27 @@ fn a_stored_value_is_parsed_again() {
     json["image"]["name"] = "Not A Name".into();
     let err = serde_json::from_value::<kiln_recipe::Recipe>(json).expect_err("invalid name");
     assert!(err.to_string().contains("invalid image name"), "{err}");
+}
+
+#[test]
+fn env_keeps_the_order_written_through_a_stored_round_trip() {
+    let text = "[image]\nname = \"web\"\n[config]\nenv = { ZED = \"1\", ALPHA = \"2\", MID = \"3\" }\n\
+                [boot]\nenv = { B = \"1\", A = \"2\" }\n\
+                [[layer]]\nname = \"l\"\nrun = \"true\"\nenv = { Y = \"1\", X = \"2\" }\n";
+    let recipe = kiln_recipe::parse(text, Path::new("kiln.toml")).expect("parse");
+    let keys = |env: &kiln_recipe::Env| env.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&recipe.config.env), ["ZED", "ALPHA", "MID"]);
+    assert_eq!(keys(&recipe.boot.env), ["B", "A"]);
+    let kiln_recipe::LayerKind::Run(run) = &recipe.layers[0].kind else {
+        panic!("a run layer")
+    };
+    assert_eq!(keys(&run.env), ["Y", "X"]);
+    let json = serde_json::to_string(&recipe).expect("serialise");
+    assert!(
+        json.contains(r#""env":{"ZED":"1","ALPHA":"2","MID":"3"}"#),
+        "{json}"
+    );
+    let back: kiln_recipe::Recipe = serde_json::from_str(&json).expect("parse again");
+    assert_eq!(keys(&back.config.env), ["ZED", "ALPHA", "MID"]);
+    assert_eq!(back, recipe);
 }

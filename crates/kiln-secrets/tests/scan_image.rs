@@ -112,7 +112,7 @@ fn config() -> RuntimeConfig {
     RuntimeConfig {
         entrypoint: Some(vec!["/bin/app".into()]),
         cmd: Some(vec!["--serve".into()]),
-        env: BTreeMap::from([("PATH".into(), "/bin".into())]),
+        env: [("PATH".into(), "/bin".into())].into(),
         labels: BTreeMap::from([("org.opencontainers.image.source".into(), "web".into())]),
         ..Default::default()
     }

@@ -164,9 +164,9 @@ pub fn sample_config() -> RuntimeConfig {
     RuntimeConfig {
         entrypoint: Some(vec!["/www/bin/run.sh".into()]),
         cmd: Some(vec!["--serve".into()]),
-        env: BTreeMap::from([
-            ("PATH".into(), "/bin:/usr/local/bin".into()),
+        env: indexmap::IndexMap::from([
             ("MODE".into(), "prod".into()),
+            ("PATH".into(), "/bin:/usr/local/bin".into()),
         ]),
         workdir: Some("/www".into()),
         user: Some("1000:1000".into()),
