@@ -143,7 +143,8 @@ fn child_keeps_base_layers_and_unknown_config_fields() -> TestResult {
         config["config"]["Healthcheck"]["Test"],
         json!(["CMD", "/bin/busybox", "true"])
     );
-    assert_eq!(config["config"]["Env"], json!(["BASE=1", "PATH=/bin"]));
+    // The base's order; its PATH overridden in its place.
+    assert_eq!(config["config"]["Env"], json!(["PATH=/bin", "BASE=1"]));
     assert_eq!(
         config["config"]["Cmd"],
         Value::Null,

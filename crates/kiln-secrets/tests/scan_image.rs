@@ -289,14 +289,14 @@ fn secrets_in_env_label_history_and_annotation_are_each_found() -> TestResult {
         .iter()
         .map(|l| (l.secret.as_str(), &l.location))
         .collect();
-    // Env is sorted by key: DB_PASSWORD=..., PATH=/bin.
+    // Env keeps the order given: PATH=/bin, then DB_PASSWORD=...
     let config_at = |field: &str| LeakLocation::Config {
         field: field.into(),
     };
     assert_eq!(
         found,
         vec![
-            ("db_password", &config_at("/config/Env/0")),
+            ("db_password", &config_at("/config/Env/1")),
             ("api_token", &config_at("/config/Labels/org.example.token")),
             ("api_token", &LeakLocation::History { index: 0 }),
             (
