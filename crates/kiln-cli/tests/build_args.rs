@@ -7,10 +7,9 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
-use support::{cached, have_tool, json, kiln, layers, ok, stderr};
+use support::{cached, have_tool, json, kiln, layers, ok, skopeo_inspect, stderr};
 
 const RECIPE: &str = r#"[args]
 RELEASE = "1.0.0"
@@ -124,14 +123,8 @@ fn an_arg_changes_only_what_uses_it_and_is_recorded() {
 
     // Other OCI tools see the annotation in the store as it is.
     if have_tool("skopeo") {
-        let out = Command::new("skopeo")
-            .arg("inspect")
-            .arg("--raw")
-            .arg(format!("oci:{}:greeter:2.0.0", store.display()))
-            .output()
-            .expect("run skopeo");
-        assert!(out.status.success(), "{}", stderr(&out));
-        let manifest: Value = serde_json::from_slice(&out.stdout).expect("skopeo's JSON");
+        let manifest =
+            skopeo_inspect(&["--raw", &format!("oci:{}:greeter:2.0.0", store.display())]);
         assert_eq!(manifest["annotations"]["dev.kiln.arg.RELEASE"], "2.0.0");
         assert_eq!(manifest["annotations"]["dev.kiln.arg.GREETING"], "hello");
     }

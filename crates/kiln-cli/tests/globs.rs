@@ -7,8 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
-use support::{have_tool, json, kiln, layers, ok, stderr};
+use support::{have_tool, json, kiln, layers, ok, skopeo_inspect, stderr};
 
 const RECIPE: &str = r#"[image]
 name = "globbed"
@@ -52,17 +51,7 @@ fn a_glob_copies_its_matches_and_tools_read_them() {
         .to_owned();
 
     if have_tool("skopeo") {
-        let out = Command::new("skopeo")
-            .arg("inspect")
-            .arg(format!("oci:{}:globbed:1.0.0", store.display()))
-            .output()
-            .expect("skopeo");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let inspected: Value = serde_json::from_slice(&out.stdout).expect("skopeo json");
+        let inspected = skopeo_inspect(&[&format!("oci:{}:globbed:1.0.0", store.display())]);
         assert_eq!(inspected["Digest"].as_str(), Some(digest.as_str()));
         assert_eq!(inspected["Layers"].as_array().map(Vec::len), Some(1));
     }

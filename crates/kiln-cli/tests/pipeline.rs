@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use support::{
     Registry, assert_store_never_saw, build_digest, cached, engine, have_tool, hello_copy, json,
-    kiln, kiln_with_env, layers, ok, repo_root, required, stderr,
+    kiln, kiln_with_env, layers, ok, repo_root, required, skopeo_inspect, stderr,
 };
 
 /// Touch every file under `dir` with a different mtime.
@@ -49,17 +49,7 @@ fn same_inputs_in_two_folders_give_the_same_digest_and_tools_read_the_store() {
     assert_eq!(build_digest(&store_a, &a), digest_a);
 
     if have_tool("skopeo") {
-        let out = Command::new("skopeo")
-            .arg("inspect")
-            .arg(format!("oci:{}:hello:1.0.0", store_a.display()))
-            .output()
-            .expect("skopeo");
-        assert!(
-            out.status.success(),
-            "skopeo: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let inspected: Value = serde_json::from_slice(&out.stdout).expect("skopeo json");
+        let inspected = skopeo_inspect(&[&format!("oci:{}:hello:1.0.0", store_a.display())]);
         assert_eq!(inspected["Digest"].as_str(), Some(digest_a.as_str()));
     }
     if have_tool("umoci") {

@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use support::{
     assert_store_never_saw, engine, have_tool, json, kiln, kiln_with_env, managed_container_images,
-    ok, stderr,
+    ok, skopeo_inspect, stderr,
 };
 
 fn write(path: &Path, content: &str) {
@@ -269,13 +269,7 @@ async fn a_run_layer_holds_exactly_what_the_command_changed() {
     );
 
     if have_tool("skopeo") {
-        let out = Command::new("skopeo")
-            .arg("inspect")
-            .arg(format!("oci:{}:runchanges:1.0.0", store.display()))
-            .output()
-            .expect("skopeo");
-        assert!(out.status.success(), "skopeo: {}", stderr(&out));
-        let inspected: Value = serde_json::from_slice(&out.stdout).expect("skopeo json");
+        let inspected = skopeo_inspect(&[&format!("oci:{}:runchanges:1.0.0", store.display())]);
         assert_eq!(inspected["Digest"].as_str(), Some(digest.as_str()));
         assert_eq!(inspected["Layers"].as_array().map(Vec::len), Some(3));
     }

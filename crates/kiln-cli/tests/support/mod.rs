@@ -19,6 +19,22 @@ pub(crate) async fn engine() -> Option<kiln_engine::Docker> {
     kiln_engine::testing::engine_or_skip().await
 }
 
+/// `skopeo inspect ARGS...` (e.g. `oci:STORE:NAME:TAG`, or `--raw` first):
+/// its JSON, after asserting that skopeo read the image.
+pub(crate) fn skopeo_inspect(args: &[&str]) -> Value {
+    let out = Command::new("skopeo")
+        .arg("inspect")
+        .args(args)
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo inspect {args:?}: {}",
+        stderr(&out)
+    );
+    serde_json::from_slice(&out.stdout).expect("skopeo's JSON")
+}
+
 pub(crate) fn have_tool(tool: &str) -> bool {
     let found = Command::new(tool)
         .arg("--version")
