@@ -104,6 +104,12 @@ pub(crate) fn bench() -> Result<()> {
         println!("{}", debian::section(&b)?);
         return Ok(());
     }
+    if std::env::var("KILN_BENCH_ONLY").is_ok_and(|v| v == "push") {
+        // For working on pushes: the push row alone, printed; nothing
+        // written.
+        println!("{}", push_only(&b)?);
+        return Ok(());
+    }
     let tar_bytes = prepare_small(&b)?;
 
     eprintln!("==> warm the page cache");
@@ -393,6 +399,42 @@ fn push_rounds(b: &Bench, store: &Path) -> Result<(Vec<Duration>, Vec<Duration>)
     }
     remove_dir(&b.dir.join("registry"))?;
     Ok((kiln, skopeo))
+}
+
+/// `KILN_BENCH_ONLY=push`: build `bench:1.0.0` once into a fresh store,
+/// then time [`push_rounds`]; the push row and its rounds as Markdown, with
+/// the load average before and after (the rows are timed, so the load
+/// says how much to trust them).
+fn push_only(b: &Bench) -> Result<String> {
+    let load_before = load_average();
+    prepare_small(b)?;
+    let store = b.dir.join("store");
+    remove_dir(&store)?;
+    b.kiln_build(&b.ctx, &store)?;
+    eprintln!("==> push to a local registry: kiln export docker:// vs skopeo copy");
+    let (kiln, skopeo) = push_rounds(b, &store)?;
+    remove_dir(&store)?;
+    let rounds = |samples: &[Duration]| {
+        samples
+            .iter()
+            .map(|d| secs(*d))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Ok(format!(
+        "Load average (1, 5, 15 min) before: {load_before}; after: {}.\n\n\
+         | scenario | kiln | peer | kiln / peer | target | result |\n\
+         | --- | ---: | ---: | ---: | --- | --- |\n\
+         {}\n\n\
+         | command | rounds |\n\
+         | --- | --- |\n\
+         | kiln export docker://, cold registry | {} |\n\
+         | skopeo copy oci: docker://, cold registry | {} |\n",
+        load_average(),
+        push_row(median(&kiln), median(&skopeo)),
+        rounds(&kiln),
+        rounds(&skopeo),
+    ))
 }
 
 /// A CNCF distribution registry of the bench's own on a loopback port,
@@ -724,15 +766,7 @@ impl Measured {
             ratio(self.kiln_changed, self.docker_changed),
             verdict(self.only_its_layer)
         );
-        let push_ratio = ratio(self.kiln_push, self.skopeo_push);
-        let _ = writeln!(
-            t,
-            "| push to a local registry vs `skopeo copy oci: docker://` | {} | {} | {:.2} | ≤ 1.0 | {} |",
-            secs(self.kiln_push),
-            secs(self.skopeo_push),
-            push_ratio,
-            verdict(push_ratio <= 1.0)
-        );
+        let _ = writeln!(t, "{}", push_row(self.kiln_push, self.skopeo_push));
         match self.peak_rss_kib {
             Some(kib) => {
                 let _ = writeln!(
@@ -763,6 +797,19 @@ impl Measured {
         }
         t
     }
+}
+
+/// The push row of the table, from the medians of kiln's and skopeo's
+/// pushes.
+fn push_row(kiln: Duration, skopeo: Duration) -> String {
+    let push_ratio = ratio(kiln, skopeo);
+    format!(
+        "| push to a local registry vs `skopeo copy oci: docker://` | {} | {} | {:.2} | ≤ 1.0 | {} |",
+        secs(kiln),
+        secs(skopeo),
+        push_ratio,
+        verdict(push_ratio <= 1.0)
+    )
 }
 
 /// The 1, 5 and 15 minute load averages, as /proc/loadavg gives them.
