@@ -38,6 +38,7 @@ mod export;
 mod fsck;
 mod gc;
 mod graph;
+mod mount_points;
 mod plan;
 mod reference;
 mod registry;

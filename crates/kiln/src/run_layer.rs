@@ -8,7 +8,9 @@
 //! metadata are read from the container's overlay upper folder when the
 //! engine is local and offers it (only what changed is read), else from a
 //! tar of the container's whole filesystem; kiln-image's `change_set` turns
-//! either into the same layer entries, written like every other layer. The
+//! either into the same layer entries, written like every other layer. What
+//! the engine did for its mount points (volumes, the secrets folder) is
+//! taken out of the change list first (see `mount_points`). The
 //! container is removed on every return path, after the layer is written.
 
 use std::collections::BTreeMap;
@@ -23,6 +25,7 @@ use serde_json::{Value, json};
 
 use crate::KilnError;
 use crate::engine_images::load_into_engine;
+use crate::mount_points;
 use crate::secret::{self, SecretValue};
 
 /// Paths the engine itself puts into every container (mount points for its
@@ -48,14 +51,17 @@ const OUTPUT_TAIL_LINES: usize = 20;
 ///
 /// The configuration the command runs with (the config's env, the step's
 /// user and working folder) is part of it too, and so are the volatile
-/// globs that shape what is kept: the parent's key stands for the
-/// filesystem so far, not for the recipe's `[config]`.
+/// globs and the recipe's volumes, which shape what is kept (what the
+/// command writes into a volume is not): the parent's key stands for the
+/// filesystem so far, not for the recipe's `[config]`. Volumes appear only
+/// when there are some, so that the keys of recipes without any stay as
+/// they were.
 pub fn run_layer_definition(run: &RunLayer, config: &RuntimeConfig, volatile: &[String]) -> Value {
     let command = match &run.run {
         RunCommand::Shell(s) => json!({ "shell": s }),
         RunCommand::Exec(argv) => json!({ "exec": argv }),
     };
-    json!({
+    let mut definition = json!({
         "run": command,
         "env": run.env,
         "network": run.network,
@@ -66,7 +72,11 @@ pub fn run_layer_definition(run: &RunLayer, config: &RuntimeConfig, volatile: &[
             "workdir": run_workdir(run, config),
         },
         "volatile": volatile,
-    })
+    });
+    if !config.volumes.is_empty() {
+        definition["volumes"] = json!(config.volumes);
+    }
+    definition
 }
 
 /// Where the step runs: its own `workdir`, else the config's, else `/`.
@@ -328,8 +338,9 @@ pub async fn build_run_layer(
 }
 
 /// Whether the step can run on the base image itself: no layer of kiln's
-/// is below it, and the recipe adds no volume (the engine would mount one
-/// where the command writes). Everything else of the image so far's config
+/// is below it, and the recipe adds no volume (the base image does not
+/// declare it, so the engine would not mount it, and what the command
+/// writes there would stay in the layer instead of going to the volume). Everything else of the image so far's config
 /// that matters to the command (env, user, workdir, entrypoint) is given to
 /// the container directly (see [`container_env`]).
 fn runs_on_base(so_far: &ImageSoFar<'_>) -> bool {
@@ -497,11 +508,10 @@ async fn run_and_capture(
             },
         })
         .collect();
-    let changes = if secrets_mounted {
-        without_secrets_mount_point(changes)
-    } else {
-        changes
-    };
+    // The engine's mount points, and what the command wrote into a
+    // volume, are not the command's changes.
+    let changes =
+        mount_points::without_mount_points(changes, &mount_points(so_far, secrets_mounted));
     let io = |path: std::path::PathBuf| move |source| KilnError::Io { path, source };
     // The export and the staged files live in the store's bookkeeping
     // folder (same filesystem as the blobs) and go when this returns.
@@ -573,22 +583,21 @@ fn empty_upper_dir(upper: &std::path::Path) {
     }
 }
 
-/// The engine creates the secrets' mount point (`/run`, `/run/secrets`)
-/// in the container when the image has none: when the command changed
-/// nothing else under `/run`, that folder is the engine's doing, not the
-/// command's, and stays out of the layer.
-fn without_secrets_mount_point(changes: Vec<PathChange>) -> Vec<PathChange> {
-    let parent = SECRETS_DIR.rsplit_once('/').map_or("", |(p, _)| p);
-    let other_under_parent = changes.iter().any(|c| {
-        c.path
-            .strip_prefix(parent)
-            .is_some_and(|rest| rest.starts_with('/'))
-            && !(c.path == SECRETS_DIR || c.path.starts_with(&format!("{SECRETS_DIR}/")))
-    });
-    changes
-        .into_iter()
-        .filter(|c| other_under_parent || c.path != parent || c.kind == PathChangeKind::Deleted)
-        .collect()
+/// Where the engine mounts something in the step's container: the
+/// image's volumes (the base's and `[config] volumes`, which the image the
+/// step runs on declares) and, when the step has secrets, their folder.
+fn mount_points(so_far: &ImageSoFar<'_>, secrets_mounted: bool) -> Vec<String> {
+    let mut mounts = so_far
+        .base
+        .map(|b| mount_points::config_volumes(&b.config))
+        .unwrap_or_default();
+    mounts.extend(so_far.config.volumes.iter().map(|v| mount_points::clean(v)));
+    if secrets_mounted {
+        mounts.push(SECRETS_DIR.to_owned());
+    }
+    mounts.sort();
+    mounts.dedup();
+    mounts
 }
 
 #[cfg(test)]
