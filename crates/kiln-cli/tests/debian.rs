@@ -146,22 +146,10 @@ fn the_debian_root_comes_back_from_the_image_exactly() {
     let store = tmp.path().join("store");
     let recipe = debian_recipe(tmp.path(), &rootfs, "");
     ok(kiln(&store, &["build", arg(&recipe), "--json"]));
-    let bundle = tmp.path().join("bundle");
     // As root, umoci restores exact owners (field notes).
-    let unpacked = Command::new("umoci")
-        .arg("unpack")
-        .arg("--image")
-        .arg(format!("{}:debian:12", store.display()))
-        .arg(&bundle)
-        .output()
-        .expect("umoci");
-    assert!(
-        unpacked.status.success(),
-        "umoci unpack: {}",
-        String::from_utf8_lossy(&unpacked.stderr)
-    );
+    let unpacked = support::umoci::unpack(&store, "debian:12", &tmp.path().join("bundle"));
     let (want, want_links) = tree(&rootfs);
-    let (got, got_links) = tree(&bundle.join("rootfs"));
+    let (got, got_links) = tree(&unpacked);
     let mut differences = Vec::new();
     for (path, node) in &want {
         match got.get(path) {

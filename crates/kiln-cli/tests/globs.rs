@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use support::{have_tool, json, kiln, layers, ok, skopeo_inspect, stderr};
 
@@ -56,19 +55,7 @@ fn a_glob_copies_its_matches_and_tools_read_them() {
         assert_eq!(inspected["Layers"].as_array().map(Vec::len), Some(1));
     }
     if have_tool("umoci") {
-        let bundle = tmp.path().join("bundle");
-        let out = Command::new("umoci")
-            .args(["unpack", "--rootless", "--image"])
-            .arg(format!("{}:globbed:1.0.0", store.display()))
-            .arg(&bundle)
-            .output()
-            .expect("umoci");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let root = bundle.join("rootfs");
+        let root = support::umoci::unpack(&store, "globbed:1.0.0", &tmp.path().join("bundle"));
         let read = |p: &str| std::fs::read_to_string(root.join(p)).ok();
         assert_eq!(read("www/index.html").as_deref(), Some("<h1>home</h1>\n"));
         assert_eq!(

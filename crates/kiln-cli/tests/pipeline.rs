@@ -53,22 +53,10 @@ fn same_inputs_in_two_folders_give_the_same_digest_and_tools_read_the_store() {
         assert_eq!(inspected["Digest"].as_str(), Some(digest_a.as_str()));
     }
     if have_tool("umoci") {
-        let bundle = tmp.path().join("bundle");
-        let out = Command::new("umoci")
-            .args(["unpack", "--image"])
-            .arg(format!("{}:hello:1.0.0", store_a.display()))
-            .arg(&bundle)
-            .output()
-            .expect("umoci");
-        assert!(
-            out.status.success(),
-            "umoci: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let page =
-            std::fs::read_to_string(bundle.join("rootfs/www/index.html")).expect("unpacked page");
+        let root = support::umoci::unpack(&store_a, "hello:1.0.0", &tmp.path().join("bundle"));
+        let page = std::fs::read_to_string(root.join("www/index.html")).expect("unpacked page");
         assert!(page.contains("Hello from kiln"));
-        let meta = std::fs::symlink_metadata(bundle.join("rootfs/bin/sh")).expect("sh");
+        let meta = std::fs::symlink_metadata(root.join("bin/sh")).expect("sh");
         assert!(meta.file_type().is_symlink());
     }
 }

@@ -274,15 +274,7 @@ async fn a_run_layer_holds_exactly_what_the_command_changed() {
         assert_eq!(inspected["Layers"].as_array().map(Vec::len), Some(3));
     }
     if have_tool("umoci") {
-        let bundle = tmp.path().join("bundle");
-        let out = Command::new("umoci")
-            .args(["unpack", "--image"])
-            .arg(format!("{}:runchanges:1.0.0", store.display()))
-            .arg(&bundle)
-            .output()
-            .expect("umoci");
-        assert!(out.status.success(), "umoci: {}", stderr(&out));
-        let root = bundle.join("rootfs");
+        let root = support::umoci::unpack(&store, "runchanges:1.0.0", &tmp.path().join("bundle"));
         assert!(!root.join("data/old.txt").exists(), "whiteout applied");
         assert!(!root.join("cfg/a").exists() && !root.join("cfg/b").exists());
         assert_eq!(

@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+pub(crate) mod umoci;
+
 /// Whether tests must fail, not skip, when a real part is missing.
 pub(crate) fn required() -> bool {
     std::env::var("KILN_REQUIRE_ENGINE").is_ok_and(|v| v == "1")
