@@ -340,6 +340,106 @@ async fn the_upper_folder_and_the_export_give_the_same_layer() {
     drop(engine);
 }
 
+/// A command that writes beside and into the folders `VOLUMES` declares:
+/// `/vol` and `/srv/a/b` (with `/srv`) are new, `/data` the seed's.
+const INTO_VOLUMES: &str = r#""mkdir -p /out /vol /srv/a/b && echo kept > /out/kept.txt && echo lost > /vol/lost.txt && echo lost > /srv/a/b/lost.txt && echo lost > /data/lost.txt""#;
+
+/// The same command's own part alone.
+const BESIDE_VOLUMES: &str = r#""mkdir -p /out && echo kept > /out/kept.txt""#;
+
+const VOLUMES: &str = r#"volumes = ["/vol", "/srv/a/b/", "/data"]"#;
+
+/// [`run_recipe`] with `[config] volumes` set to `volumes`.
+fn with_volumes(image: PathBuf, volumes: &str) -> PathBuf {
+    let toml_path = image.join("kiln.toml");
+    let toml = std::fs::read_to_string(&toml_path).expect("read recipe");
+    let config = "env = { PATH = \"/bin\" }\n";
+    assert!(toml.contains(config));
+    write(
+        &toml_path,
+        &toml.replacen(config, &format!("{config}{volumes}\n"), 1),
+    );
+    image
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_layer_leaves_out_volume_mount_points_and_what_went_into_volumes() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = tmp.path().join("store");
+    let build = |image: PathBuf| {
+        json(&ok(kiln(
+            &store,
+            &["build", image.to_str().expect("utf8"), "--json"],
+        )))
+    };
+    let entries = |report: &Value| -> Vec<String> {
+        layer_entries(&blob_path(&store, &layer_digest(report, "changes")))
+            .into_keys()
+            .collect()
+    };
+
+    // With the volumes: the engine created /vol, /srv, /srv/a, /srv/a/b;
+    // /data was the seed's; what went into them went to the volumes. The
+    // layer holds the command's own change only.
+    let volumes = build(with_volumes(
+        run_recipe(tmp.path(), "runvolumes", INTO_VOLUMES, ""),
+        VOLUMES,
+    ));
+    assert_eq!(entries(&volumes), ["out/", "out/kept.txt"]);
+
+    // The same command without the volumes keeps everything it wrote: the
+    // volumes are part of the step's cache key, so this is no cache hit.
+    let plain = build(run_recipe(tmp.path(), "runnovolumes", INTO_VOLUMES, ""));
+    assert_eq!(
+        plain["images"][0]["layers"][2]["cached"],
+        Value::Bool(false)
+    );
+    assert_eq!(
+        entries(&plain),
+        [
+            "data/",
+            "data/lost.txt",
+            "out/",
+            "out/kept.txt",
+            "srv/",
+            "srv/a/",
+            "srv/a/b/",
+            "srv/a/b/lost.txt",
+            "vol/",
+            "vol/lost.txt",
+        ]
+    );
+
+    // The same bytes as a recipe whose command never touched those folders.
+    let beside = build(run_recipe(tmp.path(), "runbeside", BESIDE_VOLUMES, ""));
+    assert_eq!(
+        layer_digest(&volumes, "changes"),
+        layer_digest(&beside, "changes")
+    );
+
+    if have_tool("umoci") {
+        let root = support::umoci::unpack(&store, "runvolumes:1.0.0", &tmp.path().join("bundle"));
+        // The seed's /data stays as it was; the new mount points are not
+        // in the image (the engine makes them when it runs it).
+        assert_eq!(
+            std::fs::read_to_string(root.join("data/keep.txt")).expect("keep"),
+            "keep\n"
+        );
+        assert!(!root.join("data/lost.txt").exists());
+        for absent in ["vol", "srv"] {
+            assert!(!root.join(absent).exists(), "/{absent} in the image");
+        }
+        assert_eq!(
+            std::fs::read_to_string(root.join("out/kept.txt")).expect("kept"),
+            "kept\n"
+        );
+    }
+    assert_no_build_images(&store);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_command_fails_the_build_with_its_output() {
     let Some(_engine) = engine().await else {
