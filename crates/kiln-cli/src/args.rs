@@ -91,6 +91,10 @@ pub enum Command {
         /// Recipe files, or folders holding kiln.toml.
         #[arg(required = true, value_name = "RECIPE")]
         recipes: Vec<PathBuf>,
+        /// Build arguments, as build will be given them: the same values
+        /// give the same errors.
+        #[command(flatten)]
+        args: BuildArgs,
         #[command(flatten)]
         common: Common,
     },

@@ -92,7 +92,7 @@ async fn run(command: Command) -> CmdResult {
     let store_path = store_dir(common.store.as_ref());
     let json = common.json;
     match command {
-        Command::Check { recipes, .. } => check(&recipes, json),
+        Command::Check { recipes, args, .. } => check(&recipes, &args.map(), json),
         Command::Build { recipes, build, .. } => {
             let store = open_store(&store_path)?;
             // Render every root's diagnostics at once, then plan the graph
@@ -513,11 +513,17 @@ fn load_all(
     }
 }
 
-fn check(paths: &[PathBuf], json: bool) -> CmdResult {
+/// `kiln check`: each recipe parsed and validated with `args` applied, as
+/// `kiln build` reads it.
+fn check(
+    paths: &[PathBuf],
+    args: &std::collections::BTreeMap<String, String>,
+    json: bool,
+) -> CmdResult {
     let mut results = Vec::new();
     let mut all_ok = true;
     for path in paths {
-        match kiln_recipe::load(path) {
+        match kiln_recipe::load_with_args(path, args) {
             Ok(recipe) => {
                 if !json {
                     say!("ok {} ({})", path.display(), recipe.image.name);

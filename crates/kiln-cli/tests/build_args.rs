@@ -192,3 +192,41 @@ fn mistakes_are_exit_2_naming_them() {
     let err = refused(&store, &["test", "greeter:1.0.0", "--arg", "RELEASE=1"]);
     assert!(err.contains("--arg is for a recipe"), "{err}");
 }
+
+#[test]
+fn check_takes_the_values_build_will_be_given() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = recipe(tmp.path());
+    let store = tmp.path().join("store");
+    let path = dir.to_str().expect("utf-8");
+
+    let checked = json(&ok(kiln(
+        &store,
+        &["check", path, "--arg", "GREETING=bye", "--json"],
+    )));
+    assert_eq!(checked["recipes"][0]["ok"], Value::Bool(true), "{checked}");
+    // The same mistakes as build, with the same words and places.
+    for args in [["--arg", "RELAESE=2"], ["--arg", "RELEASE=a b"]] {
+        let mut check = vec!["check", path];
+        check.extend(args);
+        let mut build = vec!["build", path];
+        build.extend(args);
+        assert_eq!(refused(&store, &check), refused(&store, &build), "{args:?}");
+    }
+    let err = refused(&store, &["check", path, "--arg", "RELEASE"]);
+    assert!(err.contains("NAME=VALUE"), "{err}");
+    let err = refused(&store, &["check", path, "--arg", "RELEASE=a b"]);
+    assert!(err.contains("kiln.toml:8:11"), "{err}");
+    assert!(err.contains("invalid version \"a b\""), "{err}");
+    // --json names the argument in the recipe's errors too.
+    let out = kiln(&store, &["check", path, "--arg", "RELAESE=2", "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(report["recipes"][0]["ok"], Value::Bool(false), "{report}");
+    assert!(
+        report["recipes"][0]["errors"]
+            .to_string()
+            .contains("RELAESE"),
+        "{report}"
+    );
+}
