@@ -8,7 +8,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use support::{have_tool, json, kiln, ok, stderr};
+use support::{have_tool, json, kiln, ok, skopeo_inspect, stderr};
 
 /// A store holding `site:1.0.0`, built from a one-file recipe.
 fn store_with_site(root: &Path) -> std::path::PathBuf {
@@ -79,18 +79,7 @@ fn export_json_names_the_image_by_the_tag_given() {
         "{index}"
     );
     if have_tool("skopeo") {
-        let inspected = Command::new("skopeo")
-            .arg("inspect")
-            .arg(format!("oci:{}:site:1.0.0", layout.display()))
-            .output()
-            .expect("run skopeo");
-        assert!(
-            inspected.status.success(),
-            "{}",
-            String::from_utf8_lossy(&inspected.stderr)
-        );
-        let seen: serde_json::Value =
-            serde_json::from_slice(&inspected.stdout).expect("skopeo's JSON");
+        let seen = skopeo_inspect(&[&format!("oci:{}:site:1.0.0", layout.display())]);
         assert_eq!(seen["Digest"], digest);
     }
 }
@@ -99,13 +88,27 @@ fn export_json_names_the_image_by_the_tag_given() {
 fn destinations_that_are_not_are_bad_input_and_list_the_destinations() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = store_with_site(tmp.path());
-    for dest in ["out.tar", "kiln:site", "docker-daemon:Bad_Name:1.0"] {
+    for dest in [
+        "out.tar",
+        "kiln:site",
+        "docker-daemon:Bad_Name:1.0",
+        "oci:",
+        "docker://",
+    ] {
         let out = kiln(&store, &["export", "site:1.0.0", dest]);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{dest}: {err}");
         assert!(!err.contains("panicked"), "{err}");
+        // Named once: the message does not say it again for each layer of
+        // parsing it went through.
+        assert_eq!(err.matches(&format!("{dest:?}")).count(), 1, "{err}");
         if dest == "docker-daemon:Bad_Name:1.0" {
             assert!(err.contains("Bad_Name"), "{err}");
+        } else if dest == "oci:" || dest == "docker://" {
+            assert!(
+                err.contains("after the colon") || err.contains("HOST/REPO"),
+                "{err}"
+            );
         } else {
             assert!(
                 err.contains("oci-archive:FILE") && err.contains("docker-daemon:NAME:TAG"),

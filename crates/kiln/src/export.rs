@@ -79,7 +79,7 @@ impl std::str::FromStr for Destination {
         if !known.iter().any(|t| s.starts_with(t)) {
             return Err(invalid(format!("a destination is one of {DESTINATIONS}")));
         }
-        match s.parse::<BaseRef>().map_err(|e| invalid(e.to_string()))? {
+        match crate::reference::parse_transport(s)? {
             BaseRef::Oci { dir, reference } => Ok(Destination::OciDir { dir, reference }),
             BaseRef::OciArchive { file, reference } => {
                 Ok(Destination::OciArchive { file, reference })

@@ -2,7 +2,7 @@
 //! `NAME:CHANNEL` and `NAME@sha256:HEX`, resolved against the store.
 
 use kiln_image::{Digest, Store};
-use kiln_recipe::ImageName;
+use kiln_recipe::{BaseRef, ImageName};
 
 use crate::KilnError;
 
@@ -20,6 +20,21 @@ fn invalid(reference: &str, reason: impl Into<String>) -> KilnError {
         reference: reference.to_owned(),
         reason: reason.into(),
     }
+}
+
+/// `s` spelled as containers-transports(5) spell a place (a destination, a
+/// registry target), with its error naming `s` once: the recipe's own
+/// message starts with `invalid base "S": ` or `invalid reference "S": `,
+/// which [`KilnError::InvalidReference`] says itself.
+pub(crate) fn parse_transport(s: &str) -> Result<BaseRef, KilnError> {
+    s.parse::<BaseRef>().map_err(|e| {
+        let message = e.to_string();
+        let reason = ["invalid base", "invalid reference"]
+            .iter()
+            .find_map(|said| message.strip_prefix(&format!("{said} {s:?}: ")))
+            .unwrap_or(&message);
+        invalid(s, reason)
+    })
 }
 
 fn parse_name(reference: &str, name: &str) -> Result<String, KilnError> {
@@ -94,5 +109,33 @@ pub fn resolve(store: &Store, reference: &str) -> Result<ImageRef, KilnError> {
             ),
         )),
         None => Err(unknown(refs.into_iter().map(|(r, _)| r).collect())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transport_error_names_the_reference_once() {
+        for (s, reason) in [
+            ("oci:", "oci: needs a location after the colon"),
+            (
+                "docker://",
+                "a registry reference is docker://HOST/REPO[:TAG]",
+            ),
+            (
+                "docker-daemon:Bad_Name:1.0",
+                "\"Bad_Name\" is not a valid name",
+            ),
+        ] {
+            let message = parse_transport(s).expect_err(s).to_string();
+            assert_eq!(message.matches(&format!("{s:?}")).count(), 1, "{message}");
+            assert!(
+                message.starts_with(&format!("invalid reference {s:?}: ")),
+                "{message}"
+            );
+            assert!(message.contains(reason), "{message}");
+        }
     }
 }

@@ -30,7 +30,7 @@ impl RegistryTarget {
             reference: s.to_owned(),
             reason,
         };
-        match s.parse::<BaseRef>().map_err(|e| invalid(e.to_string()))? {
+        match crate::reference::parse_transport(s)? {
             BaseRef::Registry {
                 host,
                 repository,

@@ -48,10 +48,7 @@ impl Target {
             reference: reference.to_owned(),
             reason,
         };
-        match reference
-            .parse::<BaseRef>()
-            .map_err(|e| invalid(e.to_string()))?
-        {
+        match crate::reference::parse_transport(reference)? {
             BaseRef::Registry {
                 host,
                 repository,
