@@ -623,6 +623,37 @@ mod tests {
     }
 
     #[test]
+    fn the_mount_points_are_the_base_volumes_the_recipe_volumes_and_the_secrets_folder() {
+        let base = BaseImage {
+            manifest_digest: kiln_image::Digest::of(b"manifest"),
+            manifest: json!({}),
+            config: json!({ "config": { "Volumes": { "/var/lib/db/": {}, "/data": {} } } }),
+            layers: Vec::new(),
+            diff_ids: Vec::new(),
+        };
+        let config = RuntimeConfig {
+            volumes: vec!["/data".into(), "/srv//a".into()],
+            ..RuntimeConfig::default()
+        };
+        let volatile = Volatile::new(&[]).expect("compiles");
+        let so_far = ImageSoFar {
+            base: Some(&base),
+            layers: &[],
+            config: &config,
+            epoch: 0,
+            volatile: &volatile,
+        };
+        assert_eq!(
+            mount_points(&so_far, true),
+            ["/data", "/run/secrets", "/srv/a", "/var/lib/db"]
+        );
+        assert_eq!(
+            mount_points(&so_far, false),
+            ["/data", "/srv/a", "/var/lib/db"]
+        );
+    }
+
+    #[test]
     fn the_default_volatile_list_takes_apt_and_dpkg_noise_only() {
         let globs = kiln_recipe::ImageSection::default_volatile();
         let volatile = Volatile::new(&globs).expect("the default list compiles");
