@@ -420,6 +420,23 @@ async fn a_run_layer_leaves_out_volume_mount_points_and_what_went_into_volumes()
         layer_digest(&beside, "changes")
     );
 
+    // And the same when the changes are read from the engine's export of
+    // the container instead of its upper folder.
+    let exported = json(&ok(kiln_with_env(
+        &store,
+        &[
+            "build",
+            tmp.path().join("runvolumes").to_str().expect("utf8"),
+            "--json",
+            "--no-cache",
+        ],
+        &[("KILN_RUN_LAYER_CAPTURE", "export")],
+    )));
+    assert_eq!(
+        layer_digest(&exported, "changes"),
+        layer_digest(&volumes, "changes")
+    );
+
     if have_tool("umoci") {
         let root = support::umoci::unpack(&store, "runvolumes:1.0.0", &tmp.path().join("bundle"));
         // The seed's /data stays as it was; the new mount points are not
