@@ -116,7 +116,32 @@ impl<W: std::io::Write> std::io::Write for CancelWriter<W> {
     }
 }
 
-/// The I/O error a cancelled write returns inside the store; [`ImageError`]
+/// A reader that refuses every read once its token is cancelled, as
+/// [`CancelWriter`] does for writes: a long read of an input (a `rootfs:`
+/// tar) stops within one buffer.
+#[derive(Debug)]
+pub(crate) struct CancelReader<R> {
+    inner: R,
+    cancel: Cancel,
+}
+
+impl<R> CancelReader<R> {
+    /// `inner`, checking `cancel` before each read.
+    pub(crate) fn new(inner: R, cancel: Cancel) -> Self {
+        CancelReader { inner, cancel }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for CancelReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            return Err(std::io::Error::other(CancelledIo));
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// The I/O error a cancelled read or write returns inside the store; [`ImageError`]
 /// turns it back into [`ImageError::Cancelled`].
 #[derive(Debug, thiserror::Error)]
 #[error("cancelled")]

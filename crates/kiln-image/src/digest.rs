@@ -106,6 +106,35 @@ impl<W: std::io::Write> std::io::Write for HashWriter<W> {
     }
 }
 
+/// A reader that hashes what it yields from `inner`, so that content read
+/// once for its own sake (a tar unpacked) also gives its digest.
+pub(crate) struct HashReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R> HashReader<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        HashReader {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// The digest of everything read so far.
+    pub(crate) fn finish(self) -> Digest {
+        Digest::from_hasher(self.hasher)
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// A reader that hashes what it yields and, at the end, fails unless the
 /// content had the expected digest and size: blobs streamed out of the store
 /// are trusted only once they are read whole.

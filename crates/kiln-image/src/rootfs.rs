@@ -6,8 +6,8 @@
 //! folders, or unpacked at two times, gives the same layer.
 //!
 //! A folder is walked in place ([`rootfs_folder_entries`]); a tar file is
-//! read once, its regular files staged into a folder the caller owns
-//! ([`rootfs_tar_entries`]), and each of its entries checked by the same
+//! read once, hashed on the way, its regular files staged into a folder the
+//! caller owns ([`rootfs_tar_entries`]), and each of its entries checked by the same
 //! rule as base layers (no absolute names, no `..`, no hard link out of the
 //! tree, nothing beneath a symlink of the archive).
 
@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use flate2::read::MultiGzDecoder;
 use tar::EntryType;
 
-use crate::{CopySpec, EntryKind, ImageError, LayerEntry, LayerPolicy};
+use crate::cancel::CancelReader;
+use crate::digest::HashReader;
+use crate::{Cancel, CopySpec, Digest, EntryKind, ImageError, LayerEntry, LayerPolicy};
 
 /// The entries of the root filesystem in the folder `root`: everything
 /// below it with its own metadata, hard links found across the whole tree.
@@ -49,21 +51,69 @@ pub fn rootfs_folder_entries(root: &Path) -> Result<Vec<LayerEntry>, ImageError>
 /// `staging` (an empty folder the caller removes once the layer is
 /// written), and return its entries. A hostile entry is
 /// [`ImageError::InvalidRootfs`] naming it.
-pub fn rootfs_tar_entries(tar: &Path, staging: &Path) -> Result<Vec<LayerEntry>, ImageError> {
+///
+/// The file is read once: every byte of it is hashed on the way, and
+/// unless the digest is `expected` (what the layer's cache key was made
+/// from) the result is [`ImageError::SourceChanged`] naming the file, so a
+/// tar rewritten between hashing and unpacking never becomes a layer under
+/// the other content's key. The read stops within a buffer once `cancel`
+/// is cancelled ([`ImageError::Cancelled`]).
+pub fn rootfs_tar_entries(
+    tar: &Path,
+    staging: &Path,
+    expected: &Digest,
+    cancel: &Cancel,
+) -> Result<Vec<LayerEntry>, ImageError> {
     let file = File::open(tar).map_err(|e| invalid(tar, &e.to_string()))?;
     if file.metadata().map_err(ImageError::io(tar))?.is_dir() {
         return Err(invalid(tar, "it is a folder, not a tar file"));
     }
-    let mut reader = BufReader::with_capacity(1 << 17, file);
+    let hashed = HashReader::new(CancelReader::new(file, cancel.clone()));
+    let mut reader = BufReader::with_capacity(1 << 17, hashed);
+    let read = read_whole(tar, &mut reader, staging);
+    match read {
+        Ok(entries) if reader.into_inner().finish() == *expected => Ok(entries),
+        Ok(_) => Err(ImageError::SourceChanged {
+            path: tar.to_path_buf(),
+        }),
+        // A tar rewritten while it is read often breaks the reader before
+        // its end is hashed: hash it again to tell a change from a bad tar.
+        Err(_) if cancel.is_cancelled() => Err(ImageError::Cancelled),
+        Err(_) if !file_matches(tar, expected) => Err(ImageError::SourceChanged {
+            path: tar.to_path_buf(),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// The entries of the tar in `reader` (gzip or plain), then every byte
+/// left after its end read too, so that what hashes `reader` sees the
+/// whole file.
+fn read_whole<R: BufRead>(
+    tar: &Path,
+    reader: &mut R,
+    staging: &Path,
+) -> Result<Vec<LayerEntry>, ImageError> {
     let gzip = reader
         .fill_buf()
         .map_err(ImageError::io(tar))?
         .starts_with(&[0x1f, 0x8b]);
-    if gzip {
-        read_tar(tar, MultiGzDecoder::new(reader), staging)
+    let entries = if gzip {
+        read_tar(tar, MultiGzDecoder::new(&mut *reader), staging)?
     } else {
-        read_tar(tar, reader, staging)
-    }
+        read_tar(tar, &mut *reader, staging)?
+    };
+    std::io::copy(reader, &mut std::io::sink()).map_err(ImageError::io(tar))?;
+    Ok(entries)
+}
+
+/// Whether the file at `path` hashes to `expected` now.
+fn file_matches(path: &Path, expected: &Digest) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    let mut hashed = HashReader::new(file);
+    std::io::copy(&mut hashed, &mut std::io::sink()).is_ok() && hashed.finish() == *expected
 }
 
 fn invalid(path: &Path, reason: &str) -> ImageError {
@@ -186,6 +236,61 @@ pub fn rootfs_staging(store: &crate::Store) -> Result<tempfile::TempDir, ImageEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gzip tar of one file, with `tail` after the gzip stream (bytes a
+    /// tar reader never needs, still part of the file's digest).
+    fn gzip_tar(content: &[u8], tail: &[u8]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, "etc/app.conf", content)
+            .expect("append");
+        let plain = builder.into_inner().expect("tar");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &plain).expect("gzip");
+        let mut bytes = gz.finish().expect("gzip");
+        bytes.extend_from_slice(tail);
+        bytes
+    }
+
+    #[test]
+    fn a_tar_is_checked_against_the_digest_of_every_byte_of_its_file() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let path = tmp.path().join("rootfs.tar.gz");
+        let bytes = gzip_tar(b"mode=old\n", &[0; 4096]);
+        std::fs::write(&path, &bytes).expect("write");
+        let staging = tmp.path().join("staging");
+        std::fs::create_dir(&staging).expect("mkdir");
+        let cancel = Cancel::new();
+
+        let entries = rootfs_tar_entries(&path, &staging, &Digest::of(&bytes), &cancel)
+            .expect("the digest of the whole file");
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].path, "/etc/app.conf");
+
+        // The digest the key was made from is another content's.
+        let other = Digest::of(&gzip_tar(b"mode=new\n", &[0; 4096]));
+        let err = rootfs_tar_entries(&path, &staging, &other, &cancel).expect_err("changed");
+        assert!(matches!(err, ImageError::SourceChanged { .. }), "{err}");
+        assert!(err.to_string().contains("rootfs.tar.gz"), "{err}");
+
+        // The tail counts: the digest of the gzip stream alone is not it.
+        let head = &bytes[..bytes.len() - 4096];
+        let err =
+            rootfs_tar_entries(&path, &staging, &Digest::of(head), &cancel).expect_err("tail");
+        assert!(matches!(err, ImageError::SourceChanged { .. }), "{err}");
+
+        cancel.cancel();
+        let err = rootfs_tar_entries(&path, &staging, &Digest::of(&bytes), &cancel)
+            .expect_err("cancelled");
+        assert!(matches!(err, ImageError::Cancelled), "{err}");
+    }
 
     #[test]
     fn archive_names_become_image_paths() {

@@ -2,58 +2,11 @@
 //! returns `Cancelled`, names nothing, and leaves no container, temporary
 //! file or partial blob behind once the call returns.
 
-use std::path::{Path, PathBuf};
+mod support;
 
-use kiln::{BuildOptions, Cancel, Events, KilnError, Store};
+use kiln::{BuildOptions, Cancel, KilnError, Store};
 use kiln_engine::RUN_LABEL;
-
-fn write(path: &Path, content: &[u8]) {
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-    std::fs::write(path, content).expect("write");
-}
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_under(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
-}
-
-/// The store holds no blob, no temporary file and no ref.
-fn assert_store_untouched(store: &Store) {
-    let blobs = files_under(&store.root().join("blobs"));
-    assert!(blobs.is_empty(), "the store kept {blobs:?}");
-    let index = std::fs::read_to_string(store.root().join("index.json")).expect("index");
-    assert!(
-        !index.contains("org.opencontainers.image.ref.name"),
-        "a cancelled build named an image: {index}"
-    );
-}
-
-/// Cancels `cancel` when the layer `layer` starts.
-struct CancelAt {
-    layer: &'static str,
-    cancel: Cancel,
-}
-
-impl kiln::CheckEvents for CancelAt {}
-impl Events for CancelAt {
-    fn layer_started(&self, _image: &str, layer: &str) {
-        if layer == self.layer {
-            self.cancel.cancel();
-        }
-    }
-}
+use support::{AtLayer, assert_fsck_clean, assert_store_untouched, files_under, write};
 
 #[tokio::test]
 async fn a_build_cancelled_as_its_layers_start_leaves_nothing() {
@@ -90,9 +43,9 @@ files = [{ src = "data/big.bin", dest = "/big.bin" }]
     };
     // Cancelled as the first layer starts: every layer's write then meets
     // the token, so not one blob may be in the store afterwards.
-    let events = CancelAt {
+    let events = AtLayer {
         layer: "small",
-        cancel,
+        action: move || cancel.cancel(),
     };
     let result = kiln::build(&store, &recipe, &options, None, &events).await;
     assert!(
@@ -102,15 +55,9 @@ files = [{ src = "data/big.bin", dest = "/big.bin" }]
     assert_store_untouched(&store);
 
     // The same store builds the recipe afterwards, as if nothing happened.
-    let report = kiln::build(
-        &store,
-        &recipe,
-        &BuildOptions::default(),
-        None,
-        &kiln::NoEvents,
-    )
-    .await
-    .expect("a build after the cancelled one");
+    let report = support::build(&store, &recipe)
+        .await
+        .expect("a build after the cancelled one");
     assert_eq!(report.layers.len(), 2);
 }
 
@@ -276,6 +223,5 @@ files = [{ src = "data/", dest = "/data/" }]
         "read {read} of {size} bytes before stopping"
     );
     assert_store_untouched(&store);
-    let report = kiln::fsck(&store, &kiln::FsckOptions::default()).expect("fsck");
-    assert!(report.problems.is_empty(), "fsck: {:?}", report.problems);
+    assert_fsck_clean(&store);
 }

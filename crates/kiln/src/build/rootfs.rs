@@ -32,22 +32,24 @@ pub(super) fn import(
     // A folder's files are checked on the bytes written against the digests
     // the key was made from (one read).
     let mut expected = BTreeMap::new();
-    let (key, entries) = if folder {
+    // A tar file is checked the same way, as a whole, while it is unpacked.
+    let (key, source) = if folder {
         let entries = kiln_image::rootfs_folder_entries(path)?;
         let (inputs, _) = input_records(stat, path, &entries)?;
         expected = super::snapshot::file_digests(&inputs);
-        (key(epoch, "folder", inputs)?, Some(entries))
+        (key(epoch, "folder", inputs)?, Source::Folder(entries))
     } else {
+        let digest = stat.digest(path)?;
         let record = InputRecord {
             path: "/".into(),
             kind: "tar".into(),
             mode: 0,
             uid: 0,
             gid: 0,
-            digest: Some(stat.digest(path)?),
+            digest: Some(digest.clone()),
             target: None,
         };
-        (key(epoch, "tar", vec![record])?, None)
+        (key(epoch, "tar", vec![record])?, Source::Tar(digest))
     };
     let cached = match kiln_cache::entry::lookup(store, &key)? {
         Lookup::Hit(blob) => Some(blob),
@@ -56,11 +58,12 @@ pub(super) fn import(
     let blob = match cached {
         Some(blob) => blob,
         None => {
-            let entries = match entries {
-                Some(entries) => entries,
-                None => {
+            let entries = match source {
+                Source::Folder(entries) => entries,
+                Source::Tar(digest) => {
                     let dir = kiln_image::rootfs_staging(store)?;
-                    let entries = kiln_image::rootfs_tar_entries(path, dir.path())?;
+                    let entries =
+                        kiln_image::rootfs_tar_entries(path, dir.path(), &digest, store.cancel())?;
                     staging = Some(dir);
                     entries
                 }
@@ -84,6 +87,13 @@ pub(super) fn import(
     };
     let image = kiln_image::assemble(store, &spec)?;
     Ok(kiln_image::load_image(store, &image.manifest.digest)?)
+}
+
+/// What a rootfs is read from: a folder's entries (its files' digests are
+/// in the key), or a tar file's digest.
+enum Source {
+    Folder(Vec<kiln_image::LayerEntry>),
+    Tar(kiln_image::Digest),
 }
 
 /// The rootfs layer's cache key: no parent, the epoch, what kind of source
