@@ -651,6 +651,22 @@ fn statement_of(stdout: &[u8]) -> Value {
     serde_json::from_slice(&payload).expect("statement JSON")
 }
 
+/// An ECDSA P-384 private key in cosign's encrypted format, password
+/// "pw" (see its use below).
+const P384_ENCRYPTED_KEY: &str = "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----
+eyJrZGYiOnsibmFtZSI6InNjcnlwdCIsInBhcmFtcyI6eyJOIjo2NTUzNiwiciI6
+OCwicCI6MX0sInNhbHQiOiJKQXA4dW5GMUN4ZzRGSEFnemR1YnRxcis4V0FvVmZw
+TlV0VlNyb1Fnem53PSJ9LCJjaXBoZXIiOnsibmFtZSI6Im5hY2wvc2VjcmV0Ym94
+Iiwibm9uY2UiOiJwaTZFei9lOUhyakFiTXlxZHJ0UXh6cEFHYzhsajZVTyJ9LCJj
+aXBoZXJ0ZXh0IjoiVHd0bitzaFAyblZ1VnpmNjBqbVR5VTltWGRLY1lTWXdQOFB0
+L1RyaFZPU005TjNnVXRBa2VUQUZBYys0VERrcmIyVC9abWwrNmZJSzJ6TFoySTNV
+TDhJdDVLVUlSQlR5SjdOeThQQTJ3TzFnTk9SdXR6TXFRcEw4aFpEM3Z3QnlnSFZq
+QnRZamRrWFRnUm9VWHRYdEJaS3hGMTdVKzBiZVRrV0twdDZ1QWxSZHlZMVJLdUpE
+ZDhFWWdVditXMFZtRW1yR2lZVm9GZnJpUzlSQkNHamswWVd0MVdmY1lzMktDcXdX
+TzN4d1Z0K0lRZEk4UitMdHNYYXhRMWEvTEdqSEFDRXFpMG81Z08ydCJ9
+-----END ENCRYPTED SIGSTORE PRIVATE KEY-----
+";
+
 #[test]
 fn bad_keys_are_exit_2_naming_the_file_and_failed_verifications_exit_1() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -719,6 +735,24 @@ FMUNDrC3fKFmVBT/sOQpgfhzHNoXXLQu
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("p384.pub") && stderr(&out).contains("P-384"),
+        "{}",
+        stderr(&out)
+    );
+
+    // So is an encrypted private key of that curve, sealed as cosign seals
+    // its keys (password "pw"; cosign's import-key-pair refuses P-384, so
+    // kiln-sign's sealing made it from `openssl ecparam -name secp384r1
+    // -genkey -noout | openssl pkcs8 -topk8 -nocrypt`).
+    let p384_key = dir.join("p384.key");
+    std::fs::write(&p384_key, P384_ENCRYPTED_KEY).expect("write");
+    let out = kiln_with_env(
+        &store,
+        &["sign", "hello:0.20.4", "--key", path_str(&p384_key)],
+        &[("COSIGN_PASSWORD", "pw")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("p384.key") && stderr(&out).contains("P-384"),
         "{}",
         stderr(&out)
     );

@@ -352,4 +352,30 @@ FMUNDrC3fKFmVBT/sOQpgfhzHNoXXLQu
         assert!(matches!(err, SignError::WrongCurve { .. }), "{err}");
         assert!(err.to_string().contains("P-384"), "{err}");
     }
+
+    /// A P-384 private key as PKCS#8 DER, base64 (`openssl ecparam -name
+    /// secp384r1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -outform DER`).
+    const P384_PKCS8: &str = "MIG2AgEAMBAGByqGSM49AgEGBSuBBAAiBIGeMIGbAgEBBDBhtmtvTzv+PuV5aN92\
+        5l5VPKmr+vw3OuUozgN7xpinvqVgWEfbbTf33X2X7pB5JaihZANiAARygoloGz2y\
+        m6HDr6Xhzy64L/Wzbikw93YBOrHbSMNfvRSfyYKRV3F04kEF2Qc6RmncoDYZXPuX\
+        sUL60N8vZUJE25OIDrTHasLyZs/AFLBYUsyqnor6Su+9vF8m62bKqoA=";
+
+    #[test]
+    fn an_encrypted_p384_private_key_is_refused_as_another_curve() {
+        use base64::Engine as _;
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(P384_PKCS8)
+            .expect("base64");
+        // Sealed exactly as cosign seals its keys: only the curve is wrong.
+        let sealed = sealed::seal(&der, b"pw").expect("seal");
+        let pem = pem::encode_string(PRIVATE_KEY_LABEL, LineEnding::LF, &sealed).expect("pem");
+        let err = SigningKey::from_encrypted_pem(pem.as_bytes(), b"pw", Path::new("p384.key"))
+            .expect_err("p384");
+        assert!(matches!(err, SignError::WrongCurve { .. }), "{err}");
+        assert!(
+            err.to_string().contains("p384.key") && err.to_string().contains("P-384"),
+            "{err}"
+        );
+        assert!(err.is_input(), "{err}");
+    }
 }
