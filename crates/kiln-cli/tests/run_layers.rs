@@ -347,12 +347,22 @@ const INTO_VOLUMES: &str = r#""mkdir -p /out /vol /srv/a/b && echo kept > /out/k
 /// The same command's own part alone.
 const BESIDE_VOLUMES: &str = r#""mkdir -p /out && echo kept > /out/kept.txt""#;
 
-const VOLUMES: &str = r#"volumes = ["/vol", "/srv/a/b/", "/data"]"#;
+/// `/lnk/app` is reached through the symlink `/lnk` -> `cfg`: the engine
+/// makes `/cfg/app`.
+const VOLUMES: &str = r#"volumes = ["/vol", "/srv/a/b/", "/data", "/lnk/app"]"#;
 
-/// [`run_recipe`] with `[config] volumes` set to `volumes`.
+/// [`run_recipe`] with `[config] volumes` set to `volumes`, and a symlink
+/// `/lnk` to the seed's `/cfg` in the busybox layer.
 fn with_volumes(image: PathBuf, volumes: &str) -> PathBuf {
     let toml_path = image.join("kiln.toml");
     let toml = std::fs::read_to_string(&toml_path).expect("read recipe");
+    let sh = r#"symlinks = [{ path = "/bin/sh", target = "busybox" }]"#;
+    assert!(toml.contains(sh));
+    let toml = toml.replacen(
+        sh,
+        r#"symlinks = [{ path = "/bin/sh", target = "busybox" }, { path = "/lnk", target = "cfg" }]"#,
+        1,
+    );
     let config = "env = { PATH = \"/bin\" }\n";
     assert!(toml.contains(config));
     write(
@@ -381,9 +391,10 @@ async fn a_run_layer_leaves_out_volume_mount_points_and_what_went_into_volumes()
             .collect()
     };
 
-    // With the volumes: the engine created /vol, /srv, /srv/a, /srv/a/b;
-    // /data was the seed's; what went into them went to the volumes. The
-    // layer holds the command's own change only.
+    // With the volumes: the engine created /vol, /srv, /srv/a, /srv/a/b
+    // and /cfg/app (changing /cfg); /data was the seed's; what went into
+    // them went to the volumes. The layer holds the command's own change
+    // only.
     let volumes = build(with_volumes(
         run_recipe(tmp.path(), "runvolumes", INTO_VOLUMES, ""),
         VOLUMES,

@@ -16,9 +16,18 @@
 //! - everything else, including a deleted folder, is the command's.
 //!
 //! A mount point the image already had is not changed by the mount, and
-//! stays as the layers below hold it.
+//! stays as the layers below hold it. A mount point reached through a
+//! symlink (`/var/run/app` where `/var/run` links to `/run`) is where the
+//! engine put it, the link followed (see [`as_placed`]).
 
+use std::collections::VecDeque;
+
+use kiln_engine::{ContainerId, Engine, EngineError, PathKind};
 use kiln_image::change_set::{PathChange, PathChangeKind};
+
+/// How many symlinks one mount point's path may pass through, as the
+/// kernel allows: past that the engine refuses to mount it at all.
+const MAX_LINKS: usize = 40;
 
 /// `path` made lexical: absolute, no `.`, `..` taken back, no repeated or
 /// trailing `/` (`/srv//a/` → `/srv/a`), as the engine places a mount.
@@ -49,6 +58,79 @@ pub fn config_volumes(config: &serde_json::Value) -> Vec<String> {
     volumes.sort();
     volumes.dedup();
     volumes
+}
+
+/// `mounts` where the engine placed them in container `id`: each path
+/// with every symlink on the way (its last part too) followed inside the
+/// container's filesystem, as the engine follows them before it mounts.
+/// A mount whose own path the change list holds needs no lookup (the
+/// engine created it where it was written); the others are looked up in
+/// the container, which must still exist.
+pub async fn as_placed(
+    engine: &dyn Engine,
+    id: &ContainerId,
+    mounts: Vec<String>,
+    changes: &[PathChange],
+) -> Result<Vec<String>, EngineError> {
+    let mut placed = Vec::with_capacity(mounts.len());
+    for mount in mounts {
+        if changes.iter().any(|c| c.path == mount) {
+            placed.push(mount);
+        } else {
+            placed.push(follow_links(engine, id, &mount).await?);
+        }
+    }
+    placed.sort();
+    placed.dedup();
+    Ok(placed)
+}
+
+/// `path` with each symlink on the way followed in container `id`, within
+/// its filesystem (`..` stops at `/`). A part that does not exist ends the
+/// lookup: the rest is created as written. Past [`MAX_LINKS`] links the
+/// path is taken as written.
+async fn follow_links(
+    engine: &dyn Engine,
+    id: &ContainerId,
+    path: &str,
+) -> Result<String, EngineError> {
+    let parts = |p: &str| -> Vec<String> {
+        p.split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut pending: VecDeque<String> = parts(path).into();
+    let mut at: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(part) = pending.pop_front() {
+        if part == ".." {
+            at.pop();
+            continue;
+        }
+        let candidate = clean(&format!("/{}/{part}", at.join("/")));
+        match engine.read_path(id, &candidate).await? {
+            Some(info) if info.kind == PathKind::Symlink => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Ok(clean(path));
+                }
+                let target = info.link_target.unwrap_or_default();
+                if target.starts_with('/') {
+                    at.clear();
+                }
+                for p in parts(&target).into_iter().rev() {
+                    pending.push_front(p);
+                }
+            }
+            Some(_) => at.push(part),
+            None => {
+                at.push(part);
+                at.extend(pending.drain(..));
+            }
+        }
+    }
+    Ok(clean(&format!("/{}", at.join("/"))))
 }
 
 /// Whether `path` is `prefix` or below it.

@@ -510,8 +510,13 @@ async fn run_and_capture(
         .collect();
     // The engine's mount points, and what the command wrote into a
     // volume, are not the command's changes.
-    let changes =
-        mount_points::without_mount_points(changes, &mount_points(so_far, secrets_mounted));
+    // The volumes are looked up where the engine placed them; the
+    // secrets' folder is never read back (its files hold the secrets).
+    let mut mounts = mount_points::as_placed(engine, id, volumes(so_far), &changes).await?;
+    if secrets_mounted {
+        mounts.push(SECRETS_DIR.to_owned());
+    }
+    let changes = mount_points::without_mount_points(changes, &mounts);
     let io = |path: std::path::PathBuf| move |source| KilnError::Io { path, source };
     // The export and the staged files live in the store's bookkeeping
     // folder (same filesystem as the blobs) and go when this returns.
@@ -583,18 +588,15 @@ fn empty_upper_dir(upper: &std::path::Path) {
     }
 }
 
-/// Where the engine mounts something in the step's container: the
-/// image's volumes (the base's and `[config] volumes`, which the image the
-/// step runs on declares) and, when the step has secrets, their folder.
-fn mount_points(so_far: &ImageSoFar<'_>, secrets_mounted: bool) -> Vec<String> {
+/// The volumes the engine mounts in the step's container: the image's
+/// (the base's and `[config] volumes`, which the image the step runs on
+/// declares), cleaned, each once.
+fn volumes(so_far: &ImageSoFar<'_>) -> Vec<String> {
     let mut mounts = so_far
         .base
         .map(|b| mount_points::config_volumes(&b.config))
         .unwrap_or_default();
     mounts.extend(so_far.config.volumes.iter().map(|v| mount_points::clean(v)));
-    if secrets_mounted {
-        mounts.push(SECRETS_DIR.to_owned());
-    }
     mounts.sort();
     mounts.dedup();
     mounts
@@ -623,7 +625,7 @@ mod tests {
     }
 
     #[test]
-    fn the_mount_points_are_the_base_volumes_the_recipe_volumes_and_the_secrets_folder() {
+    fn the_volumes_are_the_base_ones_and_the_recipe_ones_cleaned_each_once() {
         let base = BaseImage {
             manifest_digest: kiln_image::Digest::of(b"manifest"),
             manifest: json!({}),
@@ -643,14 +645,7 @@ mod tests {
             epoch: 0,
             volatile: &volatile,
         };
-        assert_eq!(
-            mount_points(&so_far, true),
-            ["/data", "/run/secrets", "/srv/a", "/var/lib/db"]
-        );
-        assert_eq!(
-            mount_points(&so_far, false),
-            ["/data", "/srv/a", "/var/lib/db"]
-        );
+        assert_eq!(volumes(&so_far), ["/data", "/srv/a", "/var/lib/db"]);
     }
 
     #[test]
