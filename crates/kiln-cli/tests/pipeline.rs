@@ -7,10 +7,11 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use kiln_testkit::Registry;
 use serde_json::Value;
 use support::{
-    Registry, assert_store_never_saw, build_digest, cached, engine, have_tool, hello_copy, json,
-    kiln, kiln_with_env, layers, ok, repo_root, required, skopeo_inspect, stderr,
+    assert_store_never_saw, build_digest, cached, engine, have_tool, hello_copy, json, kiln,
+    kiln_with_env, layers, ok, repo_root, skopeo_inspect, stderr,
 };
 
 /// Touch every file under `dir` with a different mtime.
@@ -1577,33 +1578,12 @@ async fn release_pushes_the_tested_digest_and_docker_runs_it() {
     assert_eq!(inspect["Digest"].as_str(), Some(digest.as_str()));
 }
 
-/// An htpasswd line for `user`/`password` (bcrypt, from Python's crypt).
-fn htpasswd_line(user: &str, password: &str) -> Option<String> {
-    let out = Command::new("python3")
-        .args([
-            "-W",
-            "ignore",
-            "-c",
-            "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
-            password,
-        ])
-        .output()
-        .ok()
-        .filter(|o| o.status.success());
-    assert!(
-        out.is_some() || !required(),
-        "python3 with crypt is required to make an htpasswd file"
-    );
-    let hash = String::from_utf8(out?.stdout).ok()?;
-    Some(format!("{user}:{}\n", hash.trim()))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn credentials_come_from_docker_config_helpers_and_registry_auth_file() {
     let Some(_engine) = engine().await else {
         return;
     };
-    let Some(line) = htpasswd_line("kiln", "s3cret") else {
+    let Some(line) = kiln_testkit::htpasswd("kiln", "s3cret") else {
         return;
     };
     let Some(registry) = Registry::start_with_auth(Some(&line)) else {
@@ -1771,57 +1751,6 @@ fn interrupt(child: std::process::Child) -> Output {
     out
 }
 
-/// A TCP proxy on loopback in front of `upstream` that passes everything
-/// until a client starts a blob upload (`PATCH`), then stops passing that
-/// connection's bytes, so the push hangs mid-upload. Returns its host and
-/// whether an upload has been stopped.
-fn stalling_proxy(upstream: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
-    use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let host = listener.local_addr().expect("addr").to_string();
-    let stalled = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stalled);
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let Ok(server) = TcpStream::connect(&upstream) else {
-                continue;
-            };
-            let (Ok(mut client_r), Ok(mut server_w)) = (client.try_clone(), server.try_clone())
-            else {
-                continue;
-            };
-            let (mut server_r, mut client_w) = (server, client);
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut server_r, &mut client_w);
-            });
-            let flag = Arc::clone(&flag);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 16 << 10];
-                let mut stalled = false;
-                loop {
-                    let n = match client_r.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    stalled |= buf[..n].windows(6).any(|w| w == b"PATCH ");
-                    if stalled {
-                        flag.store(true, Ordering::SeqCst);
-                        continue;
-                    }
-                    if server_w.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                let _ = server_w.shutdown(std::net::Shutdown::Both);
-            });
-        }
-    });
-    (host, stalled)
-}
-
 #[test]
 fn ctrl_c_during_a_push_leaves_no_tag_and_the_store_untouched() {
     if !have_tool("skopeo") {
@@ -1835,10 +1764,11 @@ fn ctrl_c_during_a_push_leaves_no_tag_and_the_store_untouched() {
     let store = tmp.path().join("store");
     build_digest(&store, &image);
     let upstream = format!("127.0.0.1:{}", registry.port);
-    let (proxy, stalled) = stalling_proxy(upstream.clone());
+    // Passes everything until the first blob upload, then holds it.
+    let proxy = kiln_testkit::Proxy::start(&upstream, kiln_testkit::Fault::StallUploads);
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["export", "hello:0.32.0-ctrl-c"])
-        .arg(format!("docker://{proxy}/team/interrupted:1"))
+        .arg(format!("docker://{}/team/interrupted:1", proxy.host))
         .arg("--store")
         .arg(&store)
         .stdout(std::process::Stdio::piped())
@@ -1848,7 +1778,7 @@ fn ctrl_c_during_a_push_leaves_no_tag_and_the_store_untouched() {
     // Wait until the push is mid-upload (no assertion on how long it takes;
     // the bound only keeps a broken kiln from hanging the suite).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !stalled.load(std::sync::atomic::Ordering::SeqCst) {
+    while !proxy.faulted() {
         if std::time::Instant::now() > deadline || child.try_wait().expect("wait").is_some() {
             let _ = child.kill();
             panic!("the push never reached a blob upload");

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use kiln_image::{Digest, RegistryAuth, Remote};
+use kiln_testkit::Registry;
 use serde_json::Value;
 use support::{
-    Registry, build_digest, engine, have_tool, hello_copy, json, kiln, kiln_with_env, ok, required,
-    stderr,
+    build_digest, engine, have_tool, hello_copy, json, kiln, kiln_with_env, ok, required, stderr,
 };
 
 /// cosign's binary, or `None` after saying the test is skipped.

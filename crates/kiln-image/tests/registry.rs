@@ -11,89 +11,32 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 use kiln_image::{
     BuiltImage, Descriptor, Digest, ImageError, ImageSpec, LayerRecord, RegistryAuth, Remote,
     RuntimeConfig, Store, assemble, pull_registry, push_image, write_layer,
 };
+use kiln_testkit::{Fault, Proxy, Registry};
 use serde_json::{Value, json};
-
-/// A registry process of our own, killed (by its pid) when dropped.
-struct Registry {
-    child: Child,
-    host: String,
-    storage: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Whether the registry and skopeo are here (per the engine convention).
+/// Whether skopeo is here (per the engine convention); the registry is
+/// [`Registry::start`]'s to find.
 fn tools() -> bool {
-    tool_available("docker-registry", &["docker-registry", "--version"])
-        && tool_available("skopeo", &["skopeo", "--version"])
+    tool_available("skopeo", &["skopeo", "--version"])
 }
 
-/// Start a registry; with `htpasswd`, it requires Basic authentication
-/// against that file's content.
+/// A registry of the test's own, with `htpasswd` wanting Basic
+/// credentials; an error (so the test fails) when it cannot be had: the
+/// callers already checked what skipping needs.
 fn start(htpasswd: Option<&str>) -> Result<Registry, Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let storage = dir.path().join("storage");
-    let port = free_port()?;
-    let auth = match htpasswd {
-        Some(content) => {
-            let file = dir.path().join("htpasswd");
-            std::fs::write(&file, content)?;
-            format!(
-                "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
-                file.display()
-            )
-        }
-        None => String::new(),
-    };
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
-            storage.display()
-        ),
-    )?;
-    let log = std::fs::File::create(dir.path().join("registry.log"))?;
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?;
-    let registry = Registry {
-        child,
-        host: format!("127.0.0.1:{port}"),
-        storage,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect(&registry.host).is_err() {
-        if Instant::now() > deadline {
-            return Err("the registry did not start listening within 15 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(registry)
+    Registry::start_with_auth(htpasswd).ok_or_else(|| "docker-registry is not installed".into())
 }
 
 /// The sample image in a store at `dir/src`, named `web:1`.
@@ -125,12 +68,7 @@ fn skopeo_push(
 
 /// Where the registry keeps blob `d`'s bytes.
 fn stored_blob(registry: &Registry, d: &Digest) -> PathBuf {
-    registry
-        .storage
-        .join("docker/registry/v2/blobs/sha256")
-        .join(&d.hex()[..2])
-        .join(d.hex())
-        .join("data")
+    registry.blob_path(d.hex())
 }
 
 #[tokio::test]
@@ -639,42 +577,22 @@ async fn a_pushed_image_has_our_digest() -> TestResult {
     Ok(())
 }
 
-/// An htpasswd line for `user`/`password` (bcrypt, from Python's crypt
-/// module).
-fn htpasswd(user: &str, password: &str) -> Result<String, Box<dyn std::error::Error>> {
-    let hash = run(
-        "python3",
-        &[
-            "-W",
-            "ignore",
-            "-c",
-            "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
-            password,
-        ],
-    )?;
-    Ok(format!("{user}:{}\n", hash.trim()))
-}
-
-/// Whether [`htpasswd`] can make a bcrypt hash here.
-fn bcrypt_available() -> bool {
-    tool_available(
-        "python3 with crypt",
-        &[
-            "python3",
-            "-W",
-            "ignore",
-            "-c",
-            "import crypt; assert crypt.METHOD_BLOWFISH",
-        ],
-    )
+/// An htpasswd line for `user`/`password`, or `None` when none can be
+/// made here (the test is then skipped, or fails under
+/// KILN_REQUIRE_ENGINE=1).
+fn htpasswd(user: &str, password: &str) -> Option<String> {
+    kiln_testkit::htpasswd(user, password)
 }
 
 #[tokio::test]
 async fn basic_authentication() -> TestResult {
-    if !tools() || !bcrypt_available() {
+    if !tools() {
         return Ok(());
     }
-    let registry = start(Some(&htpasswd("kiln", "s3cret")?))?;
+    let Some(line) = htpasswd("kiln", "s3cret") else {
+        return Ok(());
+    };
+    let registry = start(Some(&line))?;
     let dir = tempfile::tempdir()?;
     let (src, built) = source(dir.path())?;
     let good = RegistryAuth::Basic {
@@ -782,64 +700,6 @@ fn large_image(dir: &Path, size: usize) -> Result<(Store, BuiltImage), Box<dyn s
     Ok((store, built))
 }
 
-/// A TCP proxy on loopback in front of `upstream` that cuts the first
-/// connection over which the client has sent more than `after` bytes,
-/// mid-stream, both ways. Returns its host and whether it has cut.
-fn dropping_proxy(
-    upstream: &str,
-    after: u64,
-) -> std::io::Result<(String, std::sync::Arc<std::sync::atomic::AtomicBool>)> {
-    use std::io::{Read, Write};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let host = listener.local_addr()?.to_string();
-    let cut = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&cut);
-    let upstream = upstream.to_owned();
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let Ok(server) = TcpStream::connect(&upstream) else {
-                continue;
-            };
-            let (Ok(mut client_r), Ok(mut server_w)) = (client.try_clone(), server.try_clone())
-            else {
-                continue;
-            };
-            let (mut server_r, mut client_w) = (server, client);
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut server_r, &mut client_w);
-                let _ = client_w.shutdown(std::net::Shutdown::Both);
-            });
-            let flag = Arc::clone(&flag);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 16 << 10];
-                let mut sent = 0u64;
-                loop {
-                    let n = match client_r.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    sent += n as u64;
-                    if sent > after && !flag.swap(true, Ordering::SeqCst) {
-                        // Part of this read reaches the registry, the rest
-                        // never does: a connection lost mid-chunk.
-                        let _ = server_w.write_all(&buf[..n / 2]);
-                        let _ = server_w.shutdown(std::net::Shutdown::Both);
-                        let _ = client_r.shutdown(std::net::Shutdown::Both);
-                        return;
-                    }
-                    if server_w.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                let _ = server_w.shutdown(std::net::Shutdown::Write);
-            });
-        }
-    });
-    Ok((host, cut))
-}
-
 #[tokio::test]
 async fn a_connection_dropped_mid_upload_does_not_stop_the_push() -> TestResult {
     if !tools() {
@@ -848,14 +708,15 @@ async fn a_connection_dropped_mid_upload_does_not_stop_the_push() -> TestResult 
     let registry = start(None)?;
     let dir = tempfile::tempdir()?;
     let (src, built) = large_image(dir.path(), 3 << 20)?;
-    let (proxy, cut) = dropping_proxy(&registry.host, (5 << 20) / 2)?;
-    let mut remote = Remote::new(&proxy, "team/big", RegistryAuth::Anonymous)?;
+    // Cuts the first connection mid-stream once 2.5 MiB went up.
+    let proxy = Proxy::start(&registry.host, Fault::CutAfter((5 << 20) / 2));
+    let mut remote = Remote::new(&proxy.host, "team/big", RegistryAuth::Anonymous)?;
     remote.set_chunk_size(1 << 20);
     let report = remote
         .push_image(&src, &built.manifest.digest, &["1".into()])
         .await?;
     assert!(
-        cut.load(std::sync::atomic::Ordering::SeqCst),
+        proxy.faulted(),
         "the proxy never cut a connection: the test proves nothing"
     );
     assert_eq!(report.digest.as_ref(), Some(&built.manifest.digest));
@@ -927,10 +788,13 @@ async fn a_second_push_sends_nothing_and_other_repositories_mount() -> TestResul
 
 #[tokio::test]
 async fn credentials_come_from_config_files() -> TestResult {
-    if !tools() || !bcrypt_available() {
+    if !tools() {
         return Ok(());
     }
-    let registry = start(Some(&htpasswd("kiln", "s3cret")?))?;
+    let Some(line) = htpasswd("kiln", "s3cret") else {
+        return Ok(());
+    };
+    let registry = start(Some(&line))?;
     let dir = tempfile::tempdir()?;
     let (src, built) = source(dir.path())?;
     let docker = dir.path().join("config.json");

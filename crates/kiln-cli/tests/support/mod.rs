@@ -10,11 +10,9 @@ use serde_json::Value;
 
 pub(crate) mod umoci;
 
-/// Whether tests must fail, not skip, when a real part is missing.
-pub(crate) fn required() -> bool {
-    std::env::var("KILN_REQUIRE_ENGINE").is_ok_and(|v| v == "1")
-        || std::env::var("CI").is_ok_and(|v| v == "true")
-}
+// The missing-tool rule, like the registry, the proxies and htpasswd, is
+// shared with kiln-image's tests through the dev-only crate kiln-testkit.
+pub(crate) use kiln_testkit::required;
 
 /// The engine, or `None` after saying the test is skipped.
 pub(crate) async fn engine() -> Option<kiln_engine::Docker> {
@@ -169,96 +167,6 @@ pub(crate) fn copy_tree(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).expect("copy");
         }
     }
-}
-
-/// A CNCF distribution registry on a free loopback port, stopped on drop.
-pub(crate) struct Registry {
-    child: std::process::Child,
-    /// Its loopback port.
-    pub(crate) port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    /// Start one, or `None` (after saying so) when docker-registry is
-    /// missing and the real parts are not required.
-    pub(crate) fn start() -> Option<Registry> {
-        Registry::start_with_auth(None)
-    }
-
-    /// A registry that, given an htpasswd file's content, wants Basic
-    /// credentials that match it.
-    pub(crate) fn start_with_auth(htpasswd: Option<&str>) -> Option<Registry> {
-        if !have_tool_at("/usr/bin/docker-registry") {
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("tmp");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let auth = match htpasswd {
-            Some(content) => {
-                let file = dir.path().join("htpasswd");
-                std::fs::write(&file, content).expect("htpasswd");
-                format!(
-                    "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
-                    file.display()
-                )
-            }
-            None => String::new(),
-        };
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
-                dir.path().join("data").display()
-            ),
-        )
-        .expect("config");
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("docker-registry");
-        let registry = Registry {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the registry did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Some(registry)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub(crate) fn have_tool_at(path: &str) -> bool {
-    let found = Path::new(path).exists();
-    assert!(
-        found || !required(),
-        "{path} is required (KILN_REQUIRE_ENGINE=1 or CI=true) but missing"
-    );
-    if !found {
-        eprintln!("skipped: {path} is not installed");
-    }
-    found
 }
 
 /// Build `recipe` into `store`; the image's digest.
