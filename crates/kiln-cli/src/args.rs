@@ -162,10 +162,16 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Show the manifest, config, layers and history of an image.
+    /// Show the manifest, config, layers and history of an image, from the
+    /// store or a registry.
     Inspect {
-        /// NAME, NAME:TAG, NAME:CHANNEL or NAME@sha256:HEX.
+        /// NAME, NAME:TAG, NAME:CHANNEL or NAME@sha256:HEX, or
+        /// docker://HOST/REPO[:TAG|@sha256:HEX].
         reference: String,
+        /// For a registry reference naming a multi-platform index: the
+        /// entry to show, OS/ARCH[/VARIANT] (default: this machine's).
+        #[arg(long, value_name = "OS/ARCH")]
+        platform: Option<kiln::recipe::Platform>,
         #[command(flatten)]
         common: Common,
     },

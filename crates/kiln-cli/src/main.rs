@@ -330,9 +330,21 @@ async fn run(command: Command) -> CmdResult {
                 Err(Failure::WorkFailed)
             }
         }
-        Command::Inspect { reference, .. } => {
-            let store = open_store(&store_path)?;
-            print_json(&kiln::inspect(&store, &reference)?);
+        Command::Inspect {
+            reference,
+            platform,
+            ..
+        } => {
+            let inspection = if reference.starts_with("docker://") {
+                kiln::inspect_registry(&reference, platform.as_ref()).await?
+            } else if platform.is_some() {
+                return Err(Failure::Usage(
+                    "--platform is for a registry reference (docker://...): a stored image has one platform".into(),
+                ));
+            } else {
+                kiln::inspect(&open_store(&store_path)?, &reference)?
+            };
+            print_json(&inspection);
             Ok(())
         }
         Command::Keygen {

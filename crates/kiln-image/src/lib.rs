@@ -106,8 +106,8 @@ pub use lock::{Lease, Section, Sweep};
 pub use oci::{StoredImage, read_image};
 pub use oci_archive::{import_oci_archive, import_oci_archive_for};
 pub use registry::{
-    BlobOutcome, CredentialFiles, PushReport, RegistryAuth, Remote, RemoteManifest, pull_registry,
-    push_image,
+    BlobOutcome, CredentialFiles, PushReport, RegistryAuth, Remote, RemoteImage, RemoteManifest,
+    pull_registry, push_image,
 };
 pub use rootfs::{rootfs_folder_entries, rootfs_is_folder, rootfs_staging, rootfs_tar_entries};
 pub use store::{BlobFile, BlobState, GcReport, Roots, Store};

@@ -29,35 +29,56 @@ pub struct StoredImage {
 /// verified against their digests, then parsed.
 pub fn read_image(store: &Store, digest: &Digest) -> Result<StoredImage, ImageError> {
     let manifest_bytes = store.read_blob(digest)?;
-    let manifest: ImageManifest =
-        serde_json::from_slice(&manifest_bytes).map_err(|e| ImageError::InvalidDocument {
+    let config_digest = config_digest(digest, &parse_manifest(digest, &manifest_bytes)?)?;
+    let config_bytes = store.read_blob(&config_digest)?;
+    StoredImage::parse(digest.clone(), manifest_bytes, config_bytes)
+}
+
+impl StoredImage {
+    /// The image whose manifest `manifest_bytes` has the digest `digest`,
+    /// from its manifest and config bytes, already verified (read from the
+    /// store, or from a registry by [`crate::Remote::describe`]): both
+    /// parsed.
+    pub fn parse(
+        digest: Digest,
+        manifest_bytes: Vec<u8>,
+        config_bytes: Vec<u8>,
+    ) -> Result<StoredImage, ImageError> {
+        let manifest = parse_manifest(&digest, &manifest_bytes)?;
+        let config: ImageConfiguration =
+            serde_json::from_slice(&config_bytes).map_err(|e| ImageError::InvalidDocument {
+                what: "config",
+                digest: Digest::of(&config_bytes),
+                reason: e.to_string(),
+            })?;
+        Ok(StoredImage {
+            digest,
+            manifest_bytes,
+            config_bytes,
+            manifest,
+            config,
+        })
+    }
+}
+
+fn parse_manifest(digest: &Digest, bytes: &[u8]) -> Result<ImageManifest, ImageError> {
+    serde_json::from_slice(bytes).map_err(|e| ImageError::InvalidDocument {
+        what: "manifest",
+        digest: digest.clone(),
+        reason: e.to_string(),
+    })
+}
+
+/// The config digest `manifest` (whose digest is `digest`) names.
+fn config_digest(digest: &Digest, manifest: &ImageManifest) -> Result<Digest, ImageError> {
+    manifest
+        .config()
+        .digest()
+        .to_string()
+        .parse()
+        .map_err(|e: crate::DigestParseError| ImageError::InvalidDocument {
             what: "manifest",
             digest: digest.clone(),
-            reason: e.to_string(),
-        })?;
-    let config_digest: Digest =
-        manifest
-            .config()
-            .digest()
-            .to_string()
-            .parse()
-            .map_err(|e: crate::DigestParseError| ImageError::InvalidDocument {
-                what: "manifest",
-                digest: digest.clone(),
-                reason: format!("config: {e}"),
-            })?;
-    let config_bytes = store.read_blob(&config_digest)?;
-    let config: ImageConfiguration =
-        serde_json::from_slice(&config_bytes).map_err(|e| ImageError::InvalidDocument {
-            what: "config",
-            digest: config_digest.clone(),
-            reason: e.to_string(),
-        })?;
-    Ok(StoredImage {
-        digest: digest.clone(),
-        manifest_bytes,
-        config_bytes,
-        manifest,
-        config,
-    })
+            reason: format!("config: {e}"),
+        })
 }

@@ -54,6 +54,31 @@ pub struct RemoteManifest {
     pub bytes: Vec<u8>,
 }
 
+/// An image in a registry, as [`Remote::describe`] read it: documents
+/// only, each verified against its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RemoteImage {
+    /// The image index the reference named, when it named one (`manifest`
+    /// is then the entry chosen for the platform asked for).
+    pub index: Option<RemoteManifest>,
+    /// The platform of the index entry followed, as the index gives it.
+    pub platform: Option<Platform>,
+    /// The image manifest.
+    pub manifest: RemoteManifest,
+    /// The config's exact bytes (they hash to the manifest's config digest).
+    pub config: Vec<u8>,
+}
+
+/// The documents on the way from a reference to its image manifest.
+struct Resolved {
+    /// Indexes followed, outermost first.
+    indexes: Vec<RemoteManifest>,
+    /// The platform of the last index entry followed.
+    platform: Option<Platform>,
+    manifest: RemoteManifest,
+}
+
 /// What [`Remote::push_image`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -343,6 +368,51 @@ impl Remote {
         digest: Option<&Digest>,
         platform: &Platform,
     ) -> Result<BaseImage, ImageError> {
+        let found = self.resolve(tag, digest, platform).await?;
+        let (config, layers) = parse_manifest(&found.manifest.digest, &found.manifest.bytes)?;
+        // Indexes on the way to the manifest, stored only once the manifest
+        // is verified: a registry that lies about a manifest leaves nothing.
+        for index in &found.indexes {
+            store.put_blob(&index.bytes)?;
+        }
+        store.put_blob(&found.manifest.bytes)?;
+        self.session.fetch_blob(store, &config).await?;
+        for layer in &layers {
+            self.session.fetch_blob(store, layer).await?;
+        }
+        finish_import(store, &found.manifest.digest)
+    }
+
+    /// The image `reference` names (as for [`Remote::pull`]: a digest wins
+    /// over a tag, neither is `latest`; an index is followed to
+    /// `platform`), read into memory and verified, without storing
+    /// anything or fetching a layer: what `kiln inspect docker://` shows.
+    pub async fn describe(
+        &self,
+        tag: Option<&str>,
+        digest: Option<&Digest>,
+        platform: &Platform,
+    ) -> Result<RemoteImage, ImageError> {
+        let found = self.resolve(tag, digest, platform).await?;
+        let (config, _) = parse_manifest(&found.manifest.digest, &found.manifest.bytes)?;
+        let config = self.session.fetch_small_blob(&config, MAX_MANIFEST).await?;
+        Ok(RemoteImage {
+            index: found.indexes.into_iter().next(),
+            platform: found.platform,
+            manifest: found.manifest,
+            config,
+        })
+    }
+
+    /// Fetch the manifest `tag` or `digest` names and follow indexes to
+    /// `platform`'s manifest, each document verified (an index entry's
+    /// size too), nothing stored.
+    async fn resolve(
+        &self,
+        tag: Option<&str>,
+        digest: Option<&Digest>,
+        platform: &Platform,
+    ) -> Result<Resolved, ImageError> {
         let session = &self.session;
         let (reference, asked) = match (digest, tag) {
             (Some(d), _) => (d.to_string(), format!("manifest {d}")),
@@ -354,9 +424,8 @@ impl Remote {
         };
         let (mut bytes, mut media_type) =
             session.fetch_manifest(&reference, digest, &asked).await?;
-        // Indexes on the way to the manifest, stored only once the manifest
-        // is verified: a registry that lies about a manifest leaves nothing.
         let mut indexes = Vec::new();
+        let mut chosen_platform = None;
         let mut manifest_digest = Digest::of(&bytes);
         for _ in 0..4 {
             if is_manifest(&media_type) {
@@ -382,9 +451,12 @@ impl Remote {
                     actual: next.len() as u64,
                 });
             }
-            indexes.push(std::mem::replace(&mut bytes, next));
-            media_type = next_type;
-            manifest_digest = Digest::of(&bytes);
+            indexes.push(RemoteManifest {
+                digest: std::mem::replace(&mut manifest_digest, Digest::of(&next)),
+                media_type: std::mem::replace(&mut media_type, next_type),
+                bytes: std::mem::replace(&mut bytes, next),
+            });
+            chosen_platform = chosen.platform;
         }
         if !is_manifest(&media_type) {
             return Err(ImageError::InvalidDocument {
@@ -393,16 +465,15 @@ impl Remote {
                 reason: "indexes nest too deep".into(),
             });
         }
-        let (config, layers) = parse_manifest(&manifest_digest, &bytes)?;
-        for index in &indexes {
-            store.put_blob(index)?;
-        }
-        store.put_blob(&bytes)?;
-        session.fetch_blob(store, &config).await?;
-        for layer in &layers {
-            session.fetch_blob(store, layer).await?;
-        }
-        finish_import(store, &manifest_digest)
+        Ok(Resolved {
+            indexes,
+            platform: chosen_platform,
+            manifest: RemoteManifest {
+                digest: manifest_digest,
+                media_type,
+                bytes,
+            },
+        })
     }
 
     fn mounts(&self) -> Vec<String> {

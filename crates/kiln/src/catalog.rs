@@ -1,4 +1,5 @@
-//! What the store holds, for `kiln images` and `kiln inspect`.
+//! What the store holds, for `kiln images` and `kiln inspect` (which also
+//! reads an image from a registry: [`crate::inspect_registry`]).
 
 use std::collections::BTreeMap;
 
@@ -108,6 +109,19 @@ pub struct Inspection {
     pub manifest_bytes: Vec<u8>,
     /// The config as stored: its sha256 is the manifest's config digest.
     pub config_bytes: Vec<u8>,
+    /// For a registry reference that named an image index: that index and
+    /// the platform of the entry shown.
+    pub index: Option<IndexEntry>,
+}
+
+/// The image index a registry reference named, and the entry of it that
+/// [`crate::inspect_registry`] followed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IndexEntry {
+    /// The index's digest.
+    pub digest: Digest,
+    /// The followed entry's platform, `OS/ARCH[/VARIANT]`.
+    pub platform: String,
 }
 
 impl Serialize for Inspection {
@@ -116,9 +130,14 @@ impl Serialize for Inspection {
         let document = |bytes: &[u8]| {
             serde_json::from_slice::<serde_json::Value>(bytes).map_err(S::Error::custom)
         };
-        let mut out = s.serialize_struct("Inspection", 4)?;
+        let mut out = s.serialize_struct("Inspection", 5)?;
         out.serialize_field("name", &self.name)?;
         out.serialize_field("digest", &self.digest)?;
+        if let Some(index) = &self.index {
+            out.serialize_field("index", index)?;
+        } else {
+            out.skip_field("index")?;
+        }
         out.serialize_field("manifest", &document(&self.manifest_bytes)?)?;
         out.serialize_field("config", &document(&self.config_bytes)?)?;
         out.end()
@@ -136,5 +155,6 @@ pub fn inspect(store: &Store, reference: &str) -> Result<Inspection, KilnError> 
         config: image.config,
         manifest_bytes: image.manifest_bytes,
         config_bytes: image.config_bytes,
+        index: None,
     })
 }

@@ -55,7 +55,7 @@ use kiln_promote::channel;
 
 pub use build::{ARG_ANNOTATION_PREFIX, BuildOptions, build, build_all, build_graph};
 pub use capability::{Stage, ensure_supported, needs_engine};
-pub use catalog::{ImageSummary, Inspection, TestStatus, images, inspect};
+pub use catalog::{ImageSummary, IndexEntry, Inspection, TestStatus, images, inspect};
 pub use engine_images::{engine_namespace, ensure_in_engine, load_into_engine};
 pub use error::{Chain, ErrorKind, KilnError};
 pub use events::{Events, NoEvents};
@@ -76,7 +76,7 @@ pub use kiln_recipe::{RECIPE_FILE_NAME, Recipe, RecipeDiagnostic, RecipeError};
 pub use kiln_secrets::SecretError;
 pub use kiln_sign::{PredicateKind, SigningKey};
 pub use reference::{ImageRef, resolve};
-pub use registry::RegistryTarget;
+pub use registry::{RegistryTarget, inspect_registry};
 pub use release::release;
 pub use report::{
     BaseReport, BuildReport, CheckReport, LayerReport, MovedTag, PushedReport, ReleaseReport,

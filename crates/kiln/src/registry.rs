@@ -5,10 +5,11 @@
 //! whole build so each token is fetched once.
 
 use kiln_cache::key::LayerKey;
-use kiln_image::{CredentialFiles, LayerBlob, Remote, Store};
+use kiln_image::{CredentialFiles, Digest, LayerBlob, Remote, Store, StoredImage};
 use kiln_recipe::BaseRef;
 
 use crate::KilnError;
+use crate::catalog::{IndexEntry, Inspection};
 
 /// A repository of a registry, and maybe a tag: where `kiln export` and
 /// `[promote] push` send an image, or a shared cache lives.
@@ -66,6 +67,73 @@ impl std::fmt::Display for RegistryTarget {
             write!(f, ":{tag}")?;
         }
         Ok(())
+    }
+}
+
+/// Manifest, config, layers and history of the image a registry reference
+/// `docker://HOST/REPO[:TAG|@sha256:HEX]` names, read from the registry
+/// with the credentials a pull uses, verified, and nothing stored. An image
+/// index is followed to `platform` (else the host's), and the inspection
+/// says which index and which entry. Errors are a pull's: bad reference
+/// exit 2, unknown tag or digest exit 2, no registry or credentials
+/// refused exit 3.
+pub async fn inspect_registry(
+    reference: &str,
+    platform: Option<&kiln_recipe::Platform>,
+) -> Result<Inspection, KilnError> {
+    let invalid = |reason: String| KilnError::InvalidReference {
+        reference: reference.to_owned(),
+        reason,
+    };
+    let BaseRef::Registry {
+        host,
+        repository,
+        tag,
+        digest,
+    } = reference
+        .parse::<BaseRef>()
+        .map_err(|e| invalid(e.to_string()))?
+    else {
+        return Err(invalid(
+            "not a registry reference: write docker://HOST/REPO[:TAG|@sha256:HEX]".into(),
+        ));
+    };
+    let digest = digest
+        .as_deref()
+        .map(str::parse::<Digest>)
+        .transpose()
+        .map_err(|e| invalid(e.to_string()))?;
+    let platform = platform.map_or_else(kiln_image::Platform::host, image_platform);
+    let found = remote(&host, &repository, true)?
+        .describe(tag.as_deref(), digest.as_ref(), &platform)
+        .await?;
+    let index = found.index.map(|index| IndexEntry {
+        digest: index.digest,
+        platform: found
+            .platform
+            .as_ref()
+            .map_or_else(|| platform.to_string(), ToString::to_string),
+    });
+    let image = StoredImage::parse(found.manifest.digest, found.manifest.bytes, found.config)?;
+    Ok(Inspection {
+        name: format!("{host}/{repository}"),
+        digest: image.digest,
+        manifest: image.manifest,
+        config: image.config,
+        manifest_bytes: image.manifest_bytes,
+        config_bytes: image.config_bytes,
+        index,
+    })
+}
+
+/// A recipe's platform (`[image] platform`, `--platform`) as kiln-image
+/// spells it.
+pub(crate) fn image_platform(p: &kiln_recipe::Platform) -> kiln_image::Platform {
+    kiln_image::Platform {
+        os: p.os().to_owned(),
+        architecture: p.architecture().to_owned(),
+        variant: p.variant().map(str::to_owned),
+        extra: Default::default(),
     }
 }
 

@@ -133,13 +133,9 @@ pub(super) async fn resolve(
 /// host's. A multi-platform base is followed to it, and a config that names
 /// none (as on scratch) records it.
 pub(crate) fn platform(recipe: &Recipe) -> kiln_image::Platform {
-    match &recipe.image.platform {
-        Some(p) => kiln_image::Platform {
-            os: p.os().to_owned(),
-            architecture: p.architecture().to_owned(),
-            variant: p.variant().map(str::to_owned),
-            extra: Default::default(),
-        },
-        None => kiln_image::Platform::host(),
-    }
+    recipe
+        .image
+        .platform
+        .as_ref()
+        .map_or_else(kiln_image::Platform::host, crate::registry::image_platform)
 }
