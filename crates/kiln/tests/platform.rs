@@ -1,6 +1,7 @@
-//! `[image] platform`: a multi-platform base is followed to the recipe's
-//! platform (the host's by default), and the built image's config records
-//! the platform. No container engine: file layers only.
+//! `[image] platform`: a multi-platform base (an index in an OCI layout or
+//! an OCI archive) is followed to the recipe's platform (the host's by
+//! default), and the built image's config records the platform. No
+//! container engine: file layers only.
 
 use std::path::Path;
 
@@ -110,6 +111,48 @@ fn first_layer(store: &Store, name: &str) -> String {
 
 #[test]
 fn a_multi_platform_base_gives_the_recipe_platform_else_the_hosts() {
+    let (ctx, store_dir, layout, other) = multi_platform_fixture();
+    let store = Store::open(store_dir.path()).expect("store");
+    let base = format!("oci:{}:multi", layout.path().display());
+    picks_by_platform(&store, ctx.path(), &base, other, "layout");
+}
+
+#[test]
+fn an_oci_archive_holding_an_index_gives_the_recipe_platform_else_the_hosts() {
+    let (ctx, store_dir, layout, other) = multi_platform_fixture();
+    let store = Store::open(store_dir.path()).expect("store");
+    // The same layout as an OCI archive: a tar of the layout's files, as
+    // `skopeo copy ... oci-archive:` writes it.
+    let archive = ctx.path().join("multi.tar");
+    let status = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(layout.path())
+        .args(["oci-layout", "index.json", "blobs"])
+        .status()
+        .expect("tar");
+    assert!(status.success(), "tar failed");
+    for (base, what) in [
+        (format!("oci-archive:{}", archive.display()), "archive"),
+        (
+            format!("oci-archive:{}:multi", archive.display()),
+            "archive-ref",
+        ),
+    ] {
+        picks_by_platform(&store, ctx.path(), &base, other, what);
+    }
+}
+
+/// A build folder, a store and an OCI layout in three temporary folders;
+/// the layout's ref `multi` is an index of an image for the host and one
+/// for another platform, which is returned too.
+fn multi_platform_fixture() -> (
+    tempfile::TempDir,
+    tempfile::TempDir,
+    tempfile::TempDir,
+    &'static str,
+) {
     let host = Platform::host().to_string();
     let other = if Platform::host().architecture == "arm64" {
         "linux/amd64"
@@ -121,38 +164,47 @@ fn a_multi_platform_base_gives_the_recipe_platform_else_the_hosts() {
     let store = Store::open(store_dir.path()).expect("store");
     let layout = tempfile::tempdir().expect("tmp");
     multi_platform_layout(&store, ctx.path(), layout.path(), [other, &host]);
+    (ctx, store_dir, layout, other)
+}
 
-    let base = format!("oci:{}:multi", layout.path().display());
+/// Build on `base` (the index [`multi_platform_fixture`] made, by some
+/// transport) with `[image] platform = other`, then without the key, then
+/// for a platform the index lacks; the images are named after `what`.
+fn picks_by_platform(store: &Store, ctx: &Path, base: &str, other: &str, what: &str) {
     let on = |name: &str, platform: &str| {
         format!(
             "[image]\nname = \"{name}\"\nepoch = 1700000000\nbase = \"{base}\"\n{platform}\
              [config]\ncmd = [\"/bin/true\"]\n"
         )
     };
+    let (picked, default) = (format!("picked-{what}"), format!("default-{what}"));
 
     // The key picks its platform's image, and the config says so.
     let config = build(
-        &store,
-        ctx.path(),
-        &on("picked", &format!("platform = \"{other}\"\n")),
-        "picked",
+        store,
+        ctx,
+        &on(&picked, &format!("platform = \"{other}\"\n")),
+        &picked,
     );
     let wanted = other.parse::<RecipePlatform>().expect("platform");
-    assert_ne!(first_layer(&store, "base0"), first_layer(&store, "base1"));
-    assert_eq!(first_layer(&store, "picked"), first_layer(&store, "base0"));
+    assert_ne!(first_layer(store, "base0"), first_layer(store, "base1"));
+    assert_eq!(first_layer(store, &picked), first_layer(store, "base0"));
     assert_eq!(config["architecture"], json!(wanted.architecture()));
     assert_eq!(config["os"], json!("linux"));
 
     // Without the key: the host's.
-    let config = build(&store, ctx.path(), &on("default", ""), "default");
-    assert_eq!(first_layer(&store, "default"), first_layer(&store, "base1"));
+    let config = build(store, ctx, &on(&default, ""), &default);
+    assert_eq!(first_layer(store, &default), first_layer(store, "base1"));
     assert_eq!(config["architecture"], json!(Platform::host().architecture));
 
     // A platform the index lacks is an error naming what it has.
-    let recipe =
-        kiln::parse_recipe(&on("none", "platform = \"linux/s390x\"\n"), ctx.path()).expect("parse");
+    let recipe = kiln::parse_recipe(
+        &on(&format!("none-{what}"), "platform = \"linux/s390x\"\n"),
+        ctx,
+    )
+    .expect("parse");
     let err = block_on(kiln::build(
-        &store,
+        store,
         &recipe,
         &BuildOptions::default(),
         None,
