@@ -117,6 +117,12 @@ fn inspect_reads_an_image_from_a_registry_as_from_the_store() {
     assert!(stderr(&unknown).contains("tag 2"), "{}", stderr(&unknown));
     let bad = kiln(&elsewhere, &["inspect", "docker://Not A Host/x"]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert_eq!(
+        stderr(&bad).matches("Not A Host").count(),
+        1,
+        "the reference is named once: {}",
+        stderr(&bad)
+    );
     let platform_on_store = kiln(
         &store,
         &[

@@ -90,9 +90,7 @@ pub async fn inspect_registry(
         repository,
         tag,
         digest,
-    } = reference
-        .parse::<BaseRef>()
-        .map_err(|e| invalid(e.to_string()))?
+    } = crate::reference::parse_transport(reference)?
     else {
         return Err(invalid(
             "not a registry reference: write docker://HOST/REPO[:TAG|@sha256:HEX]".into(),
