@@ -347,9 +347,10 @@ const INTO_VOLUMES: &str = r#""mkdir -p /out /vol /srv/a/b && echo kept > /out/k
 /// The same command's own part alone.
 const BESIDE_VOLUMES: &str = r#""mkdir -p /out && echo kept > /out/kept.txt""#;
 
-/// `/lnk/app` is reached through the symlink `/lnk` -> `cfg`: the engine
-/// makes `/cfg/app`.
-const VOLUMES: &str = r#"volumes = ["/vol", "/srv/a/b/", "/data", "/lnk/app"]"#;
+/// `/lnk/app` is reached through the symlink `/lnk` -> `cfg`, and
+/// `/abs/deep/x` through `/abs` -> `/data/../cfg`: the engine makes
+/// `/cfg/app` and `/cfg/deep/x`.
+const VOLUMES: &str = r#"volumes = ["/vol", "/srv/a/b/", "/data", "/lnk/app", "/abs/deep/x"]"#;
 
 /// [`run_recipe`] with `[config] volumes` set to `volumes`, and a symlink
 /// `/lnk` to the seed's `/cfg` in the busybox layer.
@@ -360,7 +361,7 @@ fn with_volumes(image: PathBuf, volumes: &str) -> PathBuf {
     assert!(toml.contains(sh));
     let toml = toml.replacen(
         sh,
-        r#"symlinks = [{ path = "/bin/sh", target = "busybox" }, { path = "/lnk", target = "cfg" }]"#,
+        r#"symlinks = [{ path = "/bin/sh", target = "busybox" }, { path = "/lnk", target = "cfg" }, { path = "/abs", target = "/data/../cfg" }]"#,
         1,
     );
     let config = "env = { PATH = \"/bin\" }\n";
@@ -391,8 +392,8 @@ async fn a_run_layer_leaves_out_volume_mount_points_and_what_went_into_volumes()
             .collect()
     };
 
-    // With the volumes: the engine created /vol, /srv, /srv/a, /srv/a/b
-    // and /cfg/app (changing /cfg); /data was the seed's; what went into
+    // With the volumes: the engine created /vol, /srv, /srv/a, /srv/a/b,
+    // /cfg/app, /cfg/deep and /cfg/deep/x (changing /cfg); /data was the seed's; what went into
     // them went to the volumes. The layer holds the command's own change
     // only.
     let volumes = build(with_volumes(
@@ -457,7 +458,7 @@ async fn a_run_layer_leaves_out_volume_mount_points_and_what_went_into_volumes()
             "keep\n"
         );
         assert!(!root.join("data/lost.txt").exists());
-        for absent in ["vol", "srv"] {
+        for absent in ["vol", "srv", "cfg/app", "cfg/deep"] {
             assert!(!root.join(absent).exists(), "/{absent} in the image");
         }
         assert_eq!(
