@@ -463,7 +463,12 @@ async fn twelve_releases_racing_twelve_rollbacks_keep_channel_and_index_in_agree
 /// A file of `mib` MiB whose bytes gzip cannot shrink much, so that the
 /// build spends real time hashing and compressing it.
 fn noise(path: &Path, mib: usize) {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    noise_seeded(path, mib, 0);
+}
+
+/// [`noise`] of its own for each `seed`.
+fn noise_seeded(path: &Path, mib: usize, seed: u64) {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0xD6E8_FEB8_6659_FD93);
     let mut bytes = Vec::with_capacity(mib << 20);
     while bytes.len() < mib << 20 {
         x ^= x << 13;
@@ -695,4 +700,90 @@ fn one_process_building_leaking_and_good_recipes_with_j_neither_hangs_nor_loses_
     }
     assert_store_never_saw(&store, SECRET);
     assert_fsck_clean(&store);
+}
+
+/// Size of each layer in [`layer_writers_keep_memory_bounded_with_j`]: four
+/// gzip blocks, enough to fill a writer's pipeline on two cores.
+const LAYER_MIB: usize = 4;
+
+/// `recipes` recipes named `PREFIX{i}`, each with `layers` file layers of
+/// [`LAYER_MIB`] MiB of noise, all content distinct; their folders.
+fn big_layer_recipes(dir: &Path, prefix: &str, recipes: usize, layers: usize) -> Vec<PathBuf> {
+    (0..recipes)
+        .map(|i| {
+            let root = dir.join(format!("{prefix}{i}"));
+            std::fs::create_dir_all(&root).expect("mkdir");
+            let mut toml = format!(
+                "[image]\nname = \"{prefix}{i}\"\nversion = \"1.0.0\"\nbase = \"scratch\"\n"
+            );
+            for k in 0..layers {
+                let seed = u64::try_from(i * 1000 + k + 1).expect("seed");
+                noise_seeded(&root.join(format!("big{k}.bin")), LAYER_MIB, seed);
+                toml.push_str(&format!(
+                    "\n[[layer]]\nname = \"big{k}\"\nfiles = [{{ src = \"big{k}.bin\", dest = \"/big{k}.bin\" }}]\n"
+                ));
+            }
+            std::fs::write(root.join("kiln.toml"), toml).expect("write recipe");
+            root
+        })
+        .collect()
+}
+
+/// Peak resident memory, in MiB, of `kiln build -j 4 RECIPES...` into a
+/// fresh store (measured by /usr/bin/time, the child alone).
+fn peak_build_mib(dir: &Path, store: &str, recipes: &[PathBuf]) -> u64 {
+    let report = dir.join(format!("{store}.rss"));
+    let out = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&report)
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", "-j", "4", "--store"])
+        .arg(dir.join(store))
+        .args(recipes)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .expect("run /usr/bin/time kiln build");
+    ok(out);
+    let kib: u64 = std::fs::read_to_string(&report)
+        .expect("time's report")
+        .trim()
+        .parse()
+        .expect("max RSS in KiB");
+    kib / 1024
+}
+
+#[test]
+fn layer_writers_keep_memory_bounded_with_j() {
+    if !support::have_tool_at("/usr/bin/time") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let limit = kiln_image::writers::limit();
+    // Few layers, then many more than the writer limit, built four
+    // recipes at once: with unbounded writers all of the second run's
+    // layers would compress at once.
+    let few = big_layer_recipes(tmp.path(), "few", 4, 1);
+    let many_layers = 2 * limit.max(4);
+    let many = big_layer_recipes(tmp.path(), "many", 4, many_layers);
+    let writers = 4 * many_layers;
+    let baseline = peak_build_mib(tmp.path(), "few-store", &few);
+    let peak = peak_build_mib(tmp.path(), "many-store", &many);
+    // One writer holds its layer's blocks in flight, input and compressed
+    // output: about twice the layer. Unbounded, the writers of the second
+    // run start together, so at least half of them would overlap; bounded,
+    // only `limit` do.
+    let per_writer = 2 * LAYER_MIB as u64;
+    let bound = baseline + (writers as u64 / 2) * per_writer;
+    eprintln!(
+        "peak RSS: {baseline} MiB for 4 layers, {peak} MiB for {writers} layers \
+         (bound {bound} MiB, writer limit {limit})"
+    );
+    assert!(
+        peak <= bound,
+        "kiln build -j 4 of {writers} layers peaked at {peak} MiB, over {bound} MiB \
+         ({baseline} MiB for 4 layers + {} writers x {per_writer} MiB): layer writers are not bounded",
+        writers / 2
+    );
 }
