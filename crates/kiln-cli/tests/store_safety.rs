@@ -756,7 +756,7 @@ fn peak_build_mib(dir: &Path, store: &str, recipes: &[PathBuf]) -> u64 {
 
 #[test]
 fn layer_writers_keep_memory_bounded_with_j() {
-    if !support::have_tool_at("/usr/bin/time") {
+    if !kiln_testkit::have_tool_at("/usr/bin/time") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
