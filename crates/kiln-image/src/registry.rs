@@ -591,8 +591,49 @@ pub(crate) fn check_tag(tag: &str) -> Result<(), ImageError> {
 
 #[cfg(test)]
 mod tests {
-    use super::session::{docker_hub, error_detail, is_loopback};
+    use super::session::{docker_hub, error_detail, is_loopback, plain_http_allowed_by};
     use super::*;
+
+    #[test]
+    fn plain_http_only_for_loopback_and_named_hosts() {
+        for host in ["127.0.0.1:5000", "localhost", "[::1]:5000"] {
+            assert!(plain_http_allowed_by(host, ""), "{host}");
+        }
+        assert!(!plain_http_allowed_by("registry.example:5000", ""));
+        assert!(!plain_http_allowed_by(
+            "registry.example:5000",
+            "registry.example"
+        ));
+        assert!(!plain_http_allowed_by("registry.example", "other.example"));
+        for named in [
+            "registry.example:5000",
+            "other.example, Registry.Example:5000",
+            "other.example registry.example:5000",
+        ] {
+            assert!(
+                plain_http_allowed_by("registry.example:5000", named),
+                "{named}"
+            );
+        }
+        // What a session speaks: HTTPS unless allowed (this test's process
+        // names no host in KILN_INSECURE_REGISTRIES unless a user set it).
+        if std::env::var_os(INSECURE_REGISTRIES_VAR).is_none() {
+            let remote = |host: &str| {
+                Remote::new(host, "team/x", RegistryAuth::Anonymous)
+                    .expect("remote")
+                    .session
+                    .url("manifests/1")
+            };
+            assert_eq!(
+                remote("registry.example:5000"),
+                "https://registry.example:5000/v2/team/x/manifests/1"
+            );
+            assert_eq!(
+                remote("127.0.0.1:5000"),
+                "http://127.0.0.1:5000/v2/team/x/manifests/1"
+            );
+        }
+    }
 
     #[test]
     fn loopback_hosts() {

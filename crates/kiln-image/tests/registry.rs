@@ -848,3 +848,111 @@ async fn credentials_come_from_config_files() -> TestResult {
     }
     Ok(())
 }
+
+/// How many times one request is tried before its fault is reported.
+const ATTEMPTS: usize = 5;
+
+#[tokio::test]
+async fn busy_answers_and_resets_are_tried_again_a_bounded_number_of_times() -> TestResult {
+    if !tools() {
+        return Ok(());
+    }
+    let registry = start(None)?;
+    let dir = tempfile::tempdir()?;
+    let (src, built) = source(dir.path())?;
+    skopeo_push(&registry, &src, "web:1", "team/x:1", false)?;
+
+    // 503, then 429 with Retry-After, then a reset: the fourth try passes.
+    let busy = Proxy::start(&registry.host, Fault::Busy(3));
+    let store = Store::open(dir.path().join("store"))?;
+    let pulled = remote_pull(&store, &busy.host, "team/x", "1").await?;
+    assert!(busy.faulted(), "the proxy answered nothing itself");
+    assert_eq!(pulled.manifest_digest, built.manifest.digest);
+    let requests = busy.requests();
+    assert_eq!(
+        requests[..4],
+        [
+            "GET /v2/team/x/manifests/1 HTTP/1.1",
+            "GET /v2/team/x/manifests/1 HTTP/1.1",
+            "GET /v2/team/x/manifests/1 HTTP/1.1",
+            "GET /v2/team/x/manifests/1 HTTP/1.1",
+        ],
+        "{requests:#?}"
+    );
+
+    // A registry that stays busy: the fault is reported after the last try,
+    // naming the registry, and no more requests are sent.
+    let down = Proxy::start(&registry.host, Fault::Busy(1000));
+    let fresh = Store::open(dir.path().join("fresh"))?;
+    let refused = remote_pull(&fresh, &down.host, "team/x", "1").await;
+    match refused {
+        Err(e @ (ImageError::Registry { .. } | ImageError::RegistryUnreachable { .. })) => {
+            assert!(e.to_string().contains(&down.host), "{e}");
+        }
+        other => return Err(format!("expected a registry fault, got {other:?}").into()),
+    }
+    assert_eq!(down.requests().len(), ATTEMPTS, "{:#?}", down.requests());
+    assert_eq!(
+        stored_blobs(&fresh)?,
+        Vec::<String>::new(),
+        "nothing is stored"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_blob_that_will_not_go_up_is_named_with_its_image_and_how_far_it_got() -> TestResult {
+    if !tools() {
+        return Ok(());
+    }
+    let registry = start(None)?;
+    let dir = tempfile::tempdir()?;
+    let (src, built) = large_image(dir.path(), 3 << 20)?;
+    // Every connection that starts sending a chunk is cut.
+    let proxy = Proxy::start(&registry.host, Fault::CutUploads);
+    let mut remote = Remote::new(&proxy.host, "team/cut", RegistryAuth::Anonymous)?;
+    remote.set_chunk_size(1 << 20);
+    let failed = remote
+        .push_image(&src, &built.manifest.digest, &["1".into()])
+        .await;
+    assert!(
+        proxy.faulted(),
+        "no upload was cut: the test proves nothing"
+    );
+    let config_size = src.read_blob(&built.config_digest)?.len() as u64;
+    let message = failed
+        .as_ref()
+        .map_or_else(ToString::to_string, |r| format!("{r:?}"));
+    match failed {
+        Err(ImageError::BlobPush {
+            blob, what, sent, ..
+        }) => {
+            let image = built.manifest.digest.as_str();
+            // The config goes first, alone.
+            assert_eq!(blob, built.config_digest, "{message}");
+            assert_eq!(what, format!("config of image {image}"), "{message}");
+            assert_eq!(sent, (0, config_size), "{message}");
+            assert!(
+                message.contains(&format!("0 of {config_size} bytes"))
+                    && message.contains(&format!("{}/team/cut", proxy.host)),
+                "{message}"
+            );
+        }
+        other => return Err(format!("expected BlobPush, got {other:?}").into()),
+    }
+    let patches = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("PATCH "))
+        .count();
+    assert_eq!(patches, ATTEMPTS, "{:#?}", proxy.requests());
+    // No tag was written.
+    let tagged = Remote::new(&registry.host, "team/cut", RegistryAuth::Anonymous)?
+        .manifest("1")
+        .await;
+    assert!(
+        matches!(tagged, Err(ImageError::RegistryNotFound { .. })),
+        "{tagged:?}"
+    );
+    Ok(())
+}

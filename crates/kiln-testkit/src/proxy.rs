@@ -26,6 +26,14 @@ pub enum Fault {
     /// Stop passing a connection's bytes to the server once its client
     /// starts a blob upload (`PATCH`), so the client hangs mid-upload.
     StallUploads,
+    /// Cut every connection, both ways, as soon as its client starts a
+    /// blob upload (`PATCH`): no chunk ever reaches the server.
+    CutUploads,
+    /// Answer the first this many connections itself, each after reading
+    /// its request's head, in turn: `503 Service Unavailable`, `429 Too
+    /// Many Requests` with `Retry-After: 1`, and no answer at all (the
+    /// connection closed: a reset); later connections pass.
+    Busy(u32),
 }
 
 /// A proxy listening on a free loopback port, passing to `upstream`. Its
@@ -51,7 +59,12 @@ impl Proxy {
         let shared = Arc::clone(&state);
         let upstream = upstream.to_owned();
         std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
+            for (n, client) in listener.incoming().flatten().enumerate() {
+                if matches!(fault, Fault::Busy(busy) if n < busy as usize) {
+                    let state = Arc::clone(&shared);
+                    std::thread::spawn(move || answer_busy(client, n, &state));
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
@@ -113,6 +126,12 @@ fn upstream_half(mut client: TcpStream, mut server: TcpStream, state: &State, fa
                 let _ = client.shutdown(Shutdown::Both);
                 return;
             }
+            Fault::CutUploads if uploads => {
+                state.faulted.store(true, Ordering::SeqCst);
+                let _ = server.shutdown(Shutdown::Both);
+                let _ = client.shutdown(Shutdown::Both);
+                return;
+            }
             Fault::StallUploads if stalled || uploads => {
                 stalled = true;
                 state.faulted.store(true, Ordering::SeqCst);
@@ -129,6 +148,34 @@ fn upstream_half(mut client: TcpStream, mut server: TcpStream, state: &State, fa
     } else {
         Shutdown::Write
     });
+}
+
+/// [`Fault::Busy`]'s answer to the `n`th connection (from 0), once the
+/// head of its request arrived.
+fn answer_busy(mut client: TcpStream, n: usize, state: &State) {
+    let mut head = Vec::new();
+    let mut line = Vec::new();
+    let mut buf = [0u8; 4 << 10];
+    while !head.ends_with(b"\r\n\r\n") {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(read) => {
+                let started = request_lines(&buf[..read], &mut line);
+                if let Ok(mut requests) = state.requests.lock() {
+                    requests.extend(started);
+                }
+                head.extend_from_slice(&buf[..read]);
+            }
+        }
+    }
+    state.faulted.store(true, Ordering::SeqCst);
+    let answer: &[u8] = match n % 3 {
+        0 => b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        1 => b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        _ => b"",
+    };
+    let _ = client.write_all(answer);
+    let _ = client.shutdown(Shutdown::Both);
 }
 
 /// The request lines that end in `bytes`, given the unfinished `line`

@@ -709,13 +709,18 @@ pub(crate) fn error_detail(body: &[u8]) -> String {
 /// Plain HTTP is for loopback hosts, and for hosts the user named in
 /// [`INSECURE_REGISTRIES_VAR`]; everything else is HTTPS.
 pub(crate) fn plain_http_allowed(host: &str) -> bool {
-    if is_loopback(host) {
-        return true;
-    }
-    let named = std::env::var(INSECURE_REGISTRIES_VAR).unwrap_or_default();
-    named
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .any(|h| !h.is_empty() && h.eq_ignore_ascii_case(host))
+    plain_http_allowed_by(
+        host,
+        &std::env::var(INSECURE_REGISTRIES_VAR).unwrap_or_default(),
+    )
+}
+
+/// [`plain_http_allowed`] with `named` as the variable's value.
+pub(crate) fn plain_http_allowed_by(host: &str, named: &str) -> bool {
+    is_loopback(host)
+        || named
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .any(|h| !h.is_empty() && h.eq_ignore_ascii_case(host))
 }
 
 /// Whether a request error is worth another try: the connection was
