@@ -1653,25 +1653,11 @@ async fn credentials_come_from_docker_config_helpers_and_registry_auth_file() {
         &[("DOCKER_CONFIG", &bad), ("REGISTRY_AUTH_FILE", auth_file)],
     ));
     // A credential helper on PATH, named by credHelpers.
-    let bin = tmp.path().join("bin");
-    std::fs::create_dir_all(&bin).expect("mkdir");
-    let helper = bin.join("docker-credential-kiln-test");
-    std::fs::write(
-        &helper,
-        "#!/bin/sh\nread host\n[ \"$1\" = get ] && printf '{\"ServerURL\":\"%s\",\"Username\":\"kiln\",\"Secret\":\"s3cret\"}' \"$host\"\n",
-    )
-    .expect("write helper");
-    let mut perms = std::fs::metadata(&helper).expect("stat").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&helper, perms).expect("chmod");
+    let path =
+        kiln_testkit::credential_helper(&tmp.path().join("bin"), "kiln-test", "kiln", "s3cret");
     let helped = dir(
         "helped",
         Some(serde_json::json!({ "credHelpers": { host.clone(): "kiln-test" } }).to_string()),
-    );
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
     );
     ok(export(
         "3",

@@ -1,8 +1,10 @@
 //! `kiln inspect docker://...` against a real CNCF registry on a loopback
-//! port (with and without Basic authentication), and the bound on what
-//! missing or wrong credentials cost the registry: a counting proxy in
-//! front of it sees every request kiln sends. No container engine: the
-//! images are file layers only.
+//! port (with and without Basic authentication, credentials from docker's
+//! config, a credsStore helper and REGISTRY_AUTH_FILE), the bound on what
+//! missing or wrong credentials cost the registry (a counting proxy in
+//! front of it sees every request kiln sends, for pushes, inspections,
+//! `docker://` bases and the shared cache), and a release whose checks fail
+//! pushing nothing. Only that last test needs the container engine.
 
 mod support;
 
@@ -11,7 +13,10 @@ use std::path::{Path, PathBuf};
 use kiln_image::{Digest, RegistryAuth, Remote};
 use kiln_testkit::{Fault, Proxy, Registry};
 use serde_json::{Value, json};
-use support::{hello_copy, json, kiln, kiln_with_env, ok, skopeo_inspect, stderr};
+use support::{
+    assert_store_never_saw, engine, hello_copy, json, kiln, kiln_with_env, ok, skopeo_inspect,
+    stderr,
+};
 
 /// A folder holding an empty docker config (and so no credentials), for
 /// `DOCKER_CONFIG`.
@@ -284,6 +289,34 @@ fn inspect_uses_the_credentials_a_pull_uses() {
         ],
     );
     assert_eq!(seen["digest"], json!(digest));
+    // A credsStore helper on PATH (docker-credential-NAME).
+    let path = kiln_testkit::credential_helper(
+        &tmp.path().join("bin"),
+        "kiln-store-test",
+        "kiln",
+        "s3cret",
+    );
+    let stored_creds = tmp.path().join("creds-store");
+    std::fs::create_dir_all(&stored_creds).expect("mkdir");
+    std::fs::write(
+        stored_creds.join("config.json"),
+        json!({ "credsStore": "kiln-store-test" }).to_string(),
+    )
+    .expect("write config.json");
+    let out = ok(kiln_with_env(
+        &store,
+        &["inspect", &reference],
+        &[
+            ("DOCKER_CONFIG", stored_creds.to_str().expect("utf8")),
+            ("REGISTRY_AUTH_FILE", ""),
+            ("PATH", &path),
+        ],
+    ));
+    assert_eq!(json(&out)["digest"], json!(digest));
+    // The password reached neither the store nor what kiln said.
+    assert!(!stderr(&out).contains("s3cret"));
+    assert_store_never_saw(&store, "s3cret");
+
     // Without them: exit 3, naming the registry and what to set.
     let refused = kiln_with_env(
         &store,
@@ -336,9 +369,31 @@ fn missing_or_wrong_credentials_are_exit_3_after_a_bounded_number_of_requests() 
         ),
     )
     .expect("write recipe");
+    // The shared cache takes the same credentials: published with them...
+    let cached = hello_copy(&tmp.path().join("cached"), "0.43.0-cache");
+    let cached = cached.to_str().expect("utf8");
+    let cache = format!("docker://{}/team/cache", proxy.host);
+    ok(kiln_with_env(
+        &tmp.path().join("publisher"),
+        &["build", cached, "--cache-to", &cache],
+        &[("DOCKER_CONFIG", &good), ("REGISTRY_AUTH_FILE", "")],
+    ));
+    let taken = json(&ok(kiln_with_env(
+        &tmp.path().join("taker"),
+        &["build", cached, "--cache-from", &cache, "--json"],
+        &[("DOCKER_CONFIG", &good), ("REGISTRY_AUTH_FILE", "")],
+    )));
+    let layers = taken["images"][0]["layers"].as_array().expect("layers");
+    assert!(
+        layers.iter().all(|l| l["cached"] == json!(true)),
+        "{taken:#}"
+    );
+    // ... and refused without them (below), by a store that misses.
+    let empty_store = tmp.path().join("empty");
+
     let nothing = no_credentials(tmp.path());
     let wrong = docker_config(tmp.path(), "wrong", &proxy.host, "kiln:hunter2-bad");
-    let commands: [(&str, Vec<String>); 3] = [
+    let commands: [(&str, Vec<String>); 4] = [
         (
             "push",
             vec![
@@ -362,13 +417,27 @@ fn missing_or_wrong_credentials_are_exit_3_after_a_bounded_number_of_requests() 
                 "--no-cache".into(),
             ],
         ),
+        (
+            "cache",
+            vec![
+                "build".into(),
+                cached.into(),
+                "--cache-from".into(),
+                cache.clone(),
+            ],
+        ),
     ];
     for (credentials, config) in [("missing", &nothing), ("wrong", &wrong)] {
         for (what, args) in &commands {
             let before = proxy.requests().len();
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            // The cache is asked only by a store that misses the layers.
             let out = kiln_with_env(
-                &store,
+                if *what == "cache" {
+                    &empty_store
+                } else {
+                    &store
+                },
                 &args,
                 &[("DOCKER_CONFIG", config), ("REGISTRY_AUTH_FILE", "")],
             );
@@ -388,4 +457,45 @@ fn missing_or_wrong_credentials_are_exit_3_after_a_bounded_number_of_requests() 
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_whose_checks_fail_pushes_nothing() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = hello_copy(tmp.path(), "0.44.0-failing");
+    let repo = format!("{}/team/never", registry.host);
+    let toml = std::fs::read_to_string(image.join("kiln.toml")).expect("read recipe");
+    let toml = toml.replace(
+        "channels = [\"stable\"]",
+        &format!("channels = [\"stable\"]\npush = \"docker://{repo}\""),
+    ) + "\n[[check]]\nname = \"fails\"\nfile = \"/nonexistent\"\nexists = true\n";
+    std::fs::write(image.join("kiln.toml"), toml).expect("write recipe");
+    let store = tmp.path().join("store");
+    let _cleanup = support::EngineCleanup(store.clone());
+    let out = kiln(&store, &["release", image.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(said.contains("fails"), "the check did not fail: {said}");
+    // The registry never heard of the repository: no tag, no blob.
+    let tags = Remote::new(&registry.host, "team/never", RegistryAuth::Anonymous)
+        .expect("remote")
+        .manifest("0.44.0-failing")
+        .await;
+    assert!(
+        matches!(tags, Err(kiln_image::ImageError::RegistryNotFound { .. })),
+        "{tags:?}"
+    );
+    assert!(
+        !registry
+            .storage
+            .join("docker/registry/v2/repositories/team/never")
+            .exists(),
+        "the failed release sent something"
+    );
 }

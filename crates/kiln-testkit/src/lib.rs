@@ -2,7 +2,8 @@
 //! registry of their own on a loopback port ([`Registry`]), a TCP proxy in
 //! front of it that counts the requests it carries and can cut or stall a
 //! connection ([`Proxy`]), an htpasswd line for its Basic authentication
-//! ([`htpasswd`]), and the rule for a missing outside tool ([`required`]).
+//! ([`htpasswd`]), a docker credential helper ([`credential_helper`]), and
+//! the rule for a missing outside tool ([`required`]).
 //!
 //! A dev-dependency only: no product crate depends on it
 //! (ARCHITECTURE.md). Every helper panics on what a test cannot go on
@@ -16,6 +17,29 @@ pub use registry::Registry;
 
 use std::path::Path;
 use std::process::Command;
+
+/// Write `dir/docker-credential-NAME`, a credential helper (as docker's
+/// `credHelpers` and `credsStore` name them) that answers `get` with
+/// `username`/`secret` for any host; the `PATH` that finds it first.
+pub fn credential_helper(dir: &Path, name: &str, username: &str, secret: &str) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir).expect("mkdir the helper's folder");
+    let helper = dir.join(format!("docker-credential-{name}"));
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread host\n[ \"$1\" = get ] && printf '{{\"ServerURL\":\"%s\",\"Username\":\"{username}\",\"Secret\":\"{secret}\"}}' \"$host\"\n"
+        ),
+    )
+    .expect("write the helper");
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755))
+        .expect("make the helper executable");
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
 
 /// Whether tests must fail, not skip, when a real part (the engine, the
 /// registry, skopeo) is missing: `KILN_REQUIRE_ENGINE=1` or `CI=true`.
