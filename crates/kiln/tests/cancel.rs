@@ -68,9 +68,7 @@ async fn a_run_layer_cancelled_while_running_leaves_no_container() {
     };
     let tmp = tempfile::tempdir().expect("tmp");
     let image = tmp.path().join("image");
-    std::fs::create_dir_all(image.join("rootfs")).expect("mkdir");
-    std::fs::copy("/bin/busybox", image.join("rootfs/busybox"))
-        .expect("/bin/busybox (busybox-static) is needed");
+    support::copy_busybox(&image);
     // A name of this process's own: the temporary engine tag it checks
     // for below is named after it, and another run's leftovers would not
     // be this run's to judge.
@@ -78,24 +76,12 @@ async fn a_run_layer_cancelled_while_running_leaves_no_container() {
     write(
         &image.join("kiln.toml"),
         format!(
-            r#"
-[image]
-name = "{name}"
-version = "1.0.0"
-base = "scratch"
-
-[config]
-env = {{ PATH = "/bin" }}
-
-[[layer]]
-name = "busybox"
-files = [{{ src = "rootfs/busybox", dest = "/bin/busybox", mode = 0o755 }}]
-symlinks = [{{ path = "/bin/sh", target = "busybox" }}]
-
+            r#"{}
 [[layer]]
 name = "forever"
 run = "sleep 600"
-"#
+"#,
+            support::busybox_recipe_head(&name, "")
         )
         .as_bytes(),
     );

@@ -14,6 +14,36 @@ pub fn write(path: &Path, content: &[u8]) {
     std::fs::write(path, content).expect("write");
 }
 
+/// Copy the host's static busybox to `root/rootfs/busybox`.
+pub fn copy_busybox(root: &Path) {
+    std::fs::create_dir_all(root.join("rootfs")).expect("mkdir");
+    std::fs::copy("/bin/busybox", root.join("rootfs/busybox"))
+        .expect("/bin/busybox (busybox-static) is needed");
+}
+
+/// A recipe's head: `[image]` `name` at 1.0.0 on scratch, `[config]` with
+/// PATH=/bin and `entrypoint` (TOML, may be empty), and a first layer
+/// `busybox` of what [`copy_busybox`] copied, `/bin/sh` linked to it.
+pub fn busybox_recipe_head(name: &str, entrypoint: &str) -> String {
+    format!(
+        r#"
+[image]
+name = "{name}"
+version = "1.0.0"
+base = "scratch"
+
+[config]
+env = {{ PATH = "/bin" }}
+{entrypoint}
+
+[[layer]]
+name = "busybox"
+files = [{{ src = "rootfs/busybox", dest = "/bin/busybox", mode = 0o755 }}]
+symlinks = [{{ path = "/bin/sh", target = "busybox" }}]
+"#
+    )
+}
+
 /// Every file under `dir`, recursively.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
