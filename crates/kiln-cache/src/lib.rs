@@ -46,6 +46,7 @@ pub mod explain;
 pub mod key;
 pub mod shared;
 pub mod stat;
+mod stat_file;
 
 pub use error::CacheError;
 pub use kiln_error_kind::ErrorKind;

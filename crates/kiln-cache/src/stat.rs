@@ -6,15 +6,18 @@
 //! last modified well before it was hashed. A file written in the same
 //! instant it was hashed ("racily clean") could change again without its
 //! mtime moving, so it is hashed anew until it has been still for a while.
+//!
+//! The cache is one file in the store (`kiln/cache/stat.bin`, in the
+//! compact form of the private `stat_file` module), read once when loaded.
 
 use std::collections::BTreeMap;
+use std::fs::{File, Metadata};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kiln_image::{Cancel, Digest, Store, write_atomic_if_changed};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::CacheError;
@@ -23,17 +26,19 @@ use crate::CacheError;
 /// hash to be trusted later, in nanoseconds.
 const RACY_NS: i128 = 2_000_000_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Stat {
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-    ino: u64,
-    dev: u64,
+/// What the cache compares: a change to any of them means the content may
+/// have changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stat {
+    pub(crate) size: u64,
+    pub(crate) mtime_ns: i128,
+    pub(crate) ctime_ns: i128,
+    pub(crate) ino: u64,
+    pub(crate) dev: u64,
 }
 
 impl Stat {
-    fn of(meta: &std::fs::Metadata) -> Stat {
+    fn of(meta: &Metadata) -> Stat {
         let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
         Stat {
             size: meta.size(),
@@ -45,11 +50,19 @@ impl Stat {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Entry {
-    stat: Stat,
-    hashed_at_ns: i128,
-    digest: Digest,
+/// One file's digest and the stat it was hashed at.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) stat: Stat,
+    pub(crate) hashed_at_ns: i128,
+    pub(crate) digest: Digest,
+}
+
+impl Entry {
+    /// Whether this entry vouches for a file that now has `stat`.
+    fn serves(&self, stat: &Stat) -> bool {
+        self.stat == *stat && self.hashed_at_ns - stat.mtime_ns > RACY_NS
+    }
 }
 
 /// Content digests of input files, remembered by stat.
@@ -57,6 +70,10 @@ struct Entry {
 pub struct StatCache {
     file: PathBuf,
     entries: BTreeMap<PathBuf, Entry>,
+    /// The cache file as it was loaded, kept open: while it is, its inode
+    /// cannot be reused, so the same inode at the path when saving means no
+    /// other build replaced the file meanwhile.
+    loaded: Option<File>,
     dirty: bool,
     hashed: u64,
     /// The store handle's token: hashing stops within a MiB once cancelled.
@@ -75,9 +92,11 @@ impl StatCache {
     /// Load the store's stat cache. A missing or unreadable file is an empty
     /// cache: it only ever saves hashing, so starting over is never wrong.
     pub fn load(store: &Store) -> StatCache {
-        let file = store.bookkeeping_dir().join("cache").join("stat.json");
+        let file = cache_file(store);
+        let (entries, loaded) = read_entries(&file);
         StatCache {
-            entries: read_entries(&file),
+            entries,
+            loaded,
             file,
             dirty: false,
             hashed: 0,
@@ -89,17 +108,19 @@ impl StatCache {
     /// The sha256 of the file at `path` (followed if a symlink), from the
     /// cache when its stat is unchanged, else by hashing it.
     pub fn digest(&mut self, path: &Path) -> Result<Digest, CacheError> {
-        let io = |source| CacheError::Io {
+        let meta = std::fs::metadata(path).map_err(|source| CacheError::Io {
             path: path.to_owned(),
             source,
-        };
-        let meta = std::fs::metadata(path).map_err(io)?;
-        let stat = Stat::of(&meta);
-        let trusted = self
-            .entries
-            .get(path)
-            .filter(|e| e.stat == stat && e.hashed_at_ns - stat.mtime_ns > RACY_NS);
-        if let Some(entry) = trusted {
+        })?;
+        self.digest_noted(path, &meta)
+    }
+
+    /// [`digest`](Self::digest) of a regular file whose metadata the caller
+    /// has just read (a walk's, as [`kiln_image::rootfs_folder_walk`] notes
+    /// it): the file is not stat-ed again.
+    pub fn digest_noted(&mut self, path: &Path, meta: &Metadata) -> Result<Digest, CacheError> {
+        let stat = Stat::of(meta);
+        if let Some(entry) = self.entries.get(path).filter(|e| e.serves(&stat)) {
             return Ok(entry.digest.clone());
         }
         let hashed_at_ns = now_ns();
@@ -125,14 +146,24 @@ impl StatCache {
     /// Errors are left for `digest` to report, on the path it was asked
     /// for; a file modified within the racy window is hashed again there.
     pub fn prefetch<'a>(&mut self, paths: impl IntoIterator<Item = &'a Path>) {
-        let todo: Vec<(&Path, Stat)> = paths
+        self.prefetch_noted(paths.into_iter().map(|p| (p, None)));
+    }
+
+    /// [`prefetch`](Self::prefetch), each path with its metadata when the
+    /// caller has just read it (see [`digest_noted`](Self::digest_noted)),
+    /// so that only the files it does not know are stat-ed.
+    pub fn prefetch_noted<'a>(
+        &mut self,
+        files: impl IntoIterator<Item = (&'a Path, Option<&'a Metadata>)>,
+    ) {
+        let todo: Vec<(&Path, Stat)> = files
             .into_iter()
-            .filter_map(|path| {
-                let stat = Stat::of(&std::fs::metadata(path).ok()?);
-                let known = self
-                    .entries
-                    .get(path)
-                    .is_some_and(|e| e.stat == stat && e.hashed_at_ns - stat.mtime_ns > RACY_NS);
+            .filter_map(|(path, meta)| {
+                let stat = match meta {
+                    Some(meta) => Stat::of(meta),
+                    None => Stat::of(&std::fs::metadata(path).ok()?),
+                };
+                let known = self.entries.get(path).is_some_and(|e| e.serves(&stat));
                 (!known).then_some((path, stat))
             })
             .collect();
@@ -198,36 +229,61 @@ impl StatCache {
             return Ok(());
         }
         // Builds beside this one loaded the same file and hashed their own
-        // inputs: merge with what is on disk now, under the store's section
-        // for this file, so that no build overwrites another's entries. Of
-        // two entries for one path, the one hashed last wins.
+        // inputs: under the store's section for this file, merge with what
+        // is on disk now if another build replaced it since this one loaded
+        // it, so that no build overwrites another's entries. Of two entries
+        // for one path, the one hashed last wins.
         let _section = self.store.section("stat-cache")?;
-        let mut merged = read_entries(&self.file);
-        for (path, entry) in &self.entries {
-            let newer = merged
-                .get(path)
-                .is_none_or(|theirs| theirs.hashed_at_ns <= entry.hashed_at_ns);
-            if newer {
-                merged.insert(path.clone(), entry.clone());
+        let bytes = if self.replaced_since_load() {
+            let (mut merged, _) = read_entries(&self.file);
+            for (path, entry) in &self.entries {
+                let newer = merged
+                    .get(path)
+                    .is_none_or(|theirs| theirs.hashed_at_ns <= entry.hashed_at_ns);
+                if newer {
+                    merged.insert(path.clone(), entry.clone());
+                }
             }
-        }
-        let bytes = serde_json::to_vec(&merged).map_err(|source| CacheError::Corrupt {
-            path: self.file.clone(),
-            source,
-        })?;
+            crate::stat_file::encode(&merged)
+        } else {
+            crate::stat_file::encode(&self.entries)
+        };
         // A file hashed again to the same digest (touched, or hashed
         // within the racy window) may leave the merged cache as it was.
         write_atomic_if_changed(&self.file, &bytes)?;
+        // The JSON form of earlier versions, now unused.
+        kiln_image::remove_if_present(&self.file.with_file_name("stat.json"))?;
         Ok(())
+    }
+
+    /// Whether the file at the cache's path is another than the one this
+    /// cache loaded (or there is one now and there was none).
+    fn replaced_since_load(&self) -> bool {
+        let id = |m: Metadata| (m.dev(), m.ino());
+        let now = std::fs::metadata(&self.file).ok().map(id);
+        let then = self.loaded.as_ref().and_then(|f| f.metadata().ok()).map(id);
+        now != then
     }
 }
 
-/// The entries saved at `file`; none when it is missing or unreadable.
-fn read_entries(file: &Path) -> BTreeMap<PathBuf, Entry> {
-    std::fs::read(file)
+/// Where `store` keeps its stat cache.
+fn cache_file(store: &Store) -> PathBuf {
+    store.bookkeeping_dir().join("cache").join("stat.bin")
+}
+
+/// The entries saved at `file` (none when it is missing or does not check
+/// out), and the file itself, open, when there is one.
+fn read_entries(file: &Path) -> (BTreeMap<PathBuf, Entry>, Option<File>) {
+    let Ok(mut opened) = File::open(file) else {
+        return (BTreeMap::new(), None);
+    };
+    let mut bytes = Vec::new();
+    let entries = opened
+        .read_to_end(&mut bytes)
         .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_default()
+        .and_then(|_| crate::stat_file::decode(&bytes))
+        .unwrap_or_default();
+    (entries, Some(opened))
 }
 
 /// The sha256 of a file's content, streamed.
@@ -264,19 +320,35 @@ mod tests {
     fn two_builds_saving_at_once_keep_each_others_entries() {
         let tmp = tempfile::tempdir().expect("tmp");
         let store = Store::open(tmp.path().join("store")).expect("store");
-        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-        std::fs::write(&a, "a").expect("write");
-        std::fs::write(&b, "b").expect("write");
-        // Both load before either saves, as two concurrent builds do.
-        let mut first = StatCache::load(&store);
-        let mut second = StatCache::load(&store);
-        first.digest(&a).expect("digest a");
-        second.digest(&b).expect("digest b");
-        first.save().expect("save first");
-        second.save().expect("save second");
-        let saved = read_entries(&store.bookkeeping_dir().join("cache/stat.json"));
-        assert!(saved.contains_key(&a), "the first build's entry was lost");
-        assert!(saved.contains_key(&b), "the second build's entry was lost");
+        let file = |name: &str| {
+            let path = tmp.path().join(name);
+            std::fs::write(&path, name).expect("write");
+            path
+        };
+        // Both load before either saves, as two concurrent builds do: once
+        // with no cache file yet, once with one an earlier build saved.
+        for earlier in [false, true] {
+            let (a, b, c) = (
+                file(&format!("a{earlier}")),
+                file(&format!("b{earlier}")),
+                file(&format!("c{earlier}")),
+            );
+            if earlier {
+                let mut before = StatCache::load(&store);
+                before.digest(&c).expect("digest c");
+                before.save().expect("save");
+            }
+            let mut first = StatCache::load(&store);
+            let mut second = StatCache::load(&store);
+            first.digest(&a).expect("digest a");
+            second.digest(&b).expect("digest b");
+            first.save().expect("save first");
+            second.save().expect("save second");
+            let (saved, _) = read_entries(&cache_file(&store));
+            assert!(saved.contains_key(&a), "the first build's entry was lost");
+            assert!(saved.contains_key(&b), "the second build's entry was lost");
+            assert_eq!(saved.contains_key(&c), earlier, "the earlier build's entry");
+        }
     }
 
     #[test]
@@ -362,7 +434,7 @@ mod tests {
     fn a_corrupt_cache_file_is_an_empty_cache() {
         let tmp = tempfile::tempdir().expect("tmp");
         let store = Store::open(tmp.path().join("store")).expect("store");
-        let file = store.bookkeeping_dir().join("cache/stat.json");
+        let file = cache_file(&store);
         std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
         std::fs::write(&file, "{broken").expect("write");
         let input = tmp.path().join("input");

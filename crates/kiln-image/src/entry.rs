@@ -2,7 +2,7 @@
 //! context becomes entries ([`plan_copy`]): the context boundary and the
 //! mode normalisation are enforced here, before anything is written.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -123,6 +123,21 @@ pub struct CopySpec {
 /// names that are not UTF-8 too. Hard links are found by
 /// [`link_hard_links`], over a whole layer.
 pub fn plan_copy(context: &Path, spec: &CopySpec) -> Result<Vec<LayerEntry>, ImageError> {
+    plan_copy_noting(context, spec, &mut FileMetadata::new())
+}
+
+/// The host metadata of regular files, by host path, as a walk read it:
+/// handed on so that nothing after the walk needs to stat them again.
+pub type FileMetadata = HashMap<PathBuf, std::fs::Metadata>;
+
+/// [`plan_copy`], noting in `files` the metadata the walk of a folder copy
+/// read for each regular file (by its source path). Files it did not walk
+/// to (a single file or a glob's matches) may be missing from it.
+pub fn plan_copy_noting(
+    context: &Path,
+    spec: &CopySpec,
+    files: &mut FileMetadata,
+) -> Result<Vec<LayerEntry>, ImageError> {
     let escape = |reason: String| ImageError::ContextEscape {
         src: spec.src.clone(),
         reason,
@@ -192,6 +207,7 @@ pub fn plan_copy(context: &Path, spec: &CopySpec) -> Result<Vec<LayerEntry>, Ima
             matcher: &matcher,
             dest,
             out: &mut out,
+            files,
         };
         walk.dir(&resolved, "")?;
         return Ok(out);
@@ -437,6 +453,16 @@ fn device_numbers(rdev: u64) -> (u32, u32) {
 /// tar stores them. The same source copied to two places stays two files:
 /// that is a copy, not a link.
 pub fn link_hard_links(entries: &mut [LayerEntry]) -> Result<(), ImageError> {
+    link_hard_links_noted(entries, &FileMetadata::new())
+}
+
+/// [`link_hard_links`], taking each file's metadata from `files` when the
+/// walk noted it there (see [`plan_copy_noting`]) instead of reading it
+/// again.
+pub fn link_hard_links_noted(
+    entries: &mut [LayerEntry],
+    files: &FileMetadata,
+) -> Result<(), ImageError> {
     // (device, inode, mode, uid, gid) -> the group's first path and source.
     type Inode = (u64, u64, u32, u32, u32);
     let mut first: BTreeMap<Inode, (String, PathBuf)> = BTreeMap::new();
@@ -444,7 +470,14 @@ pub fn link_hard_links(entries: &mut [LayerEntry]) -> Result<(), ImageError> {
         let EntryKind::File { source } = &e.kind else {
             continue;
         };
-        let meta = std::fs::metadata(source).map_err(ImageError::io(source))?;
+        let read;
+        let meta = match files.get(source) {
+            Some(meta) => meta,
+            None => {
+                read = std::fs::metadata(source).map_err(ImageError::io(source))?;
+                &read
+            }
+        };
         if meta.nlink() < 2 {
             continue;
         }
@@ -537,6 +570,8 @@ struct Walk<'a> {
     matcher: &'a Gitignore,
     dest: &'a str,
     out: &'a mut Vec<LayerEntry>,
+    /// The metadata read for each regular file, by host path.
+    files: &'a mut FileMetadata,
 }
 
 impl Walk<'_> {
@@ -569,6 +604,7 @@ impl Walk<'_> {
                 entry(image_path, EntryKind::Dir, 0o755, self.spec)
             } else if file_type.is_file() {
                 let mode = file_mode(self.spec.mode, meta.permissions().mode());
+                self.files.insert(path.clone(), meta.clone());
                 let kind = EntryKind::File {
                     source: path.clone(),
                 };

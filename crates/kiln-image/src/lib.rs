@@ -93,7 +93,8 @@ pub use digest::{Digest, DigestParseError};
 pub use docker_archive::import_docker_archive;
 pub use durable::{remove_if_present, write_atomic, write_atomic_if_changed};
 pub use entry::{
-    CopySpec, EntryKind, LayerEntry, add_parent_folders, is_glob, link_hard_links, plan_copy,
+    CopySpec, EntryKind, FileMetadata, LayerEntry, add_parent_folders, is_glob, link_hard_links,
+    link_hard_links_noted, plan_copy, plan_copy_noting,
 };
 pub use error::ImageError;
 pub use image::{BuiltImage, ImageSpec, LayerRecord, RuntimeConfig, assemble, rfc3339};
@@ -109,5 +110,7 @@ pub use registry::{
     BlobOutcome, CredentialFiles, PushReport, RegistryAuth, Remote, RemoteImage, RemoteManifest,
     pull_registry, push_image,
 };
-pub use rootfs::{rootfs_folder_entries, rootfs_is_folder, rootfs_staging, rootfs_tar_entries};
+pub use rootfs::{
+    rootfs_folder_entries, rootfs_folder_walk, rootfs_is_folder, rootfs_staging, rootfs_tar_entries,
+};
 pub use store::{BlobFile, BlobState, GcReport, Roots, Store};

@@ -21,6 +21,7 @@ use tar::EntryType;
 
 use crate::cancel::CancelReader;
 use crate::digest::HashReader;
+use crate::entry::FileMetadata;
 use crate::{Cancel, CopySpec, Digest, EntryKind, ImageError, LayerEntry, LayerPolicy};
 
 /// The entries of the root filesystem in the folder `root`: everything
@@ -28,6 +29,13 @@ use crate::{Cancel, CopySpec, Digest, EntryKind, ImageError, LayerEntry, LayerPo
 /// The root folder itself is not an entry (the image's `/` belongs to the
 /// runtime).
 pub fn rootfs_folder_entries(root: &Path) -> Result<Vec<LayerEntry>, ImageError> {
+    rootfs_folder_walk(root).map(|(entries, _)| entries)
+}
+
+/// [`rootfs_folder_entries`], and the metadata the walk read for each
+/// regular file, by host path: each entry is stat-ed once, and whoever
+/// hashes the files next (the stat cache) can take it from there.
+pub fn rootfs_folder_walk(root: &Path) -> Result<(Vec<LayerEntry>, FileMetadata), ImageError> {
     let meta = std::fs::metadata(root).map_err(|e| invalid(root, &e.to_string()))?;
     if !meta.is_dir() {
         return Err(invalid(root, "it is not a folder"));
@@ -41,9 +49,10 @@ pub fn rootfs_folder_entries(root: &Path) -> Result<Vec<LayerEntry>, ImageError>
         exclude: Vec::new(),
         preserve: true,
     };
-    let mut entries = crate::plan_copy(root, &spec)?;
-    crate::link_hard_links(&mut entries)?;
-    Ok(entries)
+    let mut files = FileMetadata::new();
+    let mut entries = crate::entry::plan_copy_noting(root, &spec, &mut files)?;
+    crate::entry::link_hard_links_noted(&mut entries, &files)?;
+    Ok((entries, files))
 }
 
 /// Read the root filesystem in the tar file `tar` (plain or gzip, told

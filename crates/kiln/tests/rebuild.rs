@@ -11,7 +11,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use kiln::{BuildOptions, NoEvents, Store};
+use kiln::Store;
+
+mod support;
 
 const RECIPE: &str = r#"
 [image]
@@ -37,19 +39,7 @@ fn write_old(path: &Path, content: &str) {
 }
 
 fn build(store: &Store, ctx: &Path) -> kiln::BuildReport {
-    let recipe = kiln::parse_recipe(RECIPE, ctx).expect("parse");
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(kiln::build(
-            store,
-            &recipe,
-            &BuildOptions::default(),
-            None,
-            &NoEvents,
-        ))
-        .expect("build")
+    support::parse_and_build(store, ctx, RECIPE)
 }
 
 /// Every file under `dir` (lock files aside: taking a lock opens them)
@@ -95,7 +85,7 @@ fn a_rebuild_that_changed_nothing_writes_nothing_and_a_change_writes_all_it_must
 
     let first = build(&store, ctx.path());
     let before = files(store_dir.path());
-    for kept in ["index.json", "kiln/cache/stat.json"] {
+    for kept in ["index.json", "kiln/cache/stat.bin"] {
         assert!(before.contains_key(Path::new(kept)), "{kept} was written");
     }
 
@@ -121,7 +111,7 @@ fn a_rebuild_that_changed_nothing_writes_nothing_and_a_change_writes_all_it_must
     let rewritten = changed(&before, &files(store_dir.path()));
     for must in [
         "index.json",
-        "kiln/cache/stat.json",
+        "kiln/cache/stat.bin",
         "kiln/cache/last/rebuilt.json",
     ] {
         assert!(

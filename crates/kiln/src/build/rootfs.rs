@@ -34,8 +34,9 @@ pub(super) fn import(
     let mut expected = BTreeMap::new();
     // A tar file is checked the same way, as a whole, while it is unpacked.
     let (key, source) = if folder {
-        let entries = kiln_image::rootfs_folder_entries(path)?;
-        let (inputs, _) = input_records(stat, path, &entries)?;
+        // One stat per entry: the walk's, handed on to the stat cache.
+        let (entries, noted) = kiln_image::rootfs_folder_walk(path)?;
+        let (inputs, _) = input_records(stat, path, &entries, &noted)?;
         expected = super::snapshot::file_digests(&inputs);
         (key(epoch, "folder", inputs)?, Source::Folder(entries))
     } else {

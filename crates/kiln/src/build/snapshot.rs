@@ -10,7 +10,7 @@ use std::path::Path;
 use kiln_cache::explain::LayerSnapshot;
 use kiln_cache::key::{InputRecord, KeyInput, LayerKey};
 use kiln_cache::stat::StatCache;
-use kiln_image::{BaseImage, EntryKind, LayerEntry};
+use kiln_image::{BaseImage, EntryKind, FileMetadata, LayerEntry};
 use kiln_recipe::{LayerKind, Recipe};
 
 use super::plan::Plan;
@@ -141,7 +141,7 @@ fn snapshot(
     files: &kiln_recipe::FileLayer,
     entries: &[LayerEntry],
 ) -> Result<LayerSnapshot, KilnError> {
-    let (inputs, sources) = input_records(stat, context, entries)?;
+    let (inputs, sources) = input_records(stat, context, entries, &FileMetadata::new())?;
     let input = KeyInput {
         parent: parent.to_owned(),
         epoch,
@@ -159,14 +159,17 @@ fn snapshot(
 
 /// Every entry as it will be stored, files by content digest (from the
 /// stat cache when unchanged, hashed on every core otherwise), and the host
-/// source of each file (shown relative to `context`).
+/// source of each file (shown relative to `context`). `noted` holds the
+/// metadata of files a walk has just read, so that they are not stat-ed
+/// again; any other file is.
 pub(super) fn input_records(
     stat: &mut StatCache,
     context: &Path,
     entries: &[LayerEntry],
+    noted: &FileMetadata,
 ) -> Result<(Vec<InputRecord>, BTreeMap<String, String>), KilnError> {
-    stat.prefetch(entries.iter().filter_map(|e| match &e.kind {
-        EntryKind::File { source } => Some(source.as_path()),
+    stat.prefetch_noted(entries.iter().filter_map(|e| match &e.kind {
+        EntryKind::File { source } => Some((source.as_path(), noted.get(source))),
         _ => None,
     }));
     let mut inputs = Vec::with_capacity(entries.len());
@@ -176,7 +179,11 @@ pub(super) fn input_records(
             EntryKind::File { source } => {
                 let shown = source.strip_prefix(context).unwrap_or(source);
                 sources.insert(e.path.clone(), shown.display().to_string());
-                ("file", Some(stat.digest(source)?), None)
+                let digest = match noted.get(source) {
+                    Some(meta) => stat.digest_noted(source, meta)?,
+                    None => stat.digest(source)?,
+                };
+                ("file", Some(digest), None)
             }
             EntryKind::Dir => ("dir", None, None),
             EntryKind::Symlink { target } => ("symlink", None, Some(target.clone())),

@@ -106,3 +106,19 @@ impl<F: Fn() + Send + Sync> Events for AtLayer<F> {
         }
     }
 }
+
+/// Run `f` to its end on a runtime of its own.
+pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// Parse `recipe` (with `ctx` as its folder) and [`build`] it into `store`,
+/// which must succeed.
+pub fn parse_and_build(store: &Store, ctx: &Path, recipe: &str) -> BuildReport {
+    let recipe = kiln::parse_recipe(recipe, ctx).expect("parse");
+    block_on(build(store, &recipe)).expect("build")
+}
