@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use kiln::{BuildOptions, Digest, ErrorKind, KilnError, NoEvents, Store};
+use kiln::{BuildOptions, Digest, ErrorKind, KilnError, Store};
 
 /// A recipe in a fresh context folder that holds one file to copy.
 fn context() -> tempfile::TempDir {
@@ -29,26 +29,14 @@ name = "site"
 files = [{ src = "site/", dest = "/www/" }]
 "#;
 
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(f)
-}
+mod support;
+use support::block_on;
 
 /// Build [`RECIPE`], parsed with `ctx` as its context, into `store`.
 fn build(store: &Store, ctx: &Path) -> kiln::BuildReport {
     let recipe = kiln::parse_recipe(RECIPE, ctx).expect("parse");
     assert!(!kiln::needs_engine(&recipe), "file layers only");
-    block_on(kiln::build(
-        store,
-        &recipe,
-        &BuildOptions::default(),
-        None,
-        &NoEvents,
-    ))
-    .expect("build")
+    support::parse_and_build(store, ctx, RECIPE)
 }
 
 #[test]

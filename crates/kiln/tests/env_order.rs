@@ -5,29 +5,16 @@
 
 use std::path::Path;
 
-use kiln::{BuildOptions, Destination, NoEvents, Store};
+use kiln::{Destination, Store};
 use serde_json::{Value, json};
 
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(f)
-}
+mod support;
+use support::block_on;
 
 /// Build `recipe` into `store`; return its digest and its config's `Env`,
 /// read back from the store.
 fn build(store: &Store, ctx: &Path, recipe: &str, name: &str) -> (kiln::Digest, Value) {
-    let recipe = kiln::parse_recipe(recipe, ctx).expect("parse");
-    let report = block_on(kiln::build(
-        store,
-        &recipe,
-        &BuildOptions::default(),
-        None,
-        &NoEvents,
-    ))
-    .expect("build");
+    let report = support::parse_and_build(store, ctx, recipe);
     let inspection = kiln::inspect(store, name).expect("inspect");
     let config: Value = serde_json::from_slice(&inspection.config_bytes).expect("config json");
     (report.digest, config["config"]["Env"].clone())

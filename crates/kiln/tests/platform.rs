@@ -10,26 +10,13 @@ use kiln::{BuildOptions, NoEvents, Store};
 use kiln_image::Platform;
 use serde_json::{Value, json};
 
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(f)
-}
+mod support;
+use support::block_on;
 
 /// Build `recipe` (parsed with `ctx` as its folder) into `store`; return
 /// the image's config as JSON.
 fn build(store: &Store, ctx: &Path, recipe: &str, name: &str) -> Value {
-    let recipe = kiln::parse_recipe(recipe, ctx).expect("parse");
-    block_on(kiln::build(
-        store,
-        &recipe,
-        &BuildOptions::default(),
-        None,
-        &NoEvents,
-    ))
-    .expect("build");
+    support::parse_and_build(store, ctx, recipe);
     let inspection = kiln::inspect(store, name).expect("inspect");
     serde_json::from_slice(&inspection.config_bytes).expect("config json")
 }
