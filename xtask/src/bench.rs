@@ -98,16 +98,29 @@ pub(crate) fn bench() -> Result<()> {
         images: RefCell::new(Vec::new()),
         dir,
     };
-    if std::env::var("KILN_BENCH_ONLY").is_ok_and(|v| v == "debian") {
-        // For working on the Debian workload: print its section, write
-        // nothing.
-        println!("{}", debian::section(&b)?);
-        return Ok(());
-    }
-    if std::env::var("KILN_BENCH_ONLY").is_ok_and(|v| v == "push") {
-        // For working on pushes: the push row alone, printed; nothing
-        // written.
-        println!("{}", push_only(&b)?);
+    // KILN_BENCH_ONLY=PART, for working on one part: it runs alone, its
+    // table is printed with the load average, and nothing is written.
+    let only = std::env::var("KILN_BENCH_ONLY").ok();
+    let part = match only.as_deref() {
+        None => None,
+        Some("debian") => Some(debian::Part::All),
+        Some("debian-cold") => Some(debian::Part::Cold),
+        Some("debian-warm") => Some(debian::Part::Warm),
+        Some("push") => {
+            println!("{}", push_only(&b)?);
+            return Ok(());
+        }
+        Some("scratch") => None,
+        Some(other) => bail!(
+            "KILN_BENCH_ONLY={other}: give one of scratch, debian, debian-cold, debian-warm, push"
+        ),
+    };
+    if let Some(part) = part {
+        println!(
+            "Load average (1, 5, 15 min) before: {load_before}.\n{}\nLoad average after: {}.",
+            debian::section(&b, part)?,
+            load_average()
+        );
         return Ok(());
     }
     let tar_bytes = prepare_small(&b)?;
@@ -208,8 +221,12 @@ pub(crate) fn bench() -> Result<()> {
         ],
     };
     let mut table = m.table();
+    if only.is_some() {
+        println!("Load average (1, 5, 15 min) before: {load_before}.\n{table}");
+        return Ok(());
+    }
     // Taken last: the machine is shared, and the later the quieter.
-    table.push_str(&debian::section(&b)?);
+    table.push_str(&debian::section(&b, debian::Part::All)?);
     println!("{table}");
     let doc = root().join("docs/benchmarks.md");
     write_doc(&doc, &machine(&load_before), &table)?;

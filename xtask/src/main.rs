@@ -23,7 +23,9 @@
 //!   types, to `docs/recipe.schema.json` (a kiln-recipe test fails when the
 //!   committed file is stale).
 //! - `bench`: kiln beside `docker build` and `tar | gzip` on ~300 MB, medians
-//!   and the targets into docs/benchmarks.md.
+//!   and the targets into docs/benchmarks.md. `KILN_BENCH_ONLY=PART`
+//!   (`scratch`, `debian`, `debian-cold`, `debian-warm`, `push`) runs one
+//!   part and prints its table with the load average, writing nothing.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -71,6 +71,26 @@ fn dockerfile() -> String {
     format!("FROM {BASE_TAG}\nRUN {RUN}\nCOPY site /srv/site\n")
 }
 
+/// Which rows of the workload to run (`KILN_BENCH_ONLY`): the warm rows
+/// are nothing changed and one file changed; the cold rows are the rest
+/// (cold builds, `kiln test`, peak memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Part {
+    All,
+    Cold,
+    Warm,
+}
+
+impl Part {
+    fn cold(self) -> bool {
+        self != Part::Warm
+    }
+
+    fn warm(self) -> bool {
+        self != Part::Cold
+    }
+}
+
 /// The medians of one builder on one scenario.
 struct Row {
     scenario: String,
@@ -84,8 +104,22 @@ struct Row {
 /// Runs of every command, for the raw table.
 type Raw = Vec<(String, Vec<Duration>)>;
 
-/// Run the workload and return its section of docs/benchmarks.md.
-pub(super) fn section(b: &Bench) -> Result<String> {
+/// [`ROUNDS`] runs of `one`, given the round's number.
+fn rounds(mut one: impl FnMut(usize) -> Result<Duration>) -> Result<Vec<Duration>> {
+    (0..ROUNDS).map(&mut one).collect()
+}
+
+/// The medians of one Docker builder; `None` where that part did not run.
+#[derive(Clone, Copy)]
+struct Peer {
+    name: &'static str,
+    cold: Option<Duration>,
+    cached: Option<Duration>,
+    changed: Option<Duration>,
+}
+
+/// Run `part` of the workload and return its section of docs/benchmarks.md.
+pub(super) fn section(b: &Bench, part: Part) -> Result<String> {
     let rootfs = crate::debian::stage()?;
     ensure_base(&rootfs)?;
     let dir = b.dir.join("debian");
@@ -116,35 +150,42 @@ pub(super) fn section(b: &Bench) -> Result<String> {
     let mut docker_ids = Vec::new();
     let mut peers = Vec::new();
     for (name, buildkit) in [("BuildKit", "1"), ("classic", "0")] {
-        let build = |no_cache: bool, ids: &mut Vec<String>| -> Result<Duration> {
+        let mut build = |no_cache: bool| -> Result<Duration> {
             let mut cmd = Command::new(DOCKER);
             cmd.env("DOCKER_BUILDKIT", buildkit)
                 .args(["build", "-q", "-t", OUT_TAG])
                 .args(no_cache.then_some("--no-cache"))
                 .arg(&daemon);
             let s = b.time(&format!("docker build ({name})"), &mut cmd)?;
-            ids.push(String::from_utf8_lossy(&s.stdout).trim().to_owned());
+            docker_ids.push(String::from_utf8_lossy(&s.stdout).trim().to_owned());
             Ok(s.elapsed)
         };
-        let cold: Vec<Duration> = (0..ROUNDS)
-            .map(|_| build(true, &mut docker_ids))
-            .collect::<Result<_>>()?;
-        build(false, &mut docker_ids)?;
-        let cached: Vec<Duration> = (0..ROUNDS)
-            .map(|_| build(false, &mut docker_ids))
-            .collect::<Result<_>>()?;
-        let mut changed = Vec::new();
-        for round in 0..ROUNDS {
-            touch_site(&[&daemon], &format!("{name} {round}"))?;
-            changed.push(build(false, &mut docker_ids)?);
+        let mut peer = Peer {
+            name,
+            cold: None,
+            cached: None,
+            changed: None,
+        };
+        if part.cold() {
+            let cold = rounds(|_| build(true))?;
+            peer.cold = Some(median(&cold));
+            raw.push((format!("{name} --no-cache"), cold));
         }
-        raw.push((format!("{name} --no-cache"), cold.clone()));
-        raw.push((format!("{name} cached"), cached.clone()));
-        raw.push((format!("{name}, one file changed"), changed.clone()));
-        peers.push((name, median(&cold), median(&cached), median(&changed)));
+        if part.warm() {
+            build(false)?;
+            let cached = rounds(|_| build(false))?;
+            let changed = rounds(|round| {
+                touch_site(&daemon, &format!("{name} {round}"))?;
+                build(false)
+            })?;
+            peer.cached = Some(median(&cached));
+            peer.changed = Some(median(&changed));
+            raw.push((format!("{name} cached"), cached));
+            raw.push((format!("{name}, one file changed"), changed));
+        }
+        peers.push(peer);
     }
-    let (_, bk_cold, bk_cached, bk_changed) = peers[0];
-
+    let buildkit = peers[0];
     for (label, ctx) in [("docker-daemon:", &daemon), ("rootfs:", &from_rootfs)] {
         eprintln!("==> Debian: kiln, base as {label}");
         let store = dir.join("store");
@@ -160,137 +201,63 @@ pub(super) fn section(b: &Bench) -> Result<String> {
                 continue;
             }
         };
-        let mut empty = vec![first.elapsed];
-        for _ in 1..ROUNDS {
-            remove_dir(&store)?;
-            empty.push(b.kiln_build(ctx, &store)?.elapsed);
+        if part.cold() {
+            let empty = rounds(|round| {
+                if round == 0 {
+                    return Ok(first.elapsed);
+                }
+                remove_dir(&store)?;
+                Ok(b.kiln_build(ctx, &store)?.elapsed)
+            })?;
+            let stored = rounds(|_| Ok(b.kiln_build_no_cache(ctx, &store)?.elapsed))?;
+            let bk = (buildkit.cold, "BuildKit --no-cache");
+            let stored_row = format!("`{label}` cold, base already in the store");
+            kiln_row(&mut rows, &stored, stored_row, bk, 1.0, true);
+            let empty_row = format!("`{label}` cold, empty store");
+            kiln_row(&mut rows, &empty, empty_row, bk, 2.0, true);
+            raw.push((format!("kiln `{label}` cold, empty store"), empty));
+            raw.push((format!("kiln `{label}` --no-cache, base stored"), stored));
         }
-        let stored: Vec<Duration> = (0..ROUNDS)
-            .map(|_| b.kiln_build_no_cache(ctx, &store).map(|s| s.elapsed))
-            .collect::<Result<_>>()?;
-        let mut all_cached = true;
-        let noop: Vec<Duration> = (0..ROUNDS)
-            .map(|_| {
+        if part.warm() {
+            let mut all_cached = true;
+            let noop = rounds(|_| {
                 let s = b.kiln_build(ctx, &store)?;
                 all_cached &= cached_layers(&s.stdout)?.iter().all(|(_, c)| *c);
                 Ok(s.elapsed)
-            })
-            .collect::<Result<_>>()?;
-        let mut only_site = true;
-        let mut changed = Vec::new();
-        for round in 0..ROUNDS {
-            touch_site(&[ctx], &format!("kiln {round}"))?;
-            let s = b.kiln_build(ctx, &store)?;
-            only_site &= cached_layers(&s.stdout)?
-                .iter()
-                .all(|(name, cached)| *cached == (name != "site"));
-            changed.push(s.elapsed);
+            })?;
+            let mut only_site = true;
+            let changed = rounds(|round| {
+                touch_site(ctx, &format!("kiln {round}"))?;
+                let s = b.kiln_build(ctx, &store)?;
+                only_site &= cached_layers(&s.stdout)?
+                    .iter()
+                    .all(|(name, cached)| *cached == (name != "site"));
+                Ok(s.elapsed)
+            })?;
+            let noop_row = format!("`{label}` nothing changed");
+            let bk = (buildkit.cached, "BuildKit cached");
+            kiln_row(&mut rows, &noop, noop_row, bk, 0.3, all_cached);
+            let changed_row = format!("`{label}` one file of the files layer changed");
+            let bk = (buildkit.changed, "BuildKit");
+            kiln_row(&mut rows, &changed, changed_row, bk, 0.3, only_site);
+            raw.push((format!("kiln `{label}` nothing changed"), noop));
+            raw.push((format!("kiln `{label}` one file changed"), changed));
         }
-        let m = |v: &[Duration]| median(v);
-        rows.push(Row {
-            scenario: format!("`{label}` cold, base already in the store"),
-            kiln: m(&stored),
-            peer: bk_cold,
-            peer_name: "BuildKit --no-cache",
-            target: 1.0,
-            check: true,
-        });
-        rows.push(Row {
-            scenario: format!("`{label}` cold, empty store"),
-            kiln: m(&empty),
-            peer: bk_cold,
-            peer_name: "BuildKit --no-cache",
-            target: 2.0,
-            check: true,
-        });
-        rows.push(Row {
-            scenario: format!("`{label}` nothing changed"),
-            kiln: m(&noop),
-            peer: bk_cached,
-            peer_name: "BuildKit cached",
-            target: 0.3,
-            check: all_cached,
-        });
-        rows.push(Row {
-            scenario: format!("`{label}` one file of the files layer changed"),
-            kiln: m(&changed),
-            peer: bk_changed,
-            peer_name: "BuildKit",
-            target: 0.3,
-            check: only_site,
-        });
-        raw.push((format!("kiln `{label}` cold, empty store"), empty));
-        raw.push((format!("kiln `{label}` --no-cache, base stored"), stored));
-        raw.push((format!("kiln `{label}` nothing changed"), noop));
-        raw.push((format!("kiln `{label}` one file changed"), changed));
 
-        if label == "docker-daemon:" {
-            eprintln!("==> Debian: kiln test of a held image vs docker run + exec");
-            // `kiln test` takes out of the engine what it loaded, and
-            // leaves alone what the engine held before: the image is put
-            // there once (as a user's `docker-daemon:` export), then timed.
-            b.time(
-                "kiln export docker-daemon:",
-                Command::new(&b.kiln)
-                    .args(["export", "bench-debian:1.0.0"])
-                    .arg(format!("docker-daemon:{HELD_TAG}"))
-                    .arg("--store")
-                    .arg(&store),
-            )?;
-            let kiln_test: Vec<Duration> = (0..ROUNDS)
-                .map(|_| b.kiln_test(&store, "bench-debian:1.0.0").map(|s| s.elapsed))
-                .collect::<Result<_>>()?;
-            let image = String::from_utf8_lossy(
-                &b.time(
-                    "docker image inspect",
-                    Command::new(DOCKER)
-                        .args(["image", "inspect", "--format", "{{.Id}}", HELD_TAG]),
-                )?
-                .stdout,
-            )
-            .trim()
-            .to_owned();
-            let docker_run: Vec<Duration> = (0..ROUNDS)
-                .map(|_| {
-                    let script = format!(
-                        "c=$({DOCKER} run -d --network none {image}) && {DOCKER} exec $c /usr/bin/id app >/dev/null; r=$?; {DOCKER} rm -f $c >/dev/null; exit $r"
-                    );
-                    b.time(
-                        "docker run + exec + rm",
-                        Command::new("bash").args(["-c", &script]).current_dir(&dir),
-                    )
-                    .map(|s| s.elapsed)
-                })
-                .collect::<Result<_>>()?;
-            rows.push(Row {
-                scenario: "`kiln test` of an image the engine holds (one command check)".into(),
-                kiln: median(&kiln_test),
-                peer: median(&docker_run),
-                peer_name: "docker run + exec + rm",
-                target: 1.2,
-                check: true,
-            });
+        if label == "docker-daemon:" && part.cold() {
+            let (row, kiln_test, docker_run) = held_image_test(b, &store, &dir)?;
+            rows.push(row);
             raw.push(("kiln test, image held".into(), kiln_test));
             raw.push(("docker run + exec + rm".into(), docker_run));
         }
         remove_dir(&store)?;
     }
 
-    eprintln!("==> Debian: kiln peak memory, a run layer writing ~1 GB");
-    let big = dir.join("big");
-    fs::create_dir_all(&big)?;
-    fs::write(
-        big.join("kiln.toml"),
-        recipe(&format!("docker-daemon:{BASE_TAG}"))
-            .replace(RUN, BIG_RUN)
-            .replace("name = \"bench-debian\"", "name = \"bench-debian-big\""),
-    )?;
-    fs::create_dir_all(big.join("site"))?;
-    fs::write(big.join("site/index.html"), "big\n")?;
-    let big_store = dir.join("big-store");
-    remove_dir(&big_store)?;
-    let (big_time, big_rss) = b.kiln_build_rss(&big, &big_store)?;
-    remove_dir(&big_store)?;
+    let big = if part.cold() {
+        Some(peak_memory(b, &dir)?)
+    } else {
+        None
+    };
 
     docker_ids.sort();
     docker_ids.dedup();
@@ -329,26 +296,36 @@ pub(super) fn section(b: &Bench) -> Result<String> {
             verdict(q <= r.target && r.check)
         );
     }
-    let _ = writeln!(
-        t,
-        "| peak RSS of `kiln build`, a run layer writing ~1 GB (`{BIG_RUN}`, {}) | {} | | | ≤ 150 MB | {} |",
-        secs(big_time),
-        big_rss.map_or("not measured".into(), |k| format!(
-            "{:.1} MB",
-            k as f64 / 1024.0
-        )),
-        verdict(big_rss.is_some_and(|k| k <= 150 * 1024)),
-    );
+    if let Some((big_time, big_rss)) = big {
+        let _ = writeln!(
+            t,
+            "| peak RSS of `kiln build`, a run layer writing ~1 GB (`{BIG_RUN}`, {}) | {} | | | ≤ 150 MB | {} |",
+            secs(big_time),
+            big_rss.map_or("not measured".into(), |k| format!(
+                "{:.1} MB",
+                k as f64 / 1024.0
+            )),
+            verdict(big_rss.is_some_and(|k| k <= 150 * 1024)),
+        );
+    }
     let _ = writeln!(t, "\nThe classic builder on the same Dockerfile:\n");
-    let _ = writeln!(t, "| | BuildKit | classic |");
+    let _ = writeln!(t, "| | {} | {} |", peers[0].name, peers[1].name);
     let _ = writeln!(t, "| --- | ---: | ---: |");
-    let classic = peers[1];
-    for (what, bk, cl) in [
-        ("--no-cache", bk_cold, classic.1),
-        ("cached", bk_cached, classic.2),
-        ("one file changed", bk_changed, classic.3),
+    let shown = |d: Option<Duration>| d.map_or_else(|| "not run".to_owned(), secs);
+    for (what, pick) in [
+        (
+            "--no-cache",
+            (|p: &Peer| p.cold) as fn(&Peer) -> Option<Duration>,
+        ),
+        ("cached", |p: &Peer| p.cached),
+        ("one file changed", |p: &Peer| p.changed),
     ] {
-        let _ = writeln!(t, "| {what} | {} | {} |", secs(bk), secs(cl));
+        let _ = writeln!(
+            t,
+            "| {what} | {} | {} |",
+            shown(pick(&peers[0])),
+            shown(pick(&peers[1]))
+        );
     }
     let _ = writeln!(t, "\nEvery round:\n\n| command | rounds |\n| --- | --- |");
     for (what, samples) in &raw {
@@ -359,6 +336,97 @@ pub(super) fn section(b: &Bench) -> Result<String> {
         let _ = writeln!(t, "\n{n}");
     }
     Ok(t)
+}
+
+/// Add the row of kiln's `samples` in `scenario` against `peer` (its
+/// median, if it ran, and its name).
+fn kiln_row(
+    rows: &mut Vec<Row>,
+    samples: &[Duration],
+    scenario: String,
+    peer: (Option<Duration>, &'static str),
+    target: f64,
+    check: bool,
+) {
+    rows.push(Row {
+        scenario,
+        kiln: median(samples),
+        peer: peer.0.unwrap_or_default(),
+        peer_name: peer.1,
+        target,
+        check,
+    });
+}
+
+/// `kiln test` of the image the engine holds against `docker run` plus
+/// `docker exec` of the same check: the row and both runs' rounds.
+fn held_image_test(
+    b: &Bench,
+    store: &Path,
+    dir: &Path,
+) -> Result<(Row, Vec<Duration>, Vec<Duration>)> {
+    eprintln!("==> Debian: kiln test of a held image vs docker run + exec");
+    // `kiln test` takes out of the engine what it loaded, and leaves alone
+    // what the engine held before: the image is put there once (as a
+    // user's `docker-daemon:` export), then timed.
+    b.time(
+        "kiln export docker-daemon:",
+        Command::new(&b.kiln)
+            .args(["export", "bench-debian:1.0.0"])
+            .arg(format!("docker-daemon:{HELD_TAG}"))
+            .arg("--store")
+            .arg(store),
+    )?;
+    let kiln_test = rounds(|_| Ok(b.kiln_test(store, "bench-debian:1.0.0")?.elapsed))?;
+    let image = String::from_utf8_lossy(
+        &b.time(
+            "docker image inspect",
+            Command::new(DOCKER).args(["image", "inspect", "--format", "{{.Id}}", HELD_TAG]),
+        )?
+        .stdout,
+    )
+    .trim()
+    .to_owned();
+    let docker_run = rounds(|_| {
+        let script = format!(
+            "c=$({DOCKER} run -d --network none {image}) && {DOCKER} exec $c /usr/bin/id app >/dev/null; r=$?; {DOCKER} rm -f $c >/dev/null; exit $r"
+        );
+        let s = b.time(
+            "docker run + exec + rm",
+            Command::new("bash").args(["-c", &script]).current_dir(dir),
+        )?;
+        Ok(s.elapsed)
+    })?;
+    let row = Row {
+        scenario: "`kiln test` of an image the engine holds (one command check)".into(),
+        kiln: median(&kiln_test),
+        peer: median(&docker_run),
+        peer_name: "docker run + exec + rm",
+        target: 1.2,
+        check: true,
+    };
+    Ok((row, kiln_test, docker_run))
+}
+
+/// The time and peak resident set (KiB) of a build whose run layer writes
+/// about 1 GB.
+fn peak_memory(b: &Bench, dir: &Path) -> Result<(Duration, Option<u64>)> {
+    eprintln!("==> Debian: kiln peak memory, a run layer writing ~1 GB");
+    let big = dir.join("big");
+    fs::create_dir_all(&big)?;
+    fs::write(
+        big.join("kiln.toml"),
+        recipe(&format!("docker-daemon:{BASE_TAG}"))
+            .replace(RUN, BIG_RUN)
+            .replace("name = \"bench-debian\"", "name = \"bench-debian-big\""),
+    )?;
+    fs::create_dir_all(big.join("site"))?;
+    fs::write(big.join("site/index.html"), "big\n")?;
+    let big_store = dir.join("big-store");
+    remove_dir(&big_store)?;
+    let measured = b.kiln_build_rss(&big, &big_store)?;
+    remove_dir(&big_store)?;
+    Ok(measured)
 }
 
 /// Import the staged root into the engine as [`BASE_TAG`], once.
@@ -387,15 +455,12 @@ fn ensure_base(rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Append `line` to the first page of each context's site.
-fn touch_site(ctxs: &[&PathBuf], line: &str) -> Result<()> {
-    for ctx in ctxs {
-        let page = ctx.join("site/page-00.html");
-        fs::OpenOptions::new()
-            .append(true)
-            .open(&page)
-            .and_then(|mut f| writeln!(f, "{line}"))
-            .with_context(|| format!("appending to {}", page.display()))?;
-    }
-    Ok(())
+/// Append `line` to the first page of the context's site.
+fn touch_site(ctx: &Path, line: &str) -> Result<()> {
+    let page = ctx.join("site/page-00.html");
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&page)
+        .and_then(|mut f| writeln!(f, "{line}"))
+        .with_context(|| format!("appending to {}", page.display()))
 }
