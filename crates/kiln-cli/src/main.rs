@@ -6,7 +6,14 @@
 /// `println!` that ends quietly on a closed stdout (see [`say`]).
 macro_rules! say {
     ($($arg:tt)*) => {
-        say(format_args!($($arg)*))
+        $crate::say(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` that never panics (see [`tell`]).
+macro_rules! tell {
+    ($($arg:tt)*) => {
+        $crate::tell(format_args!($($arg)*))
     };
 }
 
@@ -54,7 +61,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            tell!("error: cannot start the async runtime: {e}");
             return ExitCode::from(3);
         }
     };
@@ -67,21 +74,21 @@ fn main() -> ExitCode {
 fn report_failure(failure: Failure) -> u8 {
     match failure {
         Failure::Kiln(KilnError::Recipe(e)) => {
-            eprintln!("{:?}", miette::Report::new(e));
+            tell!("{:?}", miette::Report::new(e));
             2
         }
         Failure::Kiln(e) => {
-            eprintln!("error: {}", Chain(&e));
+            tell!("error: {}", Chain(&e));
             e.kind().exit_code()
         }
         Failure::WorkFailed => 1,
         Failure::BadRecipes => 2,
         Failure::Usage(message) => {
-            eprintln!("error: {message}");
+            tell!("error: {message}");
             2
         }
         Failure::Interrupted => {
-            eprintln!("interrupted: the run's containers were removed");
+            tell!("interrupted: the run's containers were removed");
             130
         }
     }
@@ -272,7 +279,7 @@ async fn run(command: Command) -> CmdResult {
             let engine_removed = match kiln::Docker::connect().await {
                 Ok(engine) => Some(kiln::gc_engine(&store, &engine).await?),
                 Err(e) => {
-                    eprintln!(
+                    tell!(
                         "note: the engine's leftovers of this store were not looked for: {}",
                         Chain(&e)
                     );
@@ -357,8 +364,8 @@ async fn run(command: Command) -> CmdResult {
                     "public_key": files.public_key,
                 }));
             } else {
-                eprintln!("Private key written to {}", files.private_key.display());
-                eprintln!("Public key written to {}", files.public_key.display());
+                tell!("Private key written to {}", files.private_key.display());
+                tell!("Public key written to {}", files.public_key.display());
             }
             Ok(())
         }
@@ -374,7 +381,7 @@ async fn run(command: Command) -> CmdResult {
                 } else {
                     "already signed with this key"
                 };
-                println!("{} {what} ({})", report.digest, report.signature_tag);
+                say!("{} {what} ({})", report.digest, report.signature_tag);
             }
             Ok(())
         }
@@ -393,7 +400,7 @@ async fn run(command: Command) -> CmdResult {
             if json {
                 print_json(&report);
             } else {
-                println!(
+                say!(
                     "{} verified: {} {} with {}",
                     report.digest,
                     report.verified,
@@ -512,7 +519,7 @@ fn load_all(
         match kiln::load_recipe_with_args(path, args) {
             Ok(r) => recipes.push(r),
             Err(KilnError::Recipe(e)) => {
-                eprintln!("{:?}", miette::Report::new(e));
+                tell!("{:?}", miette::Report::new(e));
                 bad = true;
             }
             Err(e) => return Err(e.into()),
@@ -555,7 +562,7 @@ fn check(
                     errors
                 };
                 results.push(json!({ "path": path, "ok": false, "errors": errors }));
-                eprintln!("{:?}", miette::Report::new(e));
+                tell!("{:?}", miette::Report::new(e));
             }
         }
     }
@@ -643,16 +650,27 @@ fn say(line: std::fmt::Arguments<'_>) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
         Err(e) => {
-            eprintln!("error: cannot write to stdout: {e}");
+            tell!("error: cannot write to stdout: {e}");
             std::process::exit(1);
         }
     }
 }
 
+/// Print one line on stderr. Progress and diagnostics are for whoever
+/// watches: a closed stderr (`kiln build 2>&1 >/dev/null | head -1`) loses
+/// them, and the command goes on to its own end and exit code.
+fn tell(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr
+        .write_fmt(line)
+        .and_then(|()| stderr.write_all(b"\n"));
+}
+
 fn print_json(value: &impl serde::Serialize) {
     match serde_json::to_string_pretty(value) {
         Ok(text) => say!("{text}"),
-        Err(e) => eprintln!("error: cannot render JSON: {e}"),
+        Err(e) => tell!("error: cannot render JSON: {e}"),
     }
 }
 

@@ -33,7 +33,7 @@ impl Progress {
 
     fn start(&self, message: String) {
         if !self.terminal {
-            eprintln!("{message}");
+            tell!("{message}");
             return;
         }
         let bar = ProgressBar::new_spinner();
@@ -53,9 +53,9 @@ impl Progress {
         match bar {
             Some(bar) => {
                 bar.finish_and_clear();
-                eprintln!("{line}");
+                tell!("{line}");
             }
-            None => eprintln!("{line}"),
+            None => tell!("{line}"),
         }
     }
 }
@@ -92,7 +92,7 @@ impl kiln::CheckEvents for Progress {
 
 impl kiln::Events for Progress {
     fn build_started(&self, image: &str, layers: usize) {
-        eprintln!("building {image} ({layers} layers)");
+        tell!("building {image} ({layers} layers)");
     }
     fn layer_started(&self, _image: &str, layer: &str) {
         self.start(format!("  layer {layer}"));
@@ -116,9 +116,9 @@ impl kiln::Events for Progress {
     }
     fn build_finished(&self, report: &BuildReport) {
         if let Some(base) = &report.base {
-            eprintln!("  on {} = {}", base.reference, base.digest);
+            tell!("  on {} = {}", base.reference, base.digest);
         }
-        eprintln!(
+        tell!(
             "built {}:{} {} in {} ms",
             report.name,
             report.tags.join(","),
@@ -126,14 +126,17 @@ impl kiln::Events for Progress {
             report.duration_ms
         );
         for moved in &report.moved {
-            eprintln!(
+            tell!(
                 "moved {}:{} {} -> {}",
-                report.name, moved.tag, moved.from, moved.to
+                report.name,
+                moved.tag,
+                moved.from,
+                moved.to
             );
         }
     }
     fn loading_image(&self, image: &str, digest: &kiln::Digest) {
-        eprintln!("testing {image}@{digest}");
+        tell!("testing {image}@{digest}");
     }
 }
 
@@ -145,13 +148,13 @@ pub fn fsck(report: &kiln::FsckReport) {
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         let state = if p.repaired { "repaired" } else { "found" };
-        println!("{state} {kind}: {}: {}", p.path.display(), p.detail);
+        say!("{state} {kind}: {}: {}", p.path.display(), p.detail);
     }
     if report.writers_active {
-        println!("writers were running: temporary files were not judged");
+        say!("writers were running: temporary files were not judged");
     }
     let open = report.problems.iter().filter(|p| !p.repaired).count();
-    println!(
+    say!(
         "{} blobs checked, {} unreferenced (gc removes them), {} problems, {} left",
         report.blobs,
         report.unreferenced,

@@ -44,6 +44,7 @@ fn a_closed_stdout_ends_the_command_quietly() {
         &["inspect", "site:1.0.0"][..],
         &["images"],
         &["images", "--json"],
+        &["fsck"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
             .args(args)
@@ -57,6 +58,43 @@ fn a_closed_stdout_ends_the_command_quietly() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn a_closed_stderr_loses_the_progress_not_the_work_or_the_exit_code() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = store_with_site(tmp.path());
+    let recipe = tmp.path().join("site");
+    // A changed page: the build writes its progress to a closed stderr.
+    std::fs::write(recipe.join("www/index.html"), "<p>changed</p>\n").expect("write");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .arg("--store")
+            .arg(&store)
+            .stdout(Stdio::piped())
+            .stderr(writer.try_clone().expect("clone pipe"))
+            .output()
+            .expect("run kiln")
+    };
+    let built = run(&["build", recipe.to_str().expect("utf-8")]);
+    assert_eq!(built.status.code(), Some(0));
+    let said = String::from_utf8_lossy(&built.stdout).into_owned();
+    assert!(said.starts_with("site sha256:"), "{said}");
+    let digest = said.split_whitespace().nth(1).expect("a digest");
+    let images = json(&ok(kiln(&store, &["images", "--json"])));
+    assert_eq!(images["images"][0]["digest"], digest, "{images}");
+    // A bad recipe and a bad reference keep their exit code 2.
+    std::fs::write(recipe.join("kiln.toml"), "[image]\nnmae = \"site\"\n").expect("write");
+    assert_eq!(
+        run(&["check", recipe.to_str().expect("utf-8")])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(run(&["inspect", "Bad_Name"]).status.code(), Some(2));
 }
 
 #[test]
