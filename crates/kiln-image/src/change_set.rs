@@ -343,11 +343,6 @@ fn whiteouts(
     Ok(entries)
 }
 
-/// Overlay's extended attributes that mean an upper entry does not hold
-/// what it stands for: its content is still below (`metacopy`) or it is a
-/// renamed folder whose entries live under another name (`redirect`).
-const OVERLAY_INDIRECTIONS: &[&str] = &["trusted.overlay.metacopy", "trusted.overlay.redirect"];
-
 /// The entries of the layer that holds `changes`, as
 /// [`change_set_entries`] gives them, but read from `dir`: a folder that
 /// holds every added and modified path with its content, mode and numeric
@@ -394,7 +389,7 @@ pub fn change_set_entries_from_dir(
             ancestor = a.parent();
         }
         let meta = std::fs::symlink_metadata(&host).map_err(|e| not_there(path, e.to_string()))?;
-        for attr in OVERLAY_INDIRECTIONS {
+        for attr in crate::overlay::OVERLAY_INDIRECTIONS {
             if rustix::fs::lgetxattr_query(&host, *attr).is_ok() {
                 return Err(not_there(
                     path,

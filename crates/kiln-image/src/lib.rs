@@ -75,6 +75,7 @@ pub mod layer_policy;
 pub mod lock;
 pub mod oci;
 pub mod oci_archive;
+pub mod overlay;
 pub mod registry;
 pub mod rootfs;
 pub mod store;
