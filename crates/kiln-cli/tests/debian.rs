@@ -428,3 +428,86 @@ async fn check_reproducible_names_the_file_a_step_makes_differ() {
     );
     assert!(!said.contains("/etc/motd"), "{said}");
 }
+
+/// The bench's run layer (a user added, about 60 MB copied) plus a base
+/// file removed and a folder replaced (whiteouts, an opaque folder).
+const WORKLOAD: &str = "useradd -m app && cp -a /usr/lib/x86_64-linux-gnu /opt/lib && cp -a /usr/bin /opt/bin && rm /etc/motd && rm -rf /etc/apt/apt.conf.d && mkdir /etc/apt/apt.conf.d && echo kiln > /etc/apt/apt.conf.d/99kiln";
+
+/// The paths in a gzip layer blob.
+fn layer_paths(blob: &Path) -> BTreeSet<String> {
+    let file = fs::File::open(blob).expect("blob");
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    archive
+        .entries()
+        .expect("entries")
+        .map(|e| {
+            let e = e.expect("entry");
+            let path = e.path().expect("path").to_string_lossy().into_owned();
+            path.trim_end_matches('/').to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn walking_the_upper_folder_and_the_engines_change_list_give_one_layer() {
+    let Some(rootfs) = debian_rootfs() else {
+        return;
+    };
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let recipe = debian_recipe(
+        tmp.path(),
+        &rootfs,
+        &format!("[[layer]]\nname = \"work\"\nrun = \"{WORKLOAD}\"\n"),
+    );
+    let store = tmp.path().join("store");
+    let _cleanup = support::EngineCleanup(store.clone());
+    // The default on a local engine: kiln walks the overlay upper folder.
+    let walked = ok(kiln(&store, &["build", arg(&recipe), "--json"]));
+    // Forced: the engine's change list, the content from its export.
+    let listed = ok(support::kiln_with_env(
+        &store,
+        &["build", arg(&recipe), "--json", "--no-cache"],
+        &[("KILN_RUN_LAYER_CAPTURE", "export")],
+    ));
+    let layer = |out: &std::process::Output| {
+        let report = json(out);
+        report["images"][0]["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .find(|l| l["name"] == "work")
+            .and_then(|l| l["digest"].as_str())
+            .expect("layer digest")
+            .to_owned()
+    };
+    assert_eq!(layer(&walked), layer(&listed), "one layer either way");
+    assert_eq!(digest_of(&walked, "debian"), digest_of(&listed, "debian"));
+
+    let digest = layer(&walked);
+    let paths = layer_paths(
+        &store
+            .join("blobs/sha256")
+            .join(digest.strip_prefix("sha256:").expect("sha256")),
+    );
+    for want in [
+        "etc/.wh.motd",
+        "etc/apt/apt.conf.d",
+        "etc/apt/apt.conf.d/.wh.01autoremove",
+        "etc/apt/apt.conf.d/99kiln",
+        "etc/passwd",
+        "home/app",
+        "opt/lib",
+        "opt/bin/dpkg",
+    ] {
+        assert!(paths.contains(want), "{want} missing from the layer");
+    }
+    // Copied up for a child's change only: not listed with its content.
+    assert!(!paths.contains("etc/apt/apt.conf.d/.wh..wh..opq"));
+    assert!(
+        !paths.iter().any(|p| p.starts_with("usr/")),
+        "nothing of /usr changed"
+    );
+}

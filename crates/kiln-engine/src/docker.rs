@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::archive::{self, FirstEntry};
 use crate::engine::{
     Archive, Change, ChangeKind, ContainerId, ContainerSpec, ContainerState, Engine, ExecOutput,
-    ImageConfig, NewFile, PathInfo,
+    ImageConfig, NewFile, OverlayDirs, PathInfo,
 };
 use crate::error::EngineError;
 
@@ -60,7 +60,7 @@ pub struct Docker {
 }
 
 /// The environment variable that, set to `export`, makes
-/// [`Engine::upper_dir`] answer `None`: run layers then read a container's
+/// [`Engine::overlay_dirs`] answer `None`: run layers then read a container's
 /// changes from the engine's filesystem export, as on a remote engine.
 pub const CAPTURE_ENV: &str = "KILN_RUN_LAYER_CAPTURE";
 
@@ -122,7 +122,7 @@ impl Docker {
         })
     }
 
-    /// Whether [`Engine::upper_dir`] may offer a container's overlay upper
+    /// Whether [`Engine::overlay_dirs`] may offer a container's overlay upper
     /// folder (the default, unless [`CAPTURE_ENV`] is `export`). `false`
     /// makes run layers read changes from the engine's filesystem export:
     /// slower, and the same layer.
@@ -817,7 +817,7 @@ impl Engine for Docker {
         Ok(removed)
     }
 
-    async fn upper_dir(&self, id: &ContainerId) -> Result<Option<PathBuf>, EngineError> {
+    async fn overlay_dirs(&self, id: &ContainerId) -> Result<Option<OverlayDirs>, EngineError> {
         // A folder named by a remote engine is not on this host.
         if !self.upper_dir_reads || !self.endpoint.starts_with("unix://") {
             return Ok(None);
@@ -832,10 +832,23 @@ impl Engine for Docker {
         let Some(upper) = driver.data.get("UpperDir").map(PathBuf::from) else {
             return Ok(None);
         };
+        // Top first, as overlay's lowerdir option lists them; none for an
+        // image with no layer.
+        let lowers: Vec<PathBuf> = driver
+            .data
+            .get("LowerDir")
+            .map(|l| {
+                l.split(':')
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+                    .collect()
+            })
+            .unwrap_or_default();
         // Readable here (the engine's data root is root-only), else the
         // export is the way.
         let readable = tokio::fs::read_dir(&upper).await.is_ok();
-        Ok((readable && upper.is_absolute()).then_some(upper))
+        let absolute = upper.is_absolute() && lowers.iter().all(|l| l.is_absolute());
+        Ok((readable && absolute).then_some(OverlayDirs { upper, lowers }))
     }
 
     async fn save_image(&self, image: &str, dest: &Path) -> Result<u64, EngineError> {

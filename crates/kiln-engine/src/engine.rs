@@ -133,12 +133,13 @@ pub trait Engine: Send + Sync {
     /// before they could clean up themselves.
     async fn remove_managed_containers_of(&self, image: &str) -> Result<usize, EngineError>;
 
-    /// The host folder that holds exactly what the container changed (an
-    /// overlay filesystem's upper folder), when the engine runs on this
-    /// host, keeps containers on overlay and that folder is readable here;
-    /// `None` otherwise (the changes are then read from
+    /// The container's overlay folders on this host: the upper folder,
+    /// which holds exactly what the container changed, and the lower
+    /// folders below it; when the engine runs on this host, keeps
+    /// containers on overlay and the upper folder is readable here; `None`
+    /// otherwise (the changes are then [`Engine::changes`], read from
     /// [`Engine::export_to_file`]). Valid until the container is removed.
-    async fn upper_dir(&self, id: &ContainerId) -> Result<Option<PathBuf>, EngineError> {
+    async fn overlay_dirs(&self, id: &ContainerId) -> Result<Option<OverlayDirs>, EngineError> {
         let _ = id;
         Ok(None)
     }
@@ -147,6 +148,17 @@ pub trait Engine: Send + Sync {
     /// archive to the host file `dest`, streamed. How many bytes were
     /// written. An image the engine does not hold is [`EngineError::NotFound`].
     async fn save_image(&self, image: &str, dest: &Path) -> Result<u64, EngineError>;
+}
+
+/// A container's overlay filesystem, as host folders (see
+/// [`Engine::overlay_dirs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayDirs {
+    /// What the container wrote: changed files, whiteouts, opaque folders.
+    pub upper: PathBuf,
+    /// The folders below it, top first: the engine's own layer of the
+    /// container (`-init`), then the image's layers from the top.
+    pub lowers: Vec<PathBuf>,
 }
 
 /// One path a container changed, as [`Engine::changes`] reports it.

@@ -45,7 +45,7 @@ pub mod testing;
 pub use docker::{CAPTURE_ENV, Docker};
 pub use engine::{
     Archive, Change, ChangeKind, ContainerId, ContainerSpec, ContainerState, Engine, ExecOutput,
-    ImageConfig, NewFile, PathInfo, PathKind, ReadOnlyMount,
+    ImageConfig, NewFile, OverlayDirs, PathInfo, PathKind, ReadOnlyMount,
 };
 pub use error::{Cause, EngineError};
 pub use kiln_error_kind::ErrorKind;

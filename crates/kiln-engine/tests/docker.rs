@@ -649,11 +649,22 @@ async fn the_upper_folder_holds_exactly_what_the_container_changed() {
 
         // This engine is local and its data root readable (tests run as
         // root beside dockerd): the upper folder is offered.
-        let upper = docker
-            .upper_dir(&id)
+        let dirs = docker
+            .overlay_dirs(&id)
             .await
             .expect("inspect")
             .expect("a local overlay2 engine offers the upper folder");
+        let upper = dirs.upper;
+        // Below it: the container's own init layer, then the image's.
+        assert!(dirs.lowers.len() >= 2, "{:?}", dirs.lowers);
+        assert!(dirs.lowers[0].to_string_lossy().contains("-init"));
+        assert!(
+            dirs.lowers[1..]
+                .iter()
+                .any(|l| l.join("data/keep").exists()),
+            "{:?}",
+            dirs.lowers
+        );
         let read = |p: &str| std::fs::read_to_string(upper.join(p)).expect(p);
         assert_eq!(read("data/new"), "new\n");
         assert_eq!(read("data/mod"), "a\nb\n");
@@ -670,7 +681,7 @@ async fn the_upper_folder_holds_exactly_what_the_container_changed() {
 
         // Turned off, the engine answers None: the export is the way.
         let export_only = docker.clone().with_upper_dir_reads(false);
-        assert_eq!(export_only.upper_dir(&id).await.expect("answer"), None);
+        assert_eq!(export_only.overlay_dirs(&id).await.expect("answer"), None);
     })
     .await;
 }
