@@ -1,6 +1,8 @@
 //! Cache entries: a layer key → the blob it produced.
 //!
-//! An entry is written atomically, and only after its blob is in the store.
+//! An entry is written atomically, and only after its blob is in the store
+//! (and flushed there); the entry itself is not flushed: one lost or torn
+//! by a crash is a miss.
 //! A hit is served only when the blob is there with the bytes it had: the
 //! blob file's stat is remembered when the entry is written and, if it
 //! changed since, the blob is hashed again before it is trusted.
@@ -8,7 +10,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use kiln_image::{Digest, LayerBlob, Store, write_atomic};
+use kiln_image::{Digest, LayerBlob, Store, write_atomic_unflushed};
 use serde::{Deserialize, Serialize};
 
 use crate::CacheError;
@@ -113,7 +115,9 @@ fn write_entry(file: &std::path::Path, entry: &Entry) -> Result<(), CacheError> 
         path: file.to_owned(),
         source,
     })?;
-    write_atomic(file, &bytes)?;
+    // Not flushed to disk (its blob is, before it): an entry lost or torn
+    // by a crash is a miss, and the layer is built again.
+    write_atomic_unflushed(file, &bytes)?;
     Ok(())
 }
 
@@ -167,4 +171,44 @@ pub fn stored(store: &Store) -> Result<Vec<StoredEntry>, CacheError> {
 /// was there. A missing entry only costs a rebuild of its layer.
 pub fn remove(path: &std::path::Path) -> Result<bool, CacheError> {
     Ok(kiln_image::remove_if_present(path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a crash can leave of an entry that was not flushed: nothing, an
+    /// empty file, zeros, or the start of it. Each is a miss, never an
+    /// error and never a hit.
+    #[test]
+    fn an_entry_lost_or_torn_by_a_crash_is_a_miss() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::open(tmp.path()).expect("store");
+        let blob = kiln_image::write_layer(&store, Vec::new(), 0).expect("layer");
+        let key = LayerKey(Digest::of(b"key"));
+        record(&store, &key, &blob).expect("record");
+        assert_eq!(
+            lookup(&store, &key).expect("lookup"),
+            Lookup::Hit(blob.clone())
+        );
+        let file = path(&store, &key);
+        let whole = std::fs::read(&file).expect("entry");
+        let torn: [Option<Vec<u8>>; 4] = [
+            None,
+            Some(Vec::new()),
+            Some(vec![0; whole.len()]),
+            Some(whole[..whole.len() / 2].to_vec()),
+        ];
+        for left in torn {
+            match &left {
+                None => std::fs::remove_file(&file).expect("rm"),
+                Some(bytes) => std::fs::write(&file, bytes).expect("write"),
+            }
+            assert_eq!(
+                lookup(&store, &key).expect("lookup"),
+                Lookup::Miss(MissReason::NoEntry),
+                "{left:?}"
+            );
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use kiln_image::{Store, write_atomic_if_changed};
+use kiln_image::{Store, write_atomic_unflushed_if_changed};
 use serde::{Deserialize, Serialize};
 
 use crate::CacheError;
@@ -57,7 +57,9 @@ pub fn save_last(store: &Store, image: &str, last: &LastBuild) -> Result<(), Cac
         source,
     })?;
     // The same build again records the same snapshots: nothing to write.
-    write_atomic_if_changed(&file, &bytes)?;
+    // Not flushed to disk: it only explains the next build's misses, and
+    // one lost or torn by a crash reads as no last build.
+    write_atomic_unflushed_if_changed(&file, &bytes)?;
     Ok(())
 }
 

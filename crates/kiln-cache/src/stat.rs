@@ -17,7 +17,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kiln_image::{Cancel, Digest, Store, write_atomic_if_changed};
+use kiln_image::{Cancel, Digest, Store, write_atomic_unflushed};
 use sha2::{Digest as _, Sha256};
 
 use crate::CacheError;
@@ -248,9 +248,11 @@ impl StatCache {
         } else {
             crate::stat_file::encode(&self.entries)
         };
-        // A file hashed again to the same digest (touched, or hashed
-        // within the racy window) may leave the merged cache as it was.
-        write_atomic_if_changed(&self.file, &bytes)?;
+        // Not flushed to disk: a crash may lose it or leave it torn, which
+        // the checksum turns into an empty cache (hashing again, never a
+        // wrong digest). Always new bytes: whatever made it dirty changed
+        // at least one entry's hashing time.
+        write_atomic_unflushed(&self.file, &bytes)?;
         // The JSON form of earlier versions, now unused.
         kiln_image::remove_if_present(&self.file.with_file_name("stat.json"))?;
         Ok(())

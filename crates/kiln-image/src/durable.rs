@@ -31,6 +31,39 @@ pub fn write_atomic_if_changed(path: &Path, bytes: &[u8]) -> Result<bool, ImageE
     Ok(true)
 }
 
+/// [`write_atomic`] without flushing anything to disk: readers still see the
+/// old content or the new, never a mix, but a crash may lose the write or
+/// leave the file empty or zeroed. Only for files whose loss costs time and
+/// never gives a wrong result: caches that check what they read (the stat
+/// cache's checksum; a cache entry that does not parse is a miss, and its
+/// blob is checked on every hit) and take anything else as missing. Each
+/// flush it skips costs milliseconds, tens of them on a busy disk.
+pub fn write_atomic_unflushed(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = parent(path);
+    std::fs::create_dir_all(dir).map_err(ImageError::io(dir))?;
+    let mut tmp = staging_file(dir)?;
+    tmp.write_all(bytes).map_err(ImageError::io(tmp.path()))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(ImageError::io(tmp.path()))?;
+    tmp.persist(path).map_err(|e| ImageError::Io {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+/// [`write_atomic_unflushed`], unless `path` already holds exactly `bytes`:
+/// then nothing is written and `false` is returned.
+pub fn write_atomic_unflushed_if_changed(path: &Path, bytes: &[u8]) -> Result<bool, ImageError> {
+    if holds(path, bytes) {
+        return Ok(false);
+    }
+    write_atomic_unflushed(path, bytes)?;
+    Ok(true)
+}
+
 /// Whether the file at `path` holds exactly `bytes` (read only when its
 /// size matches).
 fn holds(path: &Path, bytes: &[u8]) -> bool {
@@ -103,6 +136,31 @@ mod tests {
         write_atomic(&file, b"two")?;
         assert_eq!(std::fs::read(&file)?, b"two");
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("a/b"))?.collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+        Ok(())
+    }
+
+    #[test]
+    fn unflushed_writes_replace_whole_files_too() -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("cache/stat.bin");
+        write_atomic_unflushed(&file, b"one")?;
+        let inode = std::fs::metadata(&file)?.ino();
+        assert!(!write_atomic_unflushed_if_changed(&file, b"one")?);
+        assert_eq!(std::fs::metadata(&file)?.ino(), inode, "not replaced");
+        assert!(write_atomic_unflushed_if_changed(&file, b"two")?);
+        assert_eq!(std::fs::read(&file)?, b"two");
+        assert_ne!(
+            std::fs::metadata(&file)?.ino(),
+            inode,
+            "replaced, not rewritten in place"
+        );
+        assert_eq!(
+            std::fs::metadata(&file)?.permissions().mode() & 0o777,
+            0o644
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("cache"))?.collect();
         assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
         Ok(())
     }

@@ -92,7 +92,10 @@ pub use compare::layer_differences;
 pub use descriptor::{Descriptor, Platform};
 pub use digest::{Digest, DigestParseError};
 pub use docker_archive::import_docker_archive;
-pub use durable::{remove_if_present, write_atomic, write_atomic_if_changed};
+pub use durable::{
+    remove_if_present, write_atomic, write_atomic_if_changed, write_atomic_unflushed,
+    write_atomic_unflushed_if_changed,
+};
 pub use entry::{
     CopySpec, EntryKind, FileMetadata, LayerEntry, add_parent_folders, is_glob, link_hard_links,
     link_hard_links_noted, plan_copy, plan_copy_noting,
