@@ -787,3 +787,63 @@ fn layer_writers_keep_memory_bounded_with_j() {
         writers / 2
     );
 }
+
+/// Whether any thread of process `pid` sleeps waiting for a file lock
+/// (flock(2) waits in the kernel's `locks_lock_inode_wait`).
+fn waits_for_a_lock(pid: u32) -> bool {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    threads
+        .flatten()
+        .any(|t| std::fs::read_to_string(t.path().join("wchan")).is_ok_and(|w| w.contains("lock")))
+}
+
+/// Run `kiln ARGS --store STORE` to its end, or until it waits for a file
+/// lock (then it is killed): whether it finished, and its output.
+fn run_unless_locked(store: &Path, args: &[&str]) -> (bool, Output) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .arg("--store")
+        .arg(store)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kiln");
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return (true, child.wait_with_output().expect("output"));
+        }
+        if waits_for_a_lock(child.id()) {
+            child.kill().expect("kill");
+            return (false, child.wait_with_output().expect("output"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn readers_answer_while_gc_holds_the_sweep() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = tmp.path().join("store");
+    let image = recipe(tmp.path(), "readers", "1.0.0", "read me\n", "");
+    let digest = built_digest(&ok(kiln(&store, &["build", path_str(&image), "--json"])));
+    // This process holds the sweep, as a running gc does.
+    let handle = kiln_image::Store::open(&store).expect("store");
+    let sweep = handle.sweep().expect("sweep");
+    for args in [vec!["images", "--json"], vec!["inspect", "readers:1.0.0"]] {
+        let (finished, out) = run_unless_locked(&store, &args);
+        assert!(finished, "kiln {args:?} waited for the store's lock");
+        let out = ok(out);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&digest),
+            "kiln {args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // What writes does wait: the check above would see it.
+    let (finished, _) = run_unless_locked(&store, &["build", path_str(&image)]);
+    assert!(!finished, "a build ran while the sweep was held");
+    drop(sweep);
+    assert_fsck_clean(&store);
+}
