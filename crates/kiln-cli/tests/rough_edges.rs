@@ -158,6 +158,28 @@ fn destinations_that_are_not_are_bad_input_and_list_the_destinations() {
 }
 
 #[test]
+fn an_export_into_a_missing_folder_is_exit_2_naming_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = store_with_site(tmp.path());
+    let missing = tmp.path().join("missing");
+    for dest in [
+        format!("oci-archive:{}/site.tar", missing.display()),
+        format!("docker-archive:{}/site.tar", missing.display()),
+        format!("oci:{}/layout", missing.display()),
+    ] {
+        let out = kiln(&store, &["export", "site:1.0.0", &dest]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{dest}: {err}");
+        assert!(
+            err.contains(&format!("{}: no such folder", missing.display())),
+            "{err}"
+        );
+        assert!(!err.contains(".tmp-"), "{err}");
+    }
+    assert!(!missing.exists());
+}
+
+#[test]
 fn images_shows_sizes_for_people_and_bytes_in_json() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = store_with_site(tmp.path());

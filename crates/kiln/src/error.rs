@@ -29,6 +29,12 @@ pub enum KilnError {
     /// Records, channels, rollback.
     #[error(transparent)]
     Promote(#[from] kiln_promote::PromoteError),
+    /// An export's destination is in a folder that does not exist.
+    #[error("{}: no such folder to export into: create it first", folder.display())]
+    NoExportFolder {
+        /// The folder the destination names.
+        folder: PathBuf,
+    },
     /// The recipe uses a feature this build of kiln does not have yet.
     #[error("{recipe}: {feature} {verb} not supported yet{}", detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     Unsupported {
@@ -250,6 +256,7 @@ impl KilnError {
             KilnError::Sign(e) => e.kind(),
             KilnError::ChangeSet { source, .. } => source.kind(),
             KilnError::Unsupported { .. }
+            | KilnError::NoExportFolder { .. }
             | KilnError::UnknownImage { .. }
             | KilnError::InvalidReference { .. }
             | KilnError::InvalidVolatile { .. }

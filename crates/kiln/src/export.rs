@@ -104,6 +104,20 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> KilnError + '_ {
     }
 }
 
+/// The folder a destination file or layout goes into, which must exist:
+/// a missing one is the user's to create (exit 2, naming it), and
+/// tempfile's own error would name its temporary file instead.
+fn destination_folder(path: &Path) -> Result<&Path, KilnError> {
+    let folder = parent(path);
+    if folder.is_dir() {
+        Ok(folder)
+    } else {
+        Err(KilnError::NoExportFolder {
+            folder: folder.to_owned(),
+        })
+    }
+}
+
 /// The folder `path` is in (`.` for a bare name).
 fn parent(path: &Path) -> &Path {
     match path.parent() {
@@ -119,10 +133,11 @@ fn write_file_atomically(
     file: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> Result<(), KilnError>,
 ) -> Result<(), KilnError> {
+    let folder = destination_folder(file)?;
     let tmp = tempfile::Builder::new()
         .prefix(".tmp-")
-        .tempfile_in(parent(file))
-        .map_err(io_error(parent(file)))?;
+        .tempfile_in(folder)
+        .map_err(io_error(folder))?;
     let mut out = std::io::BufWriter::new(tmp.as_file());
     write(&mut out)?;
     out.flush().map_err(io_error(tmp.path()))?;
@@ -155,10 +170,11 @@ fn write_layout_atomically(
     if dir.exists() {
         return write(dir);
     }
+    let folder = destination_folder(dir)?;
     let tmp = tempfile::Builder::new()
         .prefix(".tmp-")
-        .tempdir_in(parent(dir))
-        .map_err(io_error(parent(dir)))?;
+        .tempdir_in(folder)
+        .map_err(io_error(folder))?;
     write(tmp.path())?;
     std::fs::rename(tmp.path(), dir).map_err(io_error(dir))?;
     // The folder moved: nothing is left for the guard to clean.
