@@ -851,14 +851,30 @@ impl Engine for Docker {
         Ok((readable && absolute).then_some(OverlayDirs { upper, lowers }))
     }
 
-    async fn save_image(&self, image: &str, dest: &Path) -> Result<u64, EngineError> {
+    async fn save_image(
+        &self,
+        image: &str,
+        chunks: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    ) -> Result<u64, EngineError> {
         // Asking first turns an unknown image into NotFound rather than an
         // error in the middle of a stream.
         self.image_config(image).await?;
         let client = self.client.clone().with_timeout(LOAD_TIMEOUT);
-        let stream = client.export_image(image);
-        self.stream_to_file(stream, "save", &format!("image {image}"), dest)
-            .await
+        let mut stream = client.export_image(image);
+        let mut sent = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.fail("save", &format!("image {image}"), e))?;
+            if chunk.is_empty() {
+                continue;
+            }
+            let len = chunk.len() as u64;
+            if chunks.send(chunk).await.is_err() {
+                // The reader stopped: it says why.
+                break;
+            }
+            sent += len;
+        }
+        Ok(sent)
     }
 }
 

@@ -144,10 +144,17 @@ pub trait Engine: Send + Sync {
         Ok(None)
     }
 
-    /// Write the image `image` (`NAME:TAG` or an id) as a `docker save`
-    /// archive to the host file `dest`, streamed. How many bytes were
-    /// written. An image the engine does not hold is [`EngineError::NotFound`].
-    async fn save_image(&self, image: &str, dest: &Path) -> Result<u64, EngineError>;
+    /// Send the image `image` (`NAME:TAG` or an id) as a `docker save`
+    /// archive into `chunks`, in order, as the engine streams it (never an
+    /// empty chunk; a bounded channel keeps memory bounded). How many bytes
+    /// were sent. If the receiver hangs up, the save stops there and
+    /// answers what was sent: the reader knows why it stopped. An image
+    /// the engine does not hold is [`EngineError::NotFound`].
+    async fn save_image(
+        &self,
+        image: &str,
+        chunks: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    ) -> Result<u64, EngineError>;
 }
 
 /// A container's overlay filesystem, as host folders (see

@@ -42,6 +42,8 @@ mod ping;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
+/// The chunk type [`Engine::save_image`] sends.
+pub use bytes::Bytes;
 pub use docker::{CAPTURE_ENV, Docker};
 pub use engine::{
     Archive, Change, ChangeKind, ContainerId, ContainerSpec, ContainerState, Engine, ExecOutput,

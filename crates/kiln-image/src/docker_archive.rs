@@ -168,7 +168,113 @@ pub fn import_docker_archive(
         })
         .collect::<Result<Vec<CopiedLayer>, ImageError>>()?;
 
-    check_diff_ids(file, &config_digest, &config_bytes, &image.layers, &layers)?;
+    store_image(store, file, image, config_digest, &config_bytes, &layers)
+}
+
+/// Import the one image of a `docker save` stream, read once from front to
+/// back (no temporary file, no seeking): `docker save` writes the layers
+/// before manifest.json, so every layer member (`ID/layer.tar`,
+/// `blobs/sha256/HEX`) is stored as it streams by, the small documents are
+/// kept in memory, and the image is assembled once manifest.json has been
+/// read. `source` names the stream in errors. The archive must hold exactly
+/// one image. Checked as [`import_docker_archive`] checks a file; a blob
+/// stored before a failure is unreferenced until `kiln gc` removes it, and
+/// nothing names the image unless the whole stream was read and checked.
+pub fn import_docker_save(
+    store: &Store,
+    input: impl Read,
+    source: &Path,
+) -> Result<BaseImage, ImageError> {
+    let invalid = |reason: String| ImageError::InvalidArchive {
+        path: source.to_path_buf(),
+        format: FORMAT,
+        reason,
+    };
+    let bad_tar = |e: std::io::Error| invalid(e.to_string());
+    let mut archive = tar::Archive::new(input);
+    let mut members = BTreeMap::new();
+    let mut documents: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut copied: BTreeMap<String, CopiedLayer> = BTreeMap::new();
+    for entry in archive.entries().map_err(bad_tar)? {
+        let mut entry = entry.map_err(bad_tar)?;
+        let name = member_name(&entry.path_bytes());
+        let link = || {
+            entry
+                .link_name_bytes()
+                .map(|l| String::from_utf8_lossy(&l).into_owned())
+                .unwrap_or_default()
+        };
+        let kind = entry.header().entry_type();
+        let member = if kind.is_file() {
+            Member::File
+        } else if kind.is_symlink() {
+            Member::Symlink(link())
+        } else if kind.is_hard_link() {
+            Member::Hardlink(link())
+        } else {
+            Member::Other
+        };
+        if matches!(member, Member::File) {
+            if name.ends_with("/layer.tar") || name.starts_with("blobs/") {
+                let layer = copy_layer(store, source, &name, &mut entry)?;
+                copied.insert(name.clone(), layer);
+            } else {
+                let bytes = read_document(&mut entry, source, FORMAT, &name)?;
+                documents.insert(name.clone(), bytes);
+            }
+        }
+        members.insert(name, member);
+    }
+    let manifest_json = documents
+        .get("manifest.json")
+        .ok_or_else(|| invalid("it has no manifest.json".into()))?;
+    let images: Vec<ArchiveImage> = serde_json::from_slice(manifest_json)
+        .map_err(|e| invalid(format!("its manifest.json is not a list of images: {e}")))?;
+    let image = choose_image(source, &images, None)?;
+    let resolve = |name: &str| {
+        resolve_member(&members, name).ok_or_else(|| {
+            invalid(format!(
+                "manifest.json names {name:?}, which is not a file in the archive"
+            ))
+        })
+    };
+    let config_member = resolve(&image.config)?;
+    // A config under blobs/ streamed by as a blob: read back, it is small.
+    let config_bytes = match (documents.get(&config_member), copied.get(&config_member)) {
+        (Some(bytes), _) => bytes.clone(),
+        (None, Some(blob)) => store.read_blob(&blob.digest)?,
+        (None, None) => {
+            return Err(invalid(format!(
+                "its config {config_member:?} could not be read"
+            )));
+        }
+    };
+    let config_digest = store.put_blob(&config_bytes)?;
+    let layers = image
+        .layers
+        .iter()
+        .map(|l| {
+            let member = resolve(l)?;
+            copied
+                .get(&member)
+                .cloned()
+                .ok_or_else(|| invalid(format!("its layer {member:?} could not be read")))
+        })
+        .collect::<Result<Vec<CopiedLayer>, ImageError>>()?;
+    store_image(store, source, image, config_digest, &config_bytes, &layers)
+}
+
+/// Check the layers against the config's diff_ids and store the synthesised
+/// manifest: the end of every import.
+fn store_image(
+    store: &Store,
+    file: &Path,
+    image: &ArchiveImage,
+    config_digest: Digest,
+    config_bytes: &[u8],
+    layers: &[CopiedLayer],
+) -> Result<BaseImage, ImageError> {
+    check_diff_ids(file, &config_digest, config_bytes, &image.layers, layers)?;
     let layer_descriptors: Vec<Descriptor> = layers
         .iter()
         .map(|l| {

@@ -9,7 +9,8 @@
 //!   manifest as canonical JSON ([`to_canonical_json`]);
 //! - [`Store`] is an OCI image layout (skopeo and umoci read it as it is),
 //!   written atomically, blobs verified before they are trusted;
-//! - [`import_oci_layout`], [`import_oci_archive`], [`import_docker_archive`]
+//! - [`import_oci_layout`], [`import_oci_archive`], [`import_docker_archive`],
+//!   [`import_docker_save`] (a `docker save` stream, read once)
 //!   and [`pull_registry`] bring bases into the store, streamed and verified
 //!   blob by blob, every base layer checked by [`validate_layer_entries`];
 //!   [`load_image`] reads one back, and [`read_image`] gives a stored
@@ -91,7 +92,7 @@ pub use canonical::to_canonical_json;
 pub use compare::layer_differences;
 pub use descriptor::{Descriptor, Platform};
 pub use digest::{Digest, DigestParseError};
-pub use docker_archive::import_docker_archive;
+pub use docker_archive::{import_docker_archive, import_docker_save};
 pub use durable::{
     remove_if_present, write_atomic, write_atomic_if_changed, write_atomic_unflushed,
     write_atomic_unflushed_if_changed,

@@ -11,8 +11,8 @@ use std::path::Path;
 use common::*;
 use kiln_image::{
     BaseImage, BuiltImage, Digest, EntryKind, ImageError, ImageSpec, LayerEntry, LayerRecord,
-    RuntimeConfig, Store, assemble, import_docker_archive, load_image, write_docker_loadable,
-    write_layer,
+    RuntimeConfig, Store, assemble, import_docker_archive, import_docker_save, load_image,
+    write_docker_loadable, write_layer,
 };
 use serde_json::{Value, json};
 
@@ -174,6 +174,14 @@ fn a_docker_save_archive_imports_and_a_child_runs() -> TestResult {
     let store = Store::open(dir.path().join("store"))?;
     let base = import_docker_archive(&store, &saved, Some(&tag))?;
     check_layers(&base, &source.diff_ids);
+    // Read once as a stream, as a `docker-daemon:` base is: the same image.
+    let streamed_store = Store::open(dir.path().join("streamed"))?;
+    let streamed = import_docker_save(
+        &streamed_store,
+        std::fs::File::open(&saved)?,
+        Path::new("saved"),
+    )?;
+    assert_eq!(streamed.manifest_digest, base.manifest_digest);
     // Docker keeps the config bytes, so the image id is unchanged.
     assert_eq!(
         base.manifest["config"]["digest"],
@@ -473,5 +481,60 @@ fn references_and_malformed_archives() -> TestResult {
         }
         other => return Err(format!("expected InvalidArchive, got {other:?}").into()),
     }
+    Ok(())
+}
+
+#[test]
+fn a_save_stream_read_once_gives_what_the_file_gives() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let p = parts(dir.path())?;
+    // The new layout (config and layers under blobs/) and the classic one
+    // (a symlinked layer.tar), each in the order `docker save` writes:
+    // layers first, manifest.json last.
+    let new_config = config(&[&p.diff_id]);
+    let config_name = format!("blobs/sha256/{}", Digest::of(&new_config).hex());
+    let layer_name = format!("blobs/sha256/{}", p.gzip_digest.hex());
+    let new_manifest = serde_json::to_vec(&json!([{
+        "Config": config_name, "RepoTags": ["web:1"], "Layers": [layer_name],
+    }]))?;
+    let new_archive = dir.path().join("new.tar");
+    archive_of(
+        &new_archive,
+        &[
+            (&layer_name, Member::File(&p.gzip)),
+            (&config_name, Member::File(&new_config)),
+            ("manifest.json", Member::File(&new_manifest)),
+        ],
+    )?;
+    let old_config = config(&[&p.diff_id, &p.diff_id]);
+    let old_manifest = serde_json::to_vec(&json!([{
+        "Config": "cfg.json", "RepoTags": ["old:1"],
+        "Layers": ["aaa/layer.tar", "./bbb/layer.tar"],
+    }]))?;
+    let old_archive = dir.path().join("old.tar");
+    archive_of(
+        &old_archive,
+        &[
+            ("aaa/layer.tar", Member::File(&p.plain)),
+            ("bbb/layer.tar", Member::Symlink("../aaa/layer.tar")),
+            ("cfg.json", Member::File(&old_config)),
+            ("manifest.json", Member::File(&old_manifest)),
+        ],
+    )?;
+    for archive in [&new_archive, &old_archive] {
+        let from_file = import_docker_archive(&Store::open(dir.path().join("a"))?, archive, None)?;
+        let store = Store::open(dir.path().join("b"))?;
+        let streamed = import_docker_save(&store, std::fs::File::open(archive)?, archive)?;
+        assert_eq!(streamed.manifest_digest, from_file.manifest_digest);
+        assert_eq!(streamed.layers, from_file.layers);
+    }
+
+    // Cut short (the engine failed half-way): refused, nothing named.
+    let bytes = std::fs::read(&old_archive)?;
+    let store = Store::open(dir.path().join("cut"))?;
+    let err = import_docker_save(&store, &bytes[..bytes.len() / 2], Path::new("cut"))
+        .expect_err("half a stream");
+    assert!(err.to_string().contains("cut"), "names the stream: {err}");
+    assert!(store.refs()?.is_empty());
     Ok(())
 }

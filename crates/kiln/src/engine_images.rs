@@ -25,6 +25,11 @@ use kiln_engine::{Engine, EngineError};
 use kiln_image::{BaseImage, Digest, Store};
 
 use crate::KilnError;
+use crate::chunk_reader::ChunkReader;
+
+/// How many chunks of a `docker save` (tens of KiB each) may wait for the
+/// import: enough to keep both sides busy, bounded in memory.
+const SAVE_CHUNKS_IN_FLIGHT: usize = 64;
 
 /// The prefix of every image name this store's builds and tests give in
 /// the engine: `kiln.local/` and 12 hex digits of the digest of the store's
@@ -337,20 +342,31 @@ pub(crate) async fn daemon_base(
     {
         return Ok(image);
     }
-    // `docker save` by id (the tag may move meanwhile) into a temporary
-    // file in the store, then the same import as any docker-archive:
-    // layers byte for byte.
-    let tmp = tempfile::NamedTempFile::new_in(store.bookkeeping_dir())
-        .or_else(|_| tempfile::NamedTempFile::new())
-        .map_err(io(store.bookkeeping_dir()))?;
-    engine
-        .save_image(id.as_str(), tmp.path())
-        .await
-        .map_err(|e| match e {
-            EngineError::NotFound { .. } => not_held(),
-            other => other.into(),
-        })?;
-    let image = kiln_image::import_docker_archive(store, tmp.path(), None)?;
+    // `docker save` by id (the tag may move meanwhile), streamed straight
+    // into the import as it arrives: one pass, no temporary file (the same
+    // checks as any docker-archive: layers byte for byte). The engine's
+    // failure is the cause when both fail; a failed or cancelled import
+    // stops the save; nothing names the image unless both finish.
+    let (tx, rx) = tokio::sync::mpsc::channel::<kiln_engine::Bytes>(SAVE_CHUNKS_IN_FLIGHT);
+    let (import_store, source) = (store.clone(), PathBuf::from(format!("docker save {id}")));
+    let import = crate::blocking::run(move || {
+        kiln_image::import_docker_save(&import_store, ChunkReader::new(rx), &source)
+    });
+    let save = async {
+        let saved = engine.save_image(id.as_str(), tx.clone()).await;
+        if saved.is_ok() {
+            // The end marker: the reader takes the stream as whole.
+            let _ = tx.send(kiln_engine::Bytes::new()).await;
+        }
+        drop(tx);
+        saved
+    };
+    let (saved, imported) = tokio::join!(save, import);
+    saved.map_err(|e| match e {
+        EngineError::NotFound { .. } => not_held(),
+        other => other.into(),
+    })?;
+    let image = imported?;
     kiln_image::write_atomic(&record, format!("{}\n", image.manifest_digest).as_bytes())?;
     // The engine holds this image: what is built on it need not send it.
     record_image(store, &config_digest(&image)?, &image.diff_ids)?;

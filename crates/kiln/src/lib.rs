@@ -31,6 +31,7 @@ mod build;
 mod cancel;
 mod capability;
 mod catalog;
+mod chunk_reader;
 mod engine_images;
 mod error;
 mod events;

@@ -343,7 +343,11 @@ impl Engine for FakeEngine {
         Ok(0)
     }
 
-    async fn save_image(&self, _image: &str, _dest: &Path) -> Result<u64, EngineError> {
+    async fn save_image(
+        &self,
+        _image: &str,
+        _chunks: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    ) -> Result<u64, EngineError> {
         Err(not_scripted("save_image"))
     }
 }
