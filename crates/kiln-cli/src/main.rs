@@ -57,6 +57,12 @@ impl From<KilnError> for Failure {
 type CmdResult = Result<(), Failure>;
 
 fn main() -> ExitCode {
+    // A recipe error's first line is `FILE:LINE:COLUMN: message`: keep it
+    // whole, however long the path, so that it can be read, grepped and
+    // clicked; the terminal wraps what it must.
+    let _ = miette::set_hook(Box::new(|_| {
+        Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
+    }));
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
