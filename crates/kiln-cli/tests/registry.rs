@@ -499,3 +499,69 @@ async fn a_release_whose_checks_fail_pushes_nothing() {
         "the failed release sent something"
     );
 }
+
+#[test]
+fn a_child_of_a_base_from_the_same_registry_mounts_the_base_layers() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = tmp.path().join("store");
+    build_hello(tmp.path(), &store, "0.45.0-base", "");
+    // Every request goes through the proxy, which writes them down.
+    let proxy = Proxy::start(&registry.host, Fault::Nothing);
+    ok(kiln(
+        &store,
+        &[
+            "export",
+            "hello:0.45.0-base",
+            &format!("docker://{}/team/base:1", proxy.host),
+        ],
+    ));
+    let child = tmp.path().join("child");
+    std::fs::create_dir_all(&child).expect("mkdir");
+    std::fs::write(child.join("page.html"), "a child\n").expect("write");
+    std::fs::write(
+        child.join("kiln.toml"),
+        format!(
+            "[image]\nname = \"child\"\nversion = \"1.0.0\"\nbase = \"docker://{}/team/base:1\"\n\n\
+             [[layer]]\nname = \"page\"\nfiles = [{{ src = \"page.html\", dest = \"/www/page.html\" }}]\n",
+            proxy.host
+        ),
+    )
+    .expect("write recipe");
+    let built = json(&ok(kiln(
+        &store,
+        &["build", child.to_str().expect("utf8"), "--json"],
+    )));
+    let digest = built["images"][0]["digest"].as_str().expect("digest");
+    let before = proxy.requests().len();
+    ok(kiln(
+        &store,
+        &[
+            "export",
+            "child:1.0.0",
+            &format!("docker://{}/team/child:1", proxy.host),
+        ],
+    ));
+    let sent = &proxy.requests()[before..];
+    let mounts = sent
+        .iter()
+        .filter(|r| {
+            r.starts_with("POST ") && r.contains("mount=") && r.contains("from=team%2Fbase")
+        })
+        .count();
+    let chunks = sent.iter().filter(|r| r.starts_with("PATCH ")).count();
+    // Every blob the repository lacks is asked for by mount from the
+    // base's repository (a refused mount starts the upload instead): the
+    // base's two layers are mounted, only the config and the child's own
+    // layer go up.
+    assert_eq!((mounts, chunks), (4, 2), "{sent:#?}");
+    let pushed = skopeo_inspect(&[
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/team/child:1", registry.host),
+    ]);
+    let stored = inspect(&store, &[&format!("child@{digest}")], &[]);
+    assert_eq!(pushed, stored["manifest"]);
+}

@@ -383,7 +383,7 @@ pub async fn export_with(
                 Some(t) => format!("{}/{}:{t}", target.host, target.repository),
                 None => format!("{}/{}@{}", target.host, target.repository, image.digest),
             };
-            let remote = target.remote(false)?;
+            let remote = target.push_remote(store, &image.digest)?;
             let tags: Vec<String> = tag.into_iter().collect();
             let pushing = async {
                 remote.push_image(store, &image.digest, &tags).await?;

@@ -58,6 +58,25 @@ impl RegistryTarget {
     pub(crate) fn remote(&self, read_only: bool) -> Result<Remote, KilnError> {
         remote(&self.host, &self.repository, read_only)
     }
+
+    /// A session for pushing `digest` here that may mount blobs from the
+    /// repository its base was pulled from, when that is on this registry
+    /// (the image's stored recipe names a `docker://` base of this host):
+    /// the base's layers then cost the registry a mount, not an upload.
+    /// The stored recipe is only a hint; without one nothing is mounted.
+    pub(crate) fn push_remote(&self, store: &Store, digest: &Digest) -> Result<Remote, KilnError> {
+        let remote = self.remote(false)?;
+        let recipe = crate::stored_recipe::load(store, digest).ok().flatten();
+        if let Some(BaseRef::Registry {
+            host, repository, ..
+        }) = recipe.map(|r| r.image.base)
+        {
+            if host == self.host && repository != self.repository {
+                remote.allow_mounts_from(&[repository]);
+            }
+        }
+        Ok(remote)
+    }
 }
 
 impl std::fmt::Display for RegistryTarget {

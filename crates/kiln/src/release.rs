@@ -123,7 +123,7 @@ async fn push(
             tags.push(ch.clone());
         }
     }
-    let remote = target.remote(false)?;
+    let remote = target.push_remote(store, digest)?;
     let report = remote.push_image(store, digest, &tags).await?;
     Ok(PushedReport {
         destination: format!("docker://{}/{}", target.host, target.repository),
