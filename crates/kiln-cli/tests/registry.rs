@@ -60,6 +60,21 @@ fn build_hello(dir: &Path, store: &Path, version: &str, extra: &str) -> String {
     digest
 }
 
+/// A recipe in `dir` for `child:1.0.0`: one page on `base`. Its folder.
+fn child_recipe(dir: &Path, base: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    std::fs::write(dir.join("page.html"), "a child\n").expect("write");
+    std::fs::write(
+        dir.join("kiln.toml"),
+        format!(
+            "[image]\nname = \"child\"\nversion = \"1.0.0\"\nbase = \"{base}\"\n\n\
+             [[layer]]\nname = \"page\"\nfiles = [{{ src = \"page.html\", dest = \"/www/page.html\" }}]\n"
+        ),
+    )
+    .expect("write recipe");
+    dir.to_path_buf()
+}
+
 /// `kiln inspect ARGS...` with `env`, asserting success; its JSON.
 fn inspect(store: &Path, args: &[&str], env: &[(&str, &str)]) -> Value {
     let mut all = vec!["inspect"];
@@ -357,18 +372,10 @@ fn missing_or_wrong_credentials_are_exit_3_after_a_bounded_number_of_requests() 
         ],
         &[("DOCKER_CONFIG", &good), ("REGISTRY_AUTH_FILE", "")],
     ));
-    let base_recipe = tmp.path().join("child");
-    std::fs::create_dir_all(&base_recipe).expect("mkdir");
-    std::fs::write(base_recipe.join("page.html"), "a child\n").expect("write");
-    std::fs::write(
-        base_recipe.join("kiln.toml"),
-        format!(
-            "[image]\nname = \"child\"\nversion = \"1.0.0\"\nbase = \"docker://{}/team/private:1\"\n\n\
-             [[layer]]\nname = \"page\"\nfiles = [{{ src = \"page.html\", dest = \"/www/page.html\" }}]\n",
-            proxy.host
-        ),
-    )
-    .expect("write recipe");
+    let base_recipe = child_recipe(
+        &tmp.path().join("child"),
+        &format!("docker://{}/team/private:1", proxy.host),
+    );
     // The shared cache takes the same credentials: published with them...
     let cached = hello_copy(&tmp.path().join("cached"), "0.43.0-cache");
     let cached = cached.to_str().expect("utf8");
@@ -518,18 +525,10 @@ fn a_child_of_a_base_from_the_same_registry_mounts_the_base_layers() {
             &format!("docker://{}/team/base:1", proxy.host),
         ],
     ));
-    let child = tmp.path().join("child");
-    std::fs::create_dir_all(&child).expect("mkdir");
-    std::fs::write(child.join("page.html"), "a child\n").expect("write");
-    std::fs::write(
-        child.join("kiln.toml"),
-        format!(
-            "[image]\nname = \"child\"\nversion = \"1.0.0\"\nbase = \"docker://{}/team/base:1\"\n\n\
-             [[layer]]\nname = \"page\"\nfiles = [{{ src = \"page.html\", dest = \"/www/page.html\" }}]\n",
-            proxy.host
-        ),
-    )
-    .expect("write recipe");
+    let child = child_recipe(
+        &tmp.path().join("child"),
+        &format!("docker://{}/team/base:1", proxy.host),
+    );
     let built = json(&ok(kiln(
         &store,
         &["build", child.to_str().expect("utf8"), "--json"],
