@@ -389,13 +389,12 @@ pub fn change_set_entries_from_dir(
             ancestor = a.parent();
         }
         let meta = std::fs::symlink_metadata(&host).map_err(|e| not_there(path, e.to_string()))?;
-        for attr in crate::overlay::OVERLAY_INDIRECTIONS {
-            if rustix::fs::lgetxattr_query(&host, *attr).is_ok() {
-                return Err(not_there(
-                    path,
-                    format!("overlay keeps it elsewhere ({attr})"),
-                ));
-            }
+        let attrs = crate::overlay::xattr_names(&host)?;
+        if let Some(attr) = crate::overlay::kept_elsewhere(&attrs) {
+            return Err(not_there(
+                path,
+                format!("overlay keeps it elsewhere ({attr})"),
+            ));
         }
         let file_type = meta.file_type();
         let kind = if file_type.is_file() {

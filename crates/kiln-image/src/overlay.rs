@@ -100,13 +100,13 @@ fn walk(
             }
             continue;
         }
-        for attr in OVERLAY_INDIRECTIONS {
-            if has_xattr(&host, attr) {
-                return Err(ChangeSetError::NotInChangesDir {
-                    path: child,
-                    reason: format!("overlay keeps it elsewhere ({attr})"),
-                });
-            }
+        // One call lists what the checks below need.
+        let attrs = xattr_names(&host)?;
+        if let Some(attr) = kept_elsewhere(&attrs) {
+            return Err(ChangeSetError::NotInChangesDir {
+                path: child,
+                reason: format!("overlay keeps it elsewhere ({attr})"),
+            });
         }
         let is_dir = meta.file_type().is_dir();
         let Some(old) = old else {
@@ -117,15 +117,20 @@ fn walk(
             }
             continue;
         };
-        let differs = stat_differs(&old.meta, &meta)
-            || xattr(&old.host, CAPABILITY)? != xattr(&host, CAPABILITY)?;
+        let capability = if attrs.iter().any(|a| a == CAPABILITY) {
+            xattr(&host, CAPABILITY)?
+        } else {
+            None
+        };
+        let differs = stat_differs(&old.meta, &meta) || xattr(&old.host, CAPABILITY)? != capability;
         if differs {
             push(out, &child, PathChangeKind::Modified);
             changed = true;
         }
         if is_dir {
             let below = if old.meta.file_type().is_dir() {
-                let opaque = hides_lower || is_opaque(&host);
+                let opaque = hides_lower
+                    || (attrs.iter().any(|a| OPAQUE.contains(&a.as_str())) && is_opaque(&host));
                 walk(&host, &child, &old.dirs, opaque, out)?
             } else {
                 walk(&host, &child, &[], true, out)?
@@ -245,8 +250,37 @@ fn is_opaque(path: &Path) -> bool {
     })
 }
 
-fn has_xattr(path: &Path, name: &str) -> bool {
-    rustix::fs::lgetxattr_query(path, name).is_ok()
+/// The names of `path`'s extended attributes (none where the filesystem
+/// keeps none).
+pub(crate) fn xattr_names(path: &Path) -> Result<Vec<String>, ChangeSetError> {
+    use rustix::io::Errno;
+    let mut buf = vec![0u8; 256];
+    loop {
+        match rustix::fs::llistxattr(path, &mut buf[..]) {
+            Ok(n) => {
+                return Ok(buf[..n]
+                    .split(|&b| b == 0)
+                    .filter(|name| !name.is_empty())
+                    .map(|name| String::from_utf8_lossy(name).into_owned())
+                    .collect());
+            }
+            Err(Errno::RANGE) => {
+                let len = rustix::fs::llistxattr_query(path).map_err(|e| io(path)(e.into()))?;
+                buf = vec![0u8; len.max(buf.len() * 2)];
+            }
+            Err(Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(io(path)(e.into())),
+        }
+    }
+}
+
+/// The first of `attrs` that says overlay keeps the entry's content or
+/// name elsewhere.
+pub(crate) fn kept_elsewhere(attrs: &[String]) -> Option<&str> {
+    attrs
+        .iter()
+        .map(String::as_str)
+        .find(|a| OVERLAY_INDIRECTIONS.contains(a))
 }
 
 /// The value of the extended attribute `name` of `path`, `None` when it has
