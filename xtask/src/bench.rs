@@ -83,7 +83,7 @@ struct Bench {
 pub(crate) fn bench() -> Result<()> {
     let started = Instant::now();
     let load_before = load_average();
-    crate::prerequisites::ensure_bench_packages()?;
+    crate::prerequisites::ensure_packages()?;
     ensure_dockerd()?;
     run(
         "build kiln (release)",

@@ -14,21 +14,15 @@ const NEEDED: &[(&str, &str)] = &[
     // A CNCF distribution registry; tests start their own on a loopback
     // port (the package's own service, where systemd runs it, is not used).
     ("/usr/bin/docker-registry", "docker-registry"),
+    // Peak memory of a child kiln (store_safety's `-j` memory bound; the
+    // bench's peak-memory rows).
+    ("/usr/bin/time", "time"),
 ];
-
-/// What the benchmark needs besides: `/usr/bin/time` for peak memory.
-const NEEDED_BY_BENCH: &[(&str, &str)] = &[("/usr/bin/time", "time")];
 
 /// Install every missing package the tests need with apt-get (as root);
 /// elsewhere say what to install.
 pub fn ensure_packages() -> Result<()> {
     ensure(NEEDED)
-}
-
-/// [`ensure_packages`], plus what `cargo xtask bench` needs.
-pub fn ensure_bench_packages() -> Result<()> {
-    ensure(NEEDED)?;
-    ensure(NEEDED_BY_BENCH)
 }
 
 /// Install every missing package of `needed` (path, package) with apt-get
