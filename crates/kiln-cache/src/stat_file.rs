@@ -18,9 +18,8 @@
 //! only costs hashing again, a wrong entry would give a wrong digest.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use kiln_image::Digest;
 use sha2::{Digest as _, Sha256};
@@ -33,14 +32,14 @@ const VERSION: u32 = 1;
 const CHECKSUM: usize = 32;
 
 /// The bytes of `entries` in the file's form.
-pub(crate) fn encode(entries: &BTreeMap<PathBuf, Entry>) -> Vec<u8> {
+pub(crate) fn encode(entries: &BTreeMap<OsString, Entry>) -> Vec<u8> {
     let mut out = Vec::with_capacity(24 + entries.len() * 140 + CHECKSUM);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
     let mut previous: &[u8] = &[];
     for (path, entry) in entries {
-        let path = path.as_os_str().as_bytes();
+        let path = path.as_bytes();
         let shared = path
             .iter()
             .zip(previous)
@@ -77,7 +76,7 @@ fn len_u32(n: usize) -> u32 {
 
 /// The entries held by `bytes`; `None` unless they are exactly what
 /// [`encode`] writes.
-pub(crate) fn decode(bytes: &[u8]) -> Option<BTreeMap<PathBuf, Entry>> {
+pub(crate) fn decode(bytes: &[u8]) -> Option<BTreeMap<OsString, Entry>> {
     let body_len = bytes.len().checked_sub(CHECKSUM)?;
     let (body, sum) = bytes.split_at(body_len);
     if Sha256::digest(body).as_slice() != sum {
@@ -113,7 +112,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<BTreeMap<PathBuf, Entry>> {
             hashed_at_ns,
             digest,
         };
-        entries.insert(PathBuf::from(OsStr::from_bytes(&path)), entry);
+        entries.insert(OsString::from_vec(path.clone()), entry);
     }
     r.bytes.is_empty().then_some(entries)
 }
@@ -156,11 +155,11 @@ mod tests {
         }
     }
 
-    fn sample() -> BTreeMap<PathBuf, Entry> {
+    fn sample() -> BTreeMap<OsString, Entry> {
         ["/a/b/c", "/a/b/cd", "/a/x", "/b", "/a/b/c/ü", ""]
             .into_iter()
             .enumerate()
-            .map(|(i, p)| (PathBuf::from(p), entry(u8::try_from(i).unwrap_or(0))))
+            .map(|(i, p)| (OsString::from(p), entry(u8::try_from(i).unwrap_or(0))))
             .collect()
     }
 
