@@ -53,6 +53,28 @@ enum Member {
     Other,
 }
 
+impl Member {
+    /// What the archive's member `entry` is, with a link's target.
+    fn of<R: std::io::Read>(entry: &tar::Entry<'_, R>) -> Member {
+        let link = || {
+            entry
+                .link_name_bytes()
+                .map(|l| String::from_utf8_lossy(&l).into_owned())
+                .unwrap_or_default()
+        };
+        let kind = entry.header().entry_type();
+        if kind.is_file() {
+            Member::File
+        } else if kind.is_symlink() {
+            Member::Symlink(link())
+        } else if kind.is_hard_link() {
+            Member::Hardlink(link())
+        } else {
+            Member::Other
+        }
+    }
+}
+
 /// A layer copied into the store.
 #[derive(Clone)]
 struct CopiedLayer {
@@ -93,22 +115,7 @@ pub fn import_docker_archive(
     for entry in archive.entries_with_seek().map_err(bad_tar)? {
         let mut entry = entry.map_err(bad_tar)?;
         let name = member_name(&entry.path_bytes());
-        let link = || {
-            entry
-                .link_name_bytes()
-                .map(|l| String::from_utf8_lossy(&l).into_owned())
-                .unwrap_or_default()
-        };
-        let kind = entry.header().entry_type();
-        let member = if kind.is_file() {
-            Member::File
-        } else if kind.is_symlink() {
-            Member::Symlink(link())
-        } else if kind.is_hard_link() {
-            Member::Hardlink(link())
-        } else {
-            Member::Other
-        };
+        let member = Member::of(&entry);
         if name == "manifest.json" && matches!(member, Member::File) {
             manifest_json = Some(read_document(&mut entry, file, FORMAT, &name)?);
         }
@@ -198,22 +205,7 @@ pub fn import_docker_save(
     for entry in archive.entries().map_err(bad_tar)? {
         let mut entry = entry.map_err(bad_tar)?;
         let name = member_name(&entry.path_bytes());
-        let link = || {
-            entry
-                .link_name_bytes()
-                .map(|l| String::from_utf8_lossy(&l).into_owned())
-                .unwrap_or_default()
-        };
-        let kind = entry.header().entry_type();
-        let member = if kind.is_file() {
-            Member::File
-        } else if kind.is_symlink() {
-            Member::Symlink(link())
-        } else if kind.is_hard_link() {
-            Member::Hardlink(link())
-        } else {
-            Member::Other
-        };
+        let member = Member::of(&entry);
         if matches!(member, Member::File) {
             if name.ends_with("/layer.tar") || name.starts_with("blobs/") {
                 let layer = copy_layer(store, source, &name, &mut entry)?;
