@@ -471,17 +471,10 @@ pub fn layer_diff_id(store: &Store, layer: &crate::Descriptor) -> Result<Digest,
 mod tests {
     use super::*;
     use crate::Cancel;
+    use kiln_testkit::{bytes_read, once_read};
 
     /// Bytes this process has read through read(2) so far (`rchar`): how a
     /// test sees how far a long step got, without a clock.
-    fn bytes_read() -> u64 {
-        let io = std::fs::read_to_string("/proc/self/io").expect("/proc/self/io");
-        io.lines()
-            .find_map(|l| l.strip_prefix("rchar: "))
-            .and_then(|n| n.trim().parse().ok())
-            .expect("rchar in /proc/self/io")
-    }
-
     fn file_entry(path: &str, source: &Path) -> LayerEntry {
         LayerEntry {
             path: path.to_owned(),
@@ -516,14 +509,9 @@ mod tests {
             .with_cancel(&cancel);
         let before = bytes_read();
         // Cancel once the writer has read 64 MiB of the file.
-        let watcher = std::thread::spawn({
+        let watcher = once_read(64 << 20, {
             let cancel = cancel.clone();
-            move || {
-                while bytes_read() - before < 64 << 20 {
-                    std::thread::yield_now();
-                }
-                cancel.cancel();
-            }
+            move || cancel.cancel()
         });
         let result = write_layer(&store, vec![file_entry("/huge", &huge)], 0);
         let read = bytes_read() - before;

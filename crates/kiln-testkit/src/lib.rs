@@ -2,17 +2,21 @@
 //! registry of their own on a loopback port ([`Registry`]), a TCP proxy in
 //! front of it that counts the requests it carries and can cut or stall a
 //! connection ([`Proxy`]), an htpasswd line for its Basic authentication
-//! ([`htpasswd`]), a docker credential helper ([`credential_helper`]), and
-//! the rule for a missing outside tool ([`required`]).
+//! ([`htpasswd`]), a docker credential helper ([`credential_helper`]), the
+//! rule for a missing outside tool ([`required`]), and the bytes the
+//! process has read, which cancellation tests measure by
+//! ([`bytes_read`], [`once_read`]).
 //!
 //! A dev-dependency only: no product crate depends on it
 //! (ARCHITECTURE.md). Every helper panics on what a test cannot go on
 //! without, and talks only to loopback addresses.
 
 mod proxy;
+mod reads;
 mod registry;
 
 pub use proxy::{Fault, Proxy};
+pub use reads::{bytes_read, once_read};
 pub use registry::Registry;
 
 use std::path::Path;

@@ -6,6 +6,7 @@ mod support;
 
 use kiln::{BuildOptions, Cancel, KilnError, Store};
 use kiln_engine::RUN_LABEL;
+use kiln_testkit::{bytes_read, once_read};
 use support::{AtLayer, assert_fsck_clean, assert_store_untouched, files_under, write};
 
 #[tokio::test]
@@ -147,14 +148,6 @@ run = "sleep 600"
 
 /// Bytes this process has read through read(2) so far (`rchar`): how far a
 /// long step got, measured without a clock.
-fn bytes_read() -> u64 {
-    let io = std::fs::read_to_string("/proc/self/io").expect("/proc/self/io");
-    io.lines()
-        .find_map(|l| l.strip_prefix("rchar: "))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("rchar in /proc/self/io")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_build_cancelled_while_hashing_a_huge_input_stops_long_before_the_end() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -188,14 +181,9 @@ files = [{ src = "data/", dest = "/data/" }]
     let before = bytes_read();
     // Cancel once 64 MiB of the input have been read (hashing is under way,
     // on the blocking pool).
-    let watcher = std::thread::spawn({
+    let watcher = once_read(64 << 20, {
         let cancel = cancel.clone();
-        move || {
-            while bytes_read() - before < 64 << 20 {
-                std::thread::yield_now();
-            }
-            cancel.cancel();
-        }
+        move || cancel.cancel()
     });
     let result = kiln::build(&store, &recipe, &options, None, &kiln::NoEvents).await;
     let read = bytes_read() - before;
