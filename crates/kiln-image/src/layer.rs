@@ -47,6 +47,8 @@ const GZIP_LEVEL: u32 = 1;
 /// too (the thread count is not).
 const GZIP_BLOCK: usize = 1 << 20;
 const BLOCK: usize = 512;
+/// Bytes of a file read at a time.
+const COPY_BUFFER: usize = 1 << 16;
 const NAME_FIELD: usize = 100;
 
 /// Write `entries` as one gzip-compressed layer into `store`, with every
@@ -81,8 +83,35 @@ pub fn write_layer_expecting(
     epoch: u64,
     expected: &BTreeMap<String, Digest>,
 ) -> Result<LayerBlob, ImageError> {
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    write_layer_inner(store, entries, epoch, threads, expected)
+    write_layer_inner(store, entries, epoch, cores(), expected, None)
+}
+
+/// [`write_layer`], handing each regular file's host path to `release` as
+/// soon as its bytes are in the layer's stream, while the rest is still
+/// being written: a caller that owns the files and has no further use for
+/// them (a run layer's container folder) can free them meanwhile, off the
+/// critical path. Each file is handed once, in the order written; a file
+/// stored as a hard link to another is not handed at all. If the write
+/// fails, the files handed so far are still the caller's to dispose of.
+pub fn write_layer_releasing(
+    store: &Store,
+    entries: Vec<LayerEntry>,
+    epoch: u64,
+    release: &mut dyn FnMut(&Path),
+) -> Result<LayerBlob, ImageError> {
+    write_layer_inner(
+        store,
+        entries,
+        epoch,
+        cores(),
+        &BTreeMap::new(),
+        Some(release),
+    )
+}
+
+/// How many threads compress: one per core.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// [`write_layer`] compressing on `threads` threads instead of one per core.
@@ -95,16 +124,18 @@ pub fn write_layer_with_threads(
     epoch: u64,
     threads: usize,
 ) -> Result<LayerBlob, ImageError> {
-    write_layer_inner(store, entries, epoch, threads, &BTreeMap::new())
+    write_layer_inner(store, entries, epoch, threads, &BTreeMap::new(), None)
 }
 
-/// [`write_layer_expecting`] on `threads` gzip threads.
+/// [`write_layer_expecting`] on `threads` gzip threads, handing each file
+/// read to `release` (see [`write_layer_releasing`]).
 fn write_layer_inner(
     store: &Store,
     mut entries: Vec<LayerEntry>,
     epoch: u64,
     threads: usize,
     expected: &BTreeMap<String, Digest>,
+    release: Option<&mut dyn FnMut(&Path)>,
 ) -> Result<LayerBlob, ImageError> {
     for e in &entries {
         check_image_path(&e.path).map_err(|reason| ImageError::InvalidEntryPath {
@@ -157,6 +188,8 @@ fn write_layer_inner(
         epoch,
         cancel: store.cancel(),
         expected,
+        release,
+        buf: vec![0u8; COPY_BUFFER],
     };
     for e in &entries {
         tar.entry(e)?;
@@ -225,7 +258,7 @@ fn order_hard_links(entries: &mut [LayerEntry]) -> Result<(), ImageError> {
 }
 
 /// A tar stream being written, hashed as it goes.
-struct TarWriter<'a, W: Write> {
+struct TarWriter<'a, 'r, W: Write> {
     out: HashWriter<W>,
     staged: &'a Path,
     epoch: u64,
@@ -233,9 +266,13 @@ struct TarWriter<'a, W: Write> {
     cancel: &'a crate::Cancel,
     /// The digest each file's key was computed from, by in-image path.
     expected: &'a BTreeMap<String, Digest>,
+    /// Told of each file once its bytes are written.
+    release: Option<&'r mut dyn FnMut(&Path)>,
+    /// Where file content passes through, reused for every file.
+    buf: Vec<u8>,
 }
 
-impl<W: Write> TarWriter<'_, W> {
+impl<W: Write> TarWriter<'_, '_, W> {
     fn write(&mut self, bytes: &[u8]) -> Result<(), ImageError> {
         self.out
             .write_all(bytes)
@@ -310,7 +347,29 @@ impl<W: Write> TarWriter<'_, W> {
         let size = meta.len();
         let header = self.header(name, None, EntryType::Regular, size, e)?;
         self.write(header.as_bytes())?;
-        let mut buf = vec![0u8; 1 << 16];
+        let mut buf = std::mem::take(&mut self.buf);
+        let copied = self.copy(&mut file, &mut buf, source, size, expected);
+        self.buf = buf;
+        copied?;
+        // Closed first: whoever frees the file must not leave the last
+        // reference (and the freeing) to this thread.
+        drop(file);
+        if let Some(release) = self.release.as_mut() {
+            release(source);
+        }
+        self.pad()
+    }
+
+    /// Copy the `size` bytes of `file` (at `source`) through `buf`; when
+    /// `expected` is given, they must hash to it.
+    fn copy(
+        &mut self,
+        file: &mut File,
+        buf: &mut [u8],
+        source: &Path,
+        size: u64,
+        expected: Option<&Digest>,
+    ) -> Result<(), ImageError> {
         let mut left = size;
         let mut content = expected.map(|_| Sha256::new());
         while left > 0 {
@@ -360,7 +419,7 @@ impl<W: Write> TarWriter<'_, W> {
                 });
             }
         }
-        self.pad()
+        Ok(())
     }
 
     /// The header of one entry, preceded (written here) by GNU long-name

@@ -251,3 +251,63 @@ fn a_big_file_streams_through() -> TestResult {
     assert_eq!(tar_bytes.len() % 512, 0);
     Ok(())
 }
+
+#[test]
+fn each_file_is_released_once_after_its_bytes_and_the_layer_is_the_same() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files)?;
+    for (name, content) in [("b", "bee"), ("a", "ay"), ("c", "sea")] {
+        std::fs::write(files.join(name), content)?;
+    }
+    let file = |path: &str, name: &str| LayerEntry {
+        path: path.into(),
+        kind: EntryKind::File {
+            source: files.join(name),
+        },
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    };
+    let entries = vec![
+        file("/x/b", "b"),
+        file("/x/a", "a"),
+        dir_entry("/x", 0o755),
+        LayerEntry {
+            path: "/x/link".into(),
+            kind: EntryKind::HardLink {
+                target: "/x/c".into(),
+            },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        },
+        file("/x/c", "c"),
+    ];
+    let store = Store::open(dir.path().join("store"))?;
+    let plain = write_layer(&store, entries.clone(), EPOCH)?;
+    let mut released = Vec::new();
+    let mut release = |path: &std::path::Path| {
+        // Its bytes are in the layer already: the caller may remove it.
+        std::fs::remove_file(path).expect("released files are the caller's");
+        released.push(path.to_path_buf());
+    };
+    let freed = kiln_image::write_layer_releasing(&store, entries, EPOCH, &mut release)?;
+    assert_eq!(freed, plain, "releasing changes nothing in the layer");
+    // In the order written (by path); the hard link is not a file read.
+    assert_eq!(
+        released,
+        [files.join("a"), files.join("b"), files.join("c")]
+    );
+    let seen = read_layer(&store, &freed.digest)?;
+    let content: Vec<(&str, &[u8])> = seen
+        .iter()
+        .filter(|s| s.kind == tar::EntryType::Regular)
+        .map(|s| (s.path.as_str(), &s.content[..]))
+        .collect();
+    assert_eq!(
+        content,
+        [("x/a", &b"ay"[..]), ("x/b", b"bee"), ("x/c", b"sea")]
+    );
+    Ok(())
+}
