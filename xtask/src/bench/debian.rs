@@ -118,6 +118,43 @@ struct Peer {
     changed: Option<Duration>,
 }
 
+impl Peer {
+    fn new(name: &'static str) -> Peer {
+        Peer {
+            name,
+            cold: None,
+            cached: None,
+            changed: None,
+        }
+    }
+}
+
+/// kiln with one of its two bases: where it builds, and every run so far
+/// by scenario, in the order run.
+struct KilnBase<'a> {
+    label: &'static str,
+    ctx: &'a Path,
+    store: std::path::PathBuf,
+    runs: Vec<(&'static str, Vec<Duration>)>,
+}
+
+impl KilnBase<'_> {
+    fn push(&mut self, what: &'static str, elapsed: Duration) {
+        match self.runs.iter_mut().find(|(w, _)| *w == what) {
+            Some((_, samples)) => samples.push(elapsed),
+            None => self.runs.push((what, vec![elapsed])),
+        }
+    }
+
+    fn runs(&self, what: &str) -> Vec<Duration> {
+        self.runs
+            .iter()
+            .find(|(w, _)| *w == what)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// Run `part` of the workload and return its section of docs/benchmarks.md.
 pub(super) fn section(b: &Bench, part: Part) -> Result<String> {
     let rootfs = crate::debian::stage()?;
@@ -146,113 +183,163 @@ pub(super) fn section(b: &Bench, part: Part) -> Result<String> {
     let mut raw: Raw = Vec::new();
     let mut notes = Vec::new();
 
-    eprintln!("==> Debian: BuildKit and classic builds");
+    // Every builder runs once per round, in turn, rather than all rounds
+    // of one builder and then the next: on this machine's root filesystem
+    // (ext4 without a journal) creating files is slowed for minutes by
+    // files deleted just before (a run container removed, a store emptied),
+    // so a builder whose rounds all came last would pay for everyone's
+    // deletions (docs/benchmarks.md, "session 5").
     let mut docker_ids = Vec::new();
-    let mut peers = Vec::new();
-    for (name, buildkit) in [("BuildKit", "1"), ("classic", "0")] {
-        let mut build = |no_cache: bool| -> Result<Duration> {
-            let mut cmd = Command::new(DOCKER);
-            cmd.env("DOCKER_BUILDKIT", buildkit)
-                .args(["build", "-q", "-t", OUT_TAG])
-                .args(no_cache.then_some("--no-cache"))
-                .arg(&daemon);
-            let s = b.time(&format!("docker build ({name})"), &mut cmd)?;
-            docker_ids.push(String::from_utf8_lossy(&s.stdout).trim().to_owned());
-            Ok(s.elapsed)
-        };
-        let mut peer = Peer {
-            name,
-            cold: None,
-            cached: None,
-            changed: None,
-        };
-        if part.cold() {
-            let cold = rounds(|_| build(true))?;
-            peer.cold = Some(median(&cold));
-            raw.push((format!("{name} --no-cache"), cold));
-        }
-        if part.warm() {
-            build(false)?;
-            let cached = rounds(|_| build(false))?;
-            let changed = rounds(|round| {
-                touch_site(&daemon, &format!("{name} {round}"))?;
-                build(false)
-            })?;
-            peer.cached = Some(median(&cached));
-            peer.changed = Some(median(&changed));
-            raw.push((format!("{name} cached"), cached));
-            raw.push((format!("{name}, one file changed"), changed));
-        }
-        peers.push(peer);
-    }
-    let buildkit = peers[0];
+    let mut docker_build = |buildkit: bool, no_cache: bool| -> Result<Duration> {
+        let mut cmd = Command::new(DOCKER);
+        cmd.env("DOCKER_BUILDKIT", if buildkit { "1" } else { "0" })
+            .args(["build", "-q", "-t", OUT_TAG])
+            .args(no_cache.then_some("--no-cache"))
+            .arg(&daemon);
+        let name = if buildkit { "BuildKit" } else { "classic" };
+        let s = b.time(&format!("docker build ({name})"), &mut cmd)?;
+        docker_ids.push(String::from_utf8_lossy(&s.stdout).trim().to_owned());
+        Ok(s.elapsed)
+    };
+    // kiln's two bases, each with its own store; a base that does not
+    // build at all is left out with a note.
+    let mut kilns = Vec::new();
     for (label, ctx) in [("docker-daemon:", &daemon), ("rootfs:", &from_rootfs)] {
-        eprintln!("==> Debian: kiln, base as {label}");
-        let store = dir.join("store");
+        eprintln!("==> Debian: kiln, base as {label}, first build");
+        let store = dir.join(format!("store-{}", label.trim_end_matches(':')));
         remove_dir(&store)?;
-        // A base the engine does not ship must be built once to know it
-        // is supported at all.
-        let first = match b.kiln_build(ctx, &store) {
-            Ok(s) => s,
+        match b.kiln_build(ctx, &store) {
+            Ok(_) => kilns.push(KilnBase {
+                label,
+                ctx: ctx.as_path(),
+                store,
+                runs: Vec::new(),
+            }),
             Err(e) => {
                 let why = e.to_string();
                 let why = why.lines().last().unwrap_or("failed").trim().to_owned();
                 notes.push(format!("kiln with a `{label}` base did not build: {why}"));
-                continue;
             }
-        };
-        if part.cold() {
-            let empty = rounds(|round| {
-                if round == 0 {
-                    return Ok(first.elapsed);
-                }
-                remove_dir(&store)?;
-                Ok(b.kiln_build(ctx, &store)?.elapsed)
-            })?;
-            let stored = rounds(|_| Ok(b.kiln_build_no_cache(ctx, &store)?.elapsed))?;
-            let bk = (buildkit.cold, "BuildKit --no-cache");
-            let stored_row = format!("`{label}` cold, base already in the store");
-            kiln_row(&mut rows, &stored, stored_row, bk, 1.0, true);
-            let empty_row = format!("`{label}` cold, empty store");
-            kiln_row(&mut rows, &empty, empty_row, bk, 2.0, true);
-            raw.push((format!("kiln `{label}` cold, empty store"), empty));
-            raw.push((format!("kiln `{label}` --no-cache, base stored"), stored));
         }
-        if part.warm() {
-            let mut all_cached = true;
-            let noop = rounds(|_| {
-                let s = b.kiln_build(ctx, &store)?;
+    }
+    let mut peers = [Peer::new("BuildKit"), Peer::new("classic")];
+    // Whether kiln took every layer from the cache when nothing changed,
+    // and only the files layer was rebuilt when one of its files changed.
+    let (mut all_cached, mut only_site) = (true, true);
+
+    if part.cold() {
+        eprintln!("==> Debian: cold builds, every builder in turn");
+        let (mut bk, mut classic) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            bk.push(docker_build(true, true)?);
+            classic.push(docker_build(false, true)?);
+            for k in &mut kilns {
+                remove_dir(&k.store)?;
+                let empty = b.kiln_build(k.ctx, &k.store)?.elapsed;
+                let stored = b.kiln_build_no_cache(k.ctx, &k.store)?.elapsed;
+                k.push("cold, empty store", empty);
+                k.push("--no-cache, base stored", stored);
+            }
+        }
+        peers[0].cold = Some(median(&bk));
+        peers[1].cold = Some(median(&classic));
+        raw.push(("BuildKit --no-cache".into(), bk));
+        raw.push(("classic --no-cache".into(), classic));
+    }
+    if part.warm() {
+        eprintln!("==> Debian: warm builds, every builder in turn");
+        docker_build(true, false)?;
+        docker_build(false, false)?;
+        for k in &kilns {
+            b.kiln_build(k.ctx, &k.store)?;
+        }
+        let (mut bk, mut classic) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            bk.push(docker_build(true, false)?);
+            classic.push(docker_build(false, false)?);
+            for k in &mut kilns {
+                let s = b.kiln_build(k.ctx, &k.store)?;
                 all_cached &= cached_layers(&s.stdout)?.iter().all(|(_, c)| *c);
-                Ok(s.elapsed)
-            })?;
-            let mut only_site = true;
-            let changed = rounds(|round| {
-                touch_site(ctx, &format!("kiln {round}"))?;
-                let s = b.kiln_build(ctx, &store)?;
+                k.push("nothing changed", s.elapsed);
+            }
+        }
+        peers[0].cached = Some(median(&bk));
+        peers[1].cached = Some(median(&classic));
+        raw.push(("BuildKit cached".into(), bk));
+        raw.push(("classic cached".into(), classic));
+        let (mut bk, mut classic) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            touch_site(&daemon, &format!("BuildKit {round}"))?;
+            bk.push(docker_build(true, false)?);
+            touch_site(&daemon, &format!("classic {round}"))?;
+            classic.push(docker_build(false, false)?);
+            for k in &mut kilns {
+                touch_site(k.ctx, &format!("kiln {round}"))?;
+                let s = b.kiln_build(k.ctx, &k.store)?;
                 only_site &= cached_layers(&s.stdout)?
                     .iter()
                     .all(|(name, cached)| *cached == (name != "site"));
-                Ok(s.elapsed)
-            })?;
-            let noop_row = format!("`{label}` nothing changed");
-            let bk = (buildkit.cached, "BuildKit cached");
-            kiln_row(&mut rows, &noop, noop_row, bk, 0.3, all_cached);
-            let changed_row = format!("`{label}` one file of the files layer changed");
-            let bk = (buildkit.changed, "BuildKit");
-            kiln_row(&mut rows, &changed, changed_row, bk, 0.3, only_site);
-            raw.push((format!("kiln `{label}` nothing changed"), noop));
-            raw.push((format!("kiln `{label}` one file changed"), changed));
+                k.push("one file changed", s.elapsed);
+            }
         }
-
-        if label == "docker-daemon:" && part.cold() {
-            let (row, kiln_test, docker_run) = held_image_test(b, &store, &dir)?;
-            rows.push(row);
-            raw.push(("kiln test, image held".into(), kiln_test));
-            raw.push(("docker run + exec + rm".into(), docker_run));
-        }
-        remove_dir(&store)?;
+        peers[0].changed = Some(median(&bk));
+        peers[1].changed = Some(median(&classic));
+        raw.push(("BuildKit, one file changed".into(), bk));
+        raw.push(("classic, one file changed".into(), classic));
     }
-
+    // The rows, base by base: cold (base stored, empty store), then warm.
+    for k in &kilns {
+        let label = k.label;
+        if part.cold() {
+            let bk = (peers[0].cold, "BuildKit --no-cache");
+            let row = format!("`{label}` cold, base already in the store");
+            kiln_row(
+                &mut rows,
+                &k.runs("--no-cache, base stored"),
+                row,
+                bk,
+                1.0,
+                true,
+            );
+            let row = format!("`{label}` cold, empty store");
+            kiln_row(&mut rows, &k.runs("cold, empty store"), row, bk, 2.0, true);
+        }
+        if part.warm() {
+            let bk = (peers[0].cached, "BuildKit cached");
+            let row = format!("`{label}` nothing changed");
+            kiln_row(
+                &mut rows,
+                &k.runs("nothing changed"),
+                row,
+                bk,
+                0.3,
+                all_cached,
+            );
+            let bk = (peers[0].changed, "BuildKit");
+            let row = format!("`{label}` one file of the files layer changed");
+            kiln_row(
+                &mut rows,
+                &k.runs("one file changed"),
+                row,
+                bk,
+                0.3,
+                only_site,
+            );
+        }
+    }
+    let held = kilns.iter().find(|k| k.label == "docker-daemon:");
+    if let Some(k) = held.filter(|_| part.cold()) {
+        let (row, kiln_test, docker_run) = held_image_test(b, &k.store, &dir)?;
+        rows.push(row);
+        raw.push(("kiln test, image held".into(), kiln_test));
+        raw.push(("docker run + exec + rm".into(), docker_run));
+    }
+    for k in &kilns {
+        for (what, samples) in &k.runs {
+            raw.push((format!("kiln `{}` {what}", k.label), samples.clone()));
+        }
+        remove_dir(&k.store)?;
+    }
     let big = if part.cold() {
         Some(peak_memory(b, &dir)?)
     } else {
