@@ -765,6 +765,17 @@ impl Engine for Docker {
         }
     }
 
+    async fn image_volumes(&self, image: &str) -> Result<Option<Vec<String>>, EngineError> {
+        let inspect = self
+            .client
+            .inspect_image(image)
+            .await
+            .map_err(|e| self.fail("inspect", &format!("image {image}"), e))?;
+        let mut volumes = inspect.config.and_then(|c| c.volumes).unwrap_or_default();
+        volumes.sort();
+        Ok(Some(volumes))
+    }
+
     async fn tag_image(&self, image: &str, name: &str) -> Result<(), EngineError> {
         let (repo, tag) = split_name(name);
         let options = TagImageOptionsBuilder::new().repo(repo).tag(tag).build();

@@ -111,6 +111,18 @@ pub trait Engine: Send + Sync {
         }
     }
 
+    /// The volumes the config of the image `image` (a tag or an id)
+    /// declares (its `Config.Volumes` keys, as written, sorted), from one
+    /// inspect; `None` when this engine cannot tell (the default), and
+    /// [`EngineError::NotFound`] when it holds no such image. kiln asks
+    /// before it runs a step on an image whose config it has not read yet
+    /// (a `docker-daemon:` base still being imported): the engine mounts
+    /// those volumes in the step's container.
+    async fn image_volumes(&self, image: &str) -> Result<Option<Vec<String>>, EngineError> {
+        let _ = image;
+        Ok(None)
+    }
+
     /// The names (`REPO:TAG`) the engine gives the image `image` (a tag or
     /// an id); `None` when it holds no such image, an empty list when it
     /// holds it by id only. Removing the last name of an image removes the
