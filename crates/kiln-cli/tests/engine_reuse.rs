@@ -85,30 +85,12 @@ async fn what_the_engine_holds_is_never_moved_again() {
     let base_tag = format!("kiln-test/speed-base:{unique}");
     let base_v1 = import_base(tmp.path(), &base_tag, "v1");
     let name = "speedreuse";
-    let recipe = tmp.path().join("image");
-    write(&recipe.join("site/index.txt"), "hello\n");
-    write(
-        &recipe.join("kiln.toml"),
-        &format!(
-            r#"
-[image]
-name = "{name}"
-version = "1.0.0"
-base = "docker-daemon:{base_tag}"
-epoch = 1700000000
-
-[config]
-entrypoint = ["/bin/busybox", "sleep", "3600"]
-env = {{ PATH = "/bin" }}
-
-[[layer]]
-name = "setup"
-run = "cat /version > /built && echo ran >> /built && echo path=$PATH >> /built"
-
-[[layer]]
-name = "site"
-files = [{{ src = "site/", dest = "/srv/" }}]
-
+    let recipe = recipe_on(
+        &tmp.path().join("image"),
+        name,
+        &base_tag,
+        "cat /version > /built && echo ran >> /built && echo path=$PATH >> /built",
+        r#"
 [[check]]
 name = "the run layer saw the base"
 file = "/built"
@@ -118,10 +100,8 @@ contains = "v1\nran"
 name = "the run layer ran with the config's env"
 file = "/built"
 contains = "path=/bin"
-"#
-        ),
+"#,
     );
-    let recipe = recipe.to_str().expect("utf8").to_owned();
     let store = tmp.path().join("store");
 
     let first = json(&ok(kiln(&store, &["build", &recipe, "--json"])));
@@ -218,4 +198,130 @@ contains = "path=/bin"
     for image in [&base_tag, &tag, &base_v1] {
         let _ = Command::new("docker").args(["rmi", image]).output();
     }
+}
+
+/// A recipe named `name` on the engine's image `base_tag` whose first
+/// layer runs `run`, then a files layer, and `checks` (TOML); the folder,
+/// as kiln takes it.
+fn recipe_on(dir: &Path, name: &str, base_tag: &str, run: &str, checks: &str) -> String {
+    write(&dir.join("site/index.txt"), "hello\n");
+    write(
+        &dir.join("kiln.toml"),
+        &format!(
+            r#"
+[image]
+name = "{name}"
+version = "1.0.0"
+base = "docker-daemon:{base_tag}"
+epoch = 1700000000
+
+[config]
+entrypoint = ["/bin/busybox", "sleep", "3600"]
+env = {{ PATH = "/bin" }}
+
+[[layer]]
+name = "setup"
+run = "{run}"
+
+[[layer]]
+name = "site"
+files = [{{ src = "site/", dest = "/srv/" }}]
+{checks}"#
+        ),
+    );
+    dir.to_str().expect("utf8").to_owned()
+}
+
+/// The containers the engine has (running or not) of the image `id`.
+fn containers_of(id: &str) -> String {
+    docker(&[
+        "ps",
+        "--all",
+        "--quiet",
+        "--filter",
+        &format!("ancestor={id}"),
+    ])
+}
+
+// With an empty store, the first step runs on the engine's image while the
+// base is imported (docs/benchmarks.md, session 5); its cache key, which
+// rests on the imported base's manifest digest, comes after. A cache entry
+// found then wins over what ran, and a failing step leaves no tag and no
+// container, whichever finishes first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_step_runs_while_its_base_is_imported_and_its_key_comes_after() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let unique = format!("{}-{}", std::process::id(), now().replace('.', ""));
+    let base_tag = format!("kiln-test/early-base:{unique}");
+    let base_id = import_base(tmp.path(), &base_tag, "v1");
+    let recipe = recipe_on(
+        &tmp.path().join("image"),
+        "earlystep",
+        &base_tag,
+        "cat /version > /built",
+        "",
+    );
+    let store = tmp.path().join("store");
+
+    // Built on an empty store: the step ran early, on the right base.
+    let first = json(&ok(kiln(&store, &["build", &recipe, "--json"])));
+    let digest = first["images"][0]["digest"].as_str().expect("digest");
+    assert_eq!(
+        support::layers(&first),
+        [("setup".to_owned(), false), ("site".to_owned(), false)]
+    );
+    // The same image as when the base is stored before the step runs.
+    let stored = json(&ok(kiln(
+        &store,
+        &["build", &recipe, "--json", "--no-cache"],
+    )));
+    assert_eq!(stored["images"][0]["digest"].as_str(), Some(digest));
+
+    // The store forgets which base the engine's image became: the base is
+    // read out of the engine again and the step runs early again, but its
+    // key (made once the base is imported) finds the cache entry, which is
+    // taken, as without the early run.
+    std::fs::remove_dir_all(store.join("kiln/engine/bases")).expect("forget the base");
+    let since = now();
+    let again = json(&ok(kiln(&store, &["build", &recipe, "--json"])));
+    let saves = image_events(&since)
+        .into_iter()
+        .filter(|e| e.starts_with("save") && e.contains(&base_id))
+        .count();
+    assert_eq!(saves, 1, "the base was to be imported again");
+    assert_eq!(again["images"][0]["digest"].as_str(), Some(digest));
+    assert_eq!(
+        support::layers(&again),
+        [("setup".to_owned(), true), ("site".to_owned(), true)]
+    );
+
+    // A step that fails while the base is imported: the build fails with
+    // the step's output, names nothing, and leaves no container.
+    let broken = recipe_on(
+        &tmp.path().join("broken"),
+        "earlybroken",
+        &base_tag,
+        "echo the step broke >&2; exit 3",
+        "",
+    );
+    let fresh = tmp.path().join("fresh-store");
+    let out = kiln(&fresh, &["build", &broken, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", support::stderr(&out));
+    assert!(
+        support::stderr(&out).contains("the step broke"),
+        "{}",
+        support::stderr(&out)
+    );
+    let images = json(&ok(kiln(&fresh, &["images", "--json"])));
+    assert_eq!(
+        images["images"].as_array().map(Vec::len),
+        Some(0),
+        "{images}"
+    );
+    assert_eq!(containers_of(&base_id), "", "a container was left behind");
+
+    let _ = Command::new("docker").args(["rmi", &base_tag]).output();
 }

@@ -321,11 +321,34 @@ pub(crate) async fn daemon_base(
     reference: &str,
     base: &str,
 ) -> Result<BaseImage, KilnError> {
-    let not_held = || KilnError::InvalidReference {
-        reference: base.to_owned(),
-        reason: "the container engine holds no such image".into(),
-    };
-    let id = engine.image_id(reference).await?.ok_or_else(not_held)?;
+    match find_daemon_base(store, engine, reference, base).await? {
+        DaemonBase::Stored(image) => Ok(image),
+        DaemonBase::NotStored(id) => import_daemon_base(store, engine, &id, base).await,
+    }
+}
+
+/// What [`find_daemon_base`] found of a `docker-daemon:` base.
+pub(crate) enum DaemonBase {
+    /// The engine's image id was imported before, and its blobs are stored.
+    Stored(BaseImage),
+    /// The engine's image id (the digest of its config), not stored yet:
+    /// [`import_daemon_base`] imports it.
+    NotStored(Digest),
+}
+
+/// The engine's image id for `reference` (one inspect), and the stored base
+/// it became if it was imported before. `base` is the recipe's base, for
+/// errors.
+pub(crate) async fn find_daemon_base(
+    store: &Store,
+    engine: &dyn Engine,
+    reference: &str,
+    base: &str,
+) -> Result<DaemonBase, KilnError> {
+    let id = engine
+        .image_id(reference)
+        .await?
+        .ok_or_else(|| not_held(base))?;
     let id: Digest =
         id.parse().map_err(
             |e: kiln_image::DigestParseError| KilnError::InvalidReference {
@@ -333,20 +356,37 @@ pub(crate) async fn daemon_base(
                 reason: format!("the engine gave the image id {id:?}: {e}"),
             },
         )?;
-    let record = base_record(store, &id);
-    if let Some(image) = std::fs::read_to_string(&record)
+    let stored = std::fs::read_to_string(base_record(store, &id))
         .ok()
         .and_then(|text| text.trim().parse::<Digest>().ok())
         .and_then(|manifest| kiln_image::load_image(store, &manifest).ok())
-        .filter(|image| image.layers.iter().all(|l| store.has_blob(&l.digest)))
-    {
-        return Ok(image);
+        .filter(|image| image.layers.iter().all(|l| store.has_blob(&l.digest)));
+    Ok(match stored {
+        Some(image) => DaemonBase::Stored(image),
+        None => DaemonBase::NotStored(id),
+    })
+}
+
+/// The error for a `docker-daemon:` base the engine does not hold.
+fn not_held(base: &str) -> KilnError {
+    KilnError::InvalidReference {
+        reference: base.to_owned(),
+        reason: "the container engine holds no such image".into(),
     }
-    // `docker save` by id (the tag may move meanwhile), streamed straight
-    // into the import as it arrives: one pass, no temporary file (the same
-    // checks as any docker-archive: layers byte for byte). The engine's
-    // failure is the cause when both fail; a failed or cancelled import
-    // stops the save; nothing names the image unless both finish.
+}
+
+/// Import the engine's image `id` (`base` in the recipe) into `store` and
+/// record it by id: `docker save` by id (the tag may move meanwhile),
+/// streamed straight into the import as it arrives: one pass, no temporary
+/// file (the same checks as any docker-archive: layers byte for byte). The
+/// engine's failure is the cause when both fail; a failed or cancelled
+/// import stops the save; nothing names the image unless both finish.
+pub(crate) async fn import_daemon_base(
+    store: &Store,
+    engine: &dyn Engine,
+    id: &Digest,
+    base: &str,
+) -> Result<BaseImage, KilnError> {
     let (tx, rx) = tokio::sync::mpsc::channel::<kiln_engine::Bytes>(SAVE_CHUNKS_IN_FLIGHT);
     let (import_store, source) = (store.clone(), PathBuf::from(format!("docker save {id}")));
     let import = crate::blocking::run(move || {
@@ -363,12 +403,18 @@ pub(crate) async fn daemon_base(
     };
     let (saved, imported) = tokio::join!(save, import);
     saved.map_err(|e| match e {
-        EngineError::NotFound { .. } => not_held(),
+        EngineError::NotFound { .. } => not_held(base),
         other => other.into(),
     })?;
     let image = imported?;
+    let record = base_record(store, id);
     kiln_image::write_atomic(&record, format!("{}\n", image.manifest_digest).as_bytes())?;
     // The engine holds this image: what is built on it need not send it.
     record_image(store, &config_digest(&image)?, &image.diff_ids)?;
     Ok(image)
+}
+
+/// The engine id `image` has once loaded: the digest of its config.
+pub(crate) fn engine_id(image: &BaseImage) -> Result<Digest, KilnError> {
+    config_digest(image)
 }

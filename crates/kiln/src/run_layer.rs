@@ -135,6 +135,20 @@ pub struct ImageSoFar<'a> {
     pub epoch: u64,
     /// What the step's layer leaves out.
     pub volatile: &'a Volatile,
+    /// The base as the engine holds it, when the store does not hold it
+    /// yet (a `docker-daemon:` base being imported while the first step
+    /// runs): the step runs on it by id, and `base` is not read. Only for a
+    /// step that runs on the base itself (`runs_on_base`).
+    pub engine_base: Option<EngineBase<'a>>,
+}
+
+/// A base image the engine holds, known by what the engine says of it.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineBase<'a> {
+    /// Its engine id (the digest of its config).
+    pub id: &'a str,
+    /// The volumes its config declares, cleaned.
+    pub volumes: &'a [String],
 }
 
 /// Where a run layer's secrets appear in its container.
@@ -258,9 +272,13 @@ pub async fn build_run_layer(
         .collect();
     // The base goes into the engine once, as its own image: this image
     // and later ones then send only kiln's layers.
-    let held_base = match so_far.base.filter(|b| !b.layers.is_empty()) {
-        Some(base) => Some(crate::engine_images::hold_base(store, engine, base).await?),
-        None => None,
+    let held_base = match (
+        so_far.engine_base,
+        so_far.base.filter(|b| !b.layers.is_empty()),
+    ) {
+        (Some(held), _) => Some(held.id.to_owned()),
+        (None, Some(base)) => Some(crate::engine_images::hold_base(store, engine, base).await?),
+        (None, None) => None,
     };
     let (tag, temporary) = match held_base {
         // Nothing of kiln's below: the container runs on the base the
@@ -345,7 +363,7 @@ pub async fn build_run_layer(
 /// writes there would stay in the layer instead of going to the volume). Everything else of the image so far's config
 /// that matters to the command (env, user, workdir, entrypoint) is given to
 /// the container directly (see [`container_env`]).
-fn runs_on_base(so_far: &ImageSoFar<'_>) -> bool {
+pub(crate) fn runs_on_base(so_far: &ImageSoFar<'_>) -> bool {
     so_far.layers.is_empty() && so_far.config.volumes.is_empty()
 }
 
@@ -664,10 +682,13 @@ fn empty_upper_dir(upper: &std::path::Path) {
 /// (the base's and `[config] volumes`, which the image the step runs on
 /// declares), cleaned, each once.
 fn volumes(so_far: &ImageSoFar<'_>) -> Vec<String> {
-    let mut mounts = so_far
-        .base
-        .map(|b| mount_points::config_volumes(&b.config))
-        .unwrap_or_default();
+    let mut mounts = match so_far.engine_base {
+        Some(held) => held.volumes.to_vec(),
+        None => so_far
+            .base
+            .map(|b| mount_points::config_volumes(&b.config))
+            .unwrap_or_default(),
+    };
     mounts.extend(so_far.config.volumes.iter().map(|v| mount_points::clean(v)));
     mounts.sort();
     mounts.dedup();
@@ -716,6 +737,7 @@ mod tests {
             config: &config,
             epoch: 0,
             volatile: &volatile,
+            engine_base: None,
         };
         assert_eq!(volumes(&so_far), ["/data", "/srv/a", "/var/lib/db"]);
     }

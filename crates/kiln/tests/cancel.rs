@@ -7,7 +7,9 @@ mod support;
 use kiln::{BuildOptions, Cancel, KilnError, Store};
 use kiln_engine::RUN_LABEL;
 use kiln_testkit::{bytes_read, once_read};
-use support::{AtLayer, assert_fsck_clean, assert_store_untouched, files_under, write};
+use support::{
+    AtLayer, assert_fsck_clean, assert_store_untouched, copy_busybox, files_under, write,
+};
 
 #[tokio::test]
 async fn a_build_cancelled_as_its_layers_start_leaves_nothing() {
@@ -88,6 +90,19 @@ run = "sleep 600"
     );
     let recipe = kiln::load_recipe(&image).expect("recipe");
     let store = Store::open(tmp.path().join("store")).expect("store");
+    cancel_once_its_container_runs(&docker, &store, &recipe, &name).await;
+}
+
+/// Build `recipe` (image `name`, whose first run layer sleeps ten minutes)
+/// into `store`, cancel it once the run layer's container exists, and check
+/// that it returns `Cancelled` and leaves no container, no temporary image,
+/// no tag and no temporary file.
+async fn cancel_once_its_container_runs(
+    docker: &kiln_engine::Docker,
+    store: &Store,
+    recipe: &kiln::Recipe,
+    name: &str,
+) {
     let run_id = kiln::new_run_id();
     let cancel = Cancel::new();
     let options = BuildOptions {
@@ -95,8 +110,7 @@ run = "sleep 600"
         cancel: cancel.clone(),
         ..BuildOptions::default()
     };
-    let build = kiln::build(&store, &recipe, &options, Some(&docker), &kiln::NoEvents);
-    // Cancel once the run layer's container exists (it sleeps ten minutes).
+    let build = kiln::build(store, recipe, &options, Some(docker), &kiln::NoEvents);
     let watcher = async {
         loop {
             let running = docker
@@ -122,7 +136,7 @@ run = "sleep 600"
     assert!(left.is_empty(), "containers left behind: {left:?}");
     // Nor the temporary image its run layer ran in.
     // Run names live under the store's engine namespace.
-    let namespace = kiln::engine_namespace(&store);
+    let namespace = kiln::engine_namespace(store);
     let tags = std::process::Command::new("docker")
         .args(["images", "--quiet", "--filter"])
         .arg(format!("reference={namespace}/build-{name}"))
@@ -144,6 +158,58 @@ run = "sleep 600"
         })
         .collect();
     assert!(temporary.is_empty(), "temporary files left: {temporary:?}");
+}
+
+// A `docker-daemon:` base the store does not hold is imported while the
+// first step already runs on the engine's image: a cancel then stops both,
+// and leaves no container, no tag and no partial blob.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_step_cancelled_while_its_base_is_imported_leaves_nothing() {
+    let Some(docker) = kiln_engine::testing::engine_or_skip().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let root = tmp.path().join("root");
+    copy_busybox(&root);
+    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
+    std::fs::rename(root.join("rootfs/busybox"), root.join("bin/busybox")).expect("mv");
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).expect("symlink");
+    let base_tag = format!("kiln-test/cancel-early:{}", std::process::id());
+    let imported = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "tar -C '{}' -c bin | docker import - '{base_tag}' >/dev/null",
+            root.display()
+        ))
+        .status()
+        .expect("docker import");
+    assert!(imported.success(), "docker import");
+    let image = tmp.path().join("image");
+    write(
+        &image.join("kiln.toml"),
+        format!(
+            r#"
+[image]
+name = "cancelled-early"
+version = "1.0.0"
+base = "docker-daemon:{base_tag}"
+
+[config]
+env = {{ PATH = "/bin" }}
+
+[[layer]]
+name = "forever"
+run = "sleep 600"
+"#
+        )
+        .as_bytes(),
+    );
+    let recipe = kiln::load_recipe(&image).expect("recipe");
+    let store = Store::open(tmp.path().join("store")).expect("store");
+    cancel_once_its_container_runs(&docker, &store, &recipe, "cancelled-early").await;
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &base_tag])
+        .output();
 }
 
 /// Bytes this process has read through read(2) so far (`rchar`): how far a

@@ -47,7 +47,10 @@ pub(super) struct Workshop<'a> {
 }
 
 /// Produce every layer of `recipe` from its `inputs`; `last` is the
-/// previous build of the same image, to explain a cache miss.
+/// previous build of the same image, to explain a cache miss. `ran_early`
+/// is the first layer, a run layer already run while the base was imported
+/// (see `overlap`): it stands for that layer when the cache misses or is
+/// not asked; a hit is taken instead, as if the layer had not run.
 ///
 /// On failure (a cancel included) the layers still being written are
 /// waited for: they stop at their next write, and their temporary files are
@@ -59,9 +62,10 @@ pub(super) async fn produce(
     base: Option<&BaseImage>,
     inputs: &mut Inputs,
     last: &LastBuild,
+    ran_early: Option<LayerBlob>,
 ) -> Result<Produced, KilnError> {
     let mut queue = VecDeque::new();
-    let result = produce_into(at, recipe, plan, base, inputs, last, &mut queue).await;
+    let result = produce_into(at, recipe, plan, base, inputs, last, ran_early, &mut queue).await;
     if result.is_err() {
         for queued in queue {
             if let Pending::Writing(task) = queued.pending {
@@ -74,6 +78,7 @@ pub(super) async fn produce(
 }
 
 /// [`produce`], queueing layers being written in `queue`.
+#[allow(clippy::too_many_arguments)]
 async fn produce_into(
     at: &Workshop<'_>,
     recipe: &Recipe,
@@ -81,6 +86,7 @@ async fn produce_into(
     base: Option<&BaseImage>,
     inputs: &mut Inputs,
     last: &LastBuild,
+    mut ran_early: Option<LayerBlob>,
     queue: &mut VecDeque<Queued>,
 ) -> Result<Produced, KilnError> {
     let store = at.store;
@@ -94,7 +100,12 @@ async fn produce_into(
         .zip(&inputs.snapshots)
         .zip(inputs.entries.iter_mut())
     {
-        at.events.layer_started(name, &layer.name);
+        // Only the first layer can have run early; it was announced when it
+        // started. On a cache hit, what it built is left to gc.
+        let early = ran_early.take();
+        if early.is_none() {
+            at.events.layer_started(name, &layer.name);
+        }
         let previous = last.layers.iter().find(|l| l.name == layer.name);
         let rebuild =
             at.no_cache || (at.check_reproducible && matches!(layer.kind, LayerKind::Run(_)));
@@ -120,8 +131,9 @@ async fn produce_into(
                     Some(Lookup::Miss(miss)) => explain::explain(previous, snapshot, &miss),
                     _ => vec![Why::NoCache],
                 };
-                let pending = match (&layer.kind, at.engine) {
-                    (LayerKind::Run(run), Some(engine)) => {
+                let pending = match (&layer.kind, at.engine, early) {
+                    (LayerKind::Run(_), _, Some(blob)) => Pending::Built(blob),
+                    (LayerKind::Run(run), Some(engine), None) => {
                         drain(queue, store, name, at.events, &mut layers, &mut reports).await?;
                         let so_far = ImageSoFar {
                             base,
@@ -129,6 +141,7 @@ async fn produce_into(
                             config: &plan.config,
                             epoch,
                             volatile: &plan.volatile,
+                            engine_base: None,
                         };
                         let built = build_run_layer(
                             store,
@@ -143,12 +156,12 @@ async fn produce_into(
                         );
                         Pending::Built(until_cancelled(store.cancel(), built).await?)
                     }
-                    (LayerKind::Run(_), None) => {
+                    (LayerKind::Run(_), None, None) => {
                         return Err(KilnError::NoEngine {
                             layer: layer.name.clone(),
                         });
                     }
-                    (LayerKind::Files(_), _) => {
+                    (LayerKind::Files(_), _, _) => {
                         // Tar and gzip are CPU and disk work: off the async
                         // threads, beside the other layers' and builds'.
                         // Each file is checked on the bytes written against

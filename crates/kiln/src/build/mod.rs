@@ -1,7 +1,8 @@
 //! Build one recipe into the store, as a pipeline of named stages, each in
 //! its own module; [`build_one`] shows their order:
 //!
-//! 1. [`base`]: resolve the base into the store;
+//! 1. [`base`]: resolve the base into the store (a `docker-daemon:` base
+//!    not stored yet beside the first run layer, [`overlap`]);
 //! 2. [`plan`]: the facts every stage shares (epoch, config, tags, secrets);
 //! 3. [`snapshot`]: every layer's inputs and cache key;
 //! 4. [`layers`]: each layer from the cache or built (file layers written
@@ -20,6 +21,7 @@ pub use assemble::ARG_ANNOTATION_PREFIX;
 mod base;
 mod layers;
 mod leak;
+mod overlap;
 mod plan;
 mod record;
 mod rootfs;
@@ -257,7 +259,15 @@ async fn build_one(
             crate::blocking::run(move || Ok::<_, KilnError>(StatCache::load(&store))).await?;
         Arc::new(Mutex::new(stat))
     };
-    let base = base::resolve(store, recipe, built, engine, plan.epoch, &stat).await?;
+    let setting = overlap::Setting {
+        store,
+        engine,
+        events,
+        options,
+        built,
+        stat: &stat,
+    };
+    let (base, ran_early) = overlap::base_and_first_layer(&setting, recipe, &plan).await?;
     let (mut inputs, base) = {
         let (recipe, plan, stat) = (owned.clone(), plan.clone(), stat.clone());
         crate::blocking::run(move || {
@@ -275,8 +285,16 @@ async fn build_one(
         shared: shared.as_ref(),
         check_reproducible: options.check_reproducible,
     };
-    let produced =
-        layers::produce(&workshop, recipe, &plan, base.as_ref(), &mut inputs, &last).await?;
+    let produced = layers::produce(
+        &workshop,
+        recipe,
+        &plan,
+        base.as_ref(),
+        &mut inputs,
+        &last,
+        ran_early,
+    )
+    .await?;
     let base_report = base.as_ref().map(|b| BaseReport {
         reference: recipe.image.base.to_string(),
         digest: b.manifest_digest.clone(),
