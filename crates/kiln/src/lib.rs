@@ -44,6 +44,7 @@ mod plan;
 mod reference;
 mod registry;
 mod release;
+mod removals;
 mod report;
 mod run_layer;
 mod secret;

@@ -11,8 +11,10 @@
 //! of the container's whole filesystem. kiln-image's `change_set` turns
 //! either into the same layer entries, written like every other layer. What
 //! the engine did for its mount points (volumes, the secrets folder) is
-//! taken out of the change list first (see `mount_points`). The
-//! container is removed on every return path, after the layer is written.
+//! taken out of the change list first (see `mount_points`). Each file read
+//! from the upper folder is removed there as soon as its bytes are in the
+//! layer, and the container on every return path, beside the rest of the
+//! build (see `removals`): the build returns once it is gone.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +30,7 @@ use serde_json::{Value, json};
 use crate::KilnError;
 use crate::engine_images::load_into_engine;
 use crate::mount_points;
+use crate::removals::{Removal, Removals};
 use crate::secret::{self, SecretValue};
 
 /// Paths the engine itself puts into every container (mount points for its
@@ -253,10 +256,15 @@ impl SecretFiles {
 /// write what it changed as one layer blob into `store`. The secrets it
 /// lists are taken from `secrets` (see [`read_run_secrets`]); its container
 /// is labelled with `run_id`.
+///
+/// The container (and the temporary image it ran on) is removed beside the
+/// rest of the build: its removal is handed to `removals`, which the build
+/// awaits before it returns.
 #[allow(clippy::too_many_arguments)]
-pub async fn build_run_layer(
+pub(crate) async fn build_run_layer<'a>(
     store: &Store,
-    engine: &dyn Engine,
+    engine: &'a dyn Engine,
+    removals: &Removals<'a>,
     image: &str,
     layer: &str,
     run: &RunLayer,
@@ -322,39 +330,49 @@ pub async fn build_run_layer(
         secrets: &secrets,
         run_id,
     };
-    let result = match step.run().await {
+    let (first, removed_first) = step.run().await;
+    let mut containers = vec![removed_first];
+    let result = match first {
         // `--check-reproducible`: the same step again from the same parent;
         // any difference is named.
-        Ok(first) if check_reproducible => match step.run().await {
-            Ok(second) if second.digest == first.digest => Ok(first),
-            Ok(second) => {
-                match kiln_image::layer_differences(store, &first.digest, &second.digest) {
-                    Ok(paths) => Err(KilnError::NotReproducible {
-                        layer: layer.to_owned(),
-                        paths,
-                    }),
-                    Err(e) => Err(e.into()),
+        Ok(first) if check_reproducible => {
+            let (second, removed_second) = step.run().await;
+            containers.push(removed_second);
+            match second {
+                Ok(second) if second.digest == first.digest => Ok(first),
+                Ok(second) => {
+                    match kiln_image::layer_differences(store, &first.digest, &second.digest) {
+                        Ok(paths) => Err(KilnError::NotReproducible {
+                            layer: layer.to_owned(),
+                            paths,
+                        }),
+                        Err(e) => Err(e.into()),
+                    }
                 }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
-        },
+        }
         other => other,
     };
-    // The temporary name goes whatever happened (and with it the image,
-    // once no container uses it): builds must not pile up images. The
-    // held base stays.
-    let untagged = if temporary {
-        let untagged = engine.remove_image(&tag).await;
-        if untagged.is_ok() {
-            crate::cancel::forget_tag(run_id, &tag);
+    // The containers go, then the temporary name, whatever happened (and
+    // with it the image, once no container uses it): builds must not pile
+    // up images. The held base stays.
+    let run_id = run_id.to_owned();
+    removals.defer(Box::pin(async move {
+        let mut outcome = Ok(());
+        for removed in containers {
+            outcome = outcome.and(removed.await);
         }
-        untagged
-    } else {
-        Ok(())
-    };
-    let blob = result?;
-    untagged?;
-    Ok(blob)
+        if temporary {
+            let untagged = engine.remove_image(&tag).await;
+            if untagged.is_ok() {
+                crate::cancel::forget_tag(&run_id, &tag);
+            }
+            outcome = outcome.and(untagged.map_err(KilnError::from));
+        }
+        outcome
+    }));
+    result
 }
 
 /// Whether the step can run on the base image itself: no layer of kiln's
@@ -383,36 +401,41 @@ fn container_env(run: &RunLayer, config: &RuntimeConfig) -> Vec<(String, String)
 }
 
 /// One run of a step: everything it needs to run in a container of `tag`.
-struct Step<'a> {
-    store: &'a Store,
-    engine: &'a dyn Engine,
-    layer: &'a str,
-    run: &'a RunLayer,
-    so_far: &'a ImageSoFar<'a>,
-    tag: &'a str,
-    secrets: &'a [SecretValue],
-    run_id: &'a str,
+struct Step<'s, 'e> {
+    store: &'s Store,
+    engine: &'e dyn Engine,
+    layer: &'s str,
+    run: &'s RunLayer,
+    so_far: &'s ImageSoFar<'s>,
+    tag: &'s str,
+    secrets: &'s [SecretValue],
+    run_id: &'s str,
 }
 
-impl Step<'_> {
-    /// Run the step in a fresh container, capture its changes, remove the
-    /// container.
-    async fn run(&self) -> Result<LayerBlob, KilnError> {
+impl<'e> Step<'_, 'e> {
+    /// Run the step in a fresh container and capture its changes; the
+    /// container's removal is returned, to be awaited (whatever the
+    /// outcome).
+    async fn run(&self) -> (Result<LayerBlob, KilnError>, Removal<'e>) {
         let secret_files = if self.secrets.is_empty() {
             None
         } else {
-            Some(SecretFiles::write(self.secrets)?)
+            match SecretFiles::write(self.secrets) {
+                Ok(files) => Some(files),
+                Err(e) => return (Err(e), Box::pin(async { Ok(()) })),
+            }
         };
         run_in_container(self, secret_files).await
     }
 }
 
-/// Run the step in a container of `tag`, capture its changes, remove the
-/// container.
-async fn run_in_container(
-    step: &Step<'_>,
+/// Run the step in a container of `tag` and capture its changes; returns
+/// that and the container's removal (which also removes the secrets' host
+/// folder once nothing mounts it).
+async fn run_in_container<'e>(
+    step: &Step<'_, 'e>,
     secret_files: Option<SecretFiles>,
-) -> Result<LayerBlob, KilnError> {
+) -> (Result<LayerBlob, KilnError>, Removal<'e>) {
     let Step {
         engine,
         run,
@@ -446,7 +469,10 @@ async fn run_in_container(
         read_only_mounts: secret_files.iter().map(SecretFiles::mount).collect(),
         ..ContainerSpec::default()
     };
-    let id = engine.create_container(&container).await?;
+    let id = match engine.create_container(&container).await {
+        Ok(id) => id,
+        Err(e) => return (Err(e.into()), Box::pin(async { Ok(()) })),
+    };
     let mounted = secret_files.is_some();
     // A secret of several lines cut by the engine's line limit would leave
     // its last lines: fetch as many more lines as a secret spans, redact the
@@ -472,13 +498,14 @@ async fn run_in_container(
         other => other,
     });
     // Removed whatever happened; a failure to remove does not hide the
-    // step's own error.
-    let removed = engine.remove_container(&id).await;
-    // The secrets' host folder goes once nothing mounts it.
-    drop(secret_files);
-    let blob = result?;
-    removed?;
-    Ok(blob)
+    // step's own error (the build reports the step's first).
+    let removal = Box::pin(async move {
+        let removed = engine.remove_container(&id).await;
+        // The secrets' host folder goes once nothing mounts it.
+        drop(secret_files);
+        removed.map_err(KilnError::from)
+    });
+    (result, removal)
 }
 
 /// The last `n` lines of `text`.
@@ -492,7 +519,7 @@ fn last_lines(text: &str, n: usize) -> String {
 }
 
 async fn run_and_capture(
-    step: &Step<'_>,
+    step: &Step<'_, '_>,
     id: &ContainerId,
     secrets_mounted: bool,
     log_lines: usize,

@@ -18,6 +18,7 @@ use super::snapshot::Inputs;
 use crate::KilnError;
 use crate::cancel::until_cancelled;
 use crate::events::Events;
+use crate::removals::Removals;
 use crate::report::LayerReport;
 use crate::run_layer::{ImageSoFar, build_run_layer};
 
@@ -30,11 +31,11 @@ pub(super) struct Produced {
 }
 
 /// Where the produce stage works and whom it tells.
-pub(super) struct Workshop<'a> {
+pub(super) struct Workshop<'a, 'e> {
     /// The store blobs and cache entries go to.
     pub store: &'a Store,
     /// The engine run layers run in.
-    pub engine: Option<&'a dyn Engine>,
+    pub engine: Option<&'e dyn Engine>,
     /// Who hears of each layer.
     pub events: &'a dyn Events,
     /// Build every layer anew (`--no-cache`).
@@ -44,6 +45,8 @@ pub(super) struct Workshop<'a> {
     /// Build every run layer twice and refuse differences
     /// (`--check-reproducible`); run layers then skip the cache.
     pub check_reproducible: bool,
+    /// Where run layers hand the removal of their containers.
+    pub removals: &'a Removals<'e>,
 }
 
 /// Produce every layer of `recipe` from its `inputs`; `last` is the
@@ -56,7 +59,7 @@ pub(super) struct Workshop<'a> {
 /// waited for: they stop at their next write, and their temporary files are
 /// gone when this returns.
 pub(super) async fn produce(
-    at: &Workshop<'_>,
+    at: &Workshop<'_, '_>,
     recipe: &Recipe,
     plan: &Plan,
     base: Option<&BaseImage>,
@@ -80,7 +83,7 @@ pub(super) async fn produce(
 /// [`produce`], queueing layers being written in `queue`.
 #[allow(clippy::too_many_arguments)]
 async fn produce_into(
-    at: &Workshop<'_>,
+    at: &Workshop<'_, '_>,
     recipe: &Recipe,
     plan: &Plan,
     base: Option<&BaseImage>,
@@ -146,6 +149,7 @@ async fn produce_into(
                         let built = build_run_layer(
                             store,
                             engine,
+                            at.removals,
                             name,
                             &layer.name,
                             run,

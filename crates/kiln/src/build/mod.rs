@@ -1,8 +1,7 @@
 //! Build one recipe into the store, as a pipeline of named stages, each in
 //! its own module; [`build_one`] shows their order:
 //!
-//! 1. [`base`]: resolve the base into the store (a `docker-daemon:` base
-//!    not stored yet beside the first run layer, [`overlap`]);
+//! 1. [`base`]: resolve the base into the store;
 //! 2. [`plan`]: the facts every stage shares (epoch, config, tags, secrets);
 //! 3. [`snapshot`]: every layer's inputs and cache key;
 //! 4. [`layers`]: each layer from the cache or built (file layers written
@@ -42,6 +41,7 @@ use crate::cancel::{self, until_cancelled};
 use crate::capability::{Stage, ensure_supported};
 use crate::events::Events;
 use crate::graph::BuildGraph;
+use crate::removals::Removals;
 use crate::report::{BaseReport, BuildReport};
 use crate::test_run::new_run_id;
 
@@ -246,97 +246,148 @@ async fn build_one(
     let lease = until_cancelled(&options.cancel, crate::store_lock::lease(store)).await?;
     let started = Instant::now();
     events.build_started(&recipe.image.name.to_string(), recipe.layers.len());
-
-    let shared =
-        crate::registry::SharedCache::open(&options.cache_from, options.cache_to.as_deref())?;
-    // Every stage's file work runs on the blocking pool (crate::blocking):
-    // what it needs is owned or shared, and it stops at a cancel itself.
-    let plan = Arc::new(plan::plan(recipe, options)?);
-    let owned = Arc::new(recipe.clone());
-    let stat: SharedStat = {
-        let store = store.clone();
-        let stat =
-            crate::blocking::run(move || Ok::<_, KilnError>(StatCache::load(&store))).await?;
-        Arc::new(Mutex::new(stat))
+    // Run layers' containers are removed beside the later stages; the
+    // build returns only once they are gone.
+    let (removals, removing) = Removals::new();
+    let stages = async move {
+        let at = Stages {
+            store,
+            recipe,
+            options,
+            engine,
+            events,
+            removals: &removals,
+        };
+        let report = at.run(built, lease, started).await;
+        drop(removals);
+        report
     };
-    let setting = overlap::Setting {
-        store,
-        engine,
-        events,
-        options,
-        built,
-        stat: &stat,
-    };
-    let (base, ran_early) = overlap::base_and_first_layer(&setting, recipe, &plan).await?;
-    let (mut inputs, base) = {
-        let (recipe, plan, stat) = (owned.clone(), plan.clone(), stat.clone());
-        crate::blocking::run(move || {
-            let inputs = snapshot::take(&recipe, &plan, base.as_ref(), &mut lock_stat(&stat))?;
-            Ok::<_, KilnError>((inputs, base))
-        })
-        .await?
-    };
-    let last = explain::load_last(store, &plan.name);
-    let workshop = layers::Workshop {
-        store,
-        engine,
-        events,
-        no_cache: options.no_cache,
-        shared: shared.as_ref(),
-        check_reproducible: options.check_reproducible,
-    };
-    let produced = layers::produce(
-        &workshop,
-        recipe,
-        &plan,
-        base.as_ref(),
-        &mut inputs,
-        &last,
-        ran_early,
-    )
-    .await?;
-    let base_report = base.as_ref().map(|b| BaseReport {
-        reference: recipe.image.base.to_string(),
-        digest: b.manifest_digest.clone(),
-    });
-    let to_publish: Vec<_> = inputs
-        .snapshots
-        .iter()
-        .map(|s| s.key.clone())
-        .zip(produced.records.iter().map(|r| r.blob.clone()))
-        .collect();
-    let image = {
-        let (store, recipe, plan) = (store.clone(), owned.clone(), plan.clone());
-        let records = produced.records;
-        crate::blocking::run(move || assemble::assemble(&store, &recipe, &plan, base, records))
-            .await?
-    };
-    let image = Arc::new(image);
-    // Before the image gets a name: no declared secret may be in it.
-    let base_layers = image.layers.len().saturating_sub(recipe.layers.len());
-    let lease = leak::check(store, &owned, &image, base_layers, lease).await?;
-    let moved = {
-        let (store, recipe, plan, image) = (store.clone(), owned, plan.clone(), image.clone());
-        let snapshots = inputs.snapshots;
-        crate::blocking::run(move || {
-            record::record(&store, &recipe, &plan, &image, &lock_stat(&stat), snapshots)
-        })
-        .await?
-    };
-    if let Some(shared) = &shared {
-        until_cancelled(&options.cancel, shared.publish(store, &to_publish)).await?;
-    }
-    drop(lease);
-
-    let report = BuildReport {
-        name: plan.name.clone(),
-        digest: image.manifest.digest.clone(),
-        tags: plan.tags.clone(),
-        moved,
-        base: base_report,
-        layers: produced.reports,
-        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    };
+    let (report, removed) = futures_util::future::join(stages, removing).await;
+    let report = report?;
+    removed?;
     events.build_finished(&report);
     Ok(report)
+}
+
+/// What the stages of one build share.
+struct Stages<'a, 'e> {
+    store: &'a Store,
+    recipe: &'a Recipe,
+    options: &'a BuildOptions,
+    engine: Option<&'e dyn Engine>,
+    events: &'a dyn Events,
+    removals: &'a Removals<'e>,
+}
+
+impl Stages<'_, '_> {
+    /// Stages 1 to 7 of the build (see the module's doc), under `lease`,
+    /// timed from `started`.
+    async fn run(
+        &self,
+        built: &BuiltRecipes,
+        lease: kiln_image::Lease,
+        started: Instant,
+    ) -> Result<BuildReport, KilnError> {
+        let Stages {
+            store,
+            recipe,
+            options,
+            engine,
+            events,
+            removals,
+        } = *self;
+        let shared =
+            crate::registry::SharedCache::open(&options.cache_from, options.cache_to.as_deref())?;
+        // Every stage's file work runs on the blocking pool (crate::blocking):
+        // what it needs is owned or shared, and it stops at a cancel itself.
+        let plan = Arc::new(plan::plan(recipe, options)?);
+        let owned = Arc::new(recipe.clone());
+        let stat: SharedStat = {
+            let store = store.clone();
+            let stat =
+                crate::blocking::run(move || Ok::<_, KilnError>(StatCache::load(&store))).await?;
+            Arc::new(Mutex::new(stat))
+        };
+        let setting = overlap::Setting {
+            store,
+            engine,
+            events,
+            options,
+            built,
+            stat: &stat,
+            removals,
+        };
+        let (base, ran_early) = overlap::base_and_first_layer(&setting, recipe, &plan).await?;
+        let (mut inputs, base) = {
+            let (recipe, plan, stat) = (owned.clone(), plan.clone(), stat.clone());
+            crate::blocking::run(move || {
+                let inputs = snapshot::take(&recipe, &plan, base.as_ref(), &mut lock_stat(&stat))?;
+                Ok::<_, KilnError>((inputs, base))
+            })
+            .await?
+        };
+        let last = explain::load_last(store, &plan.name);
+        let workshop = layers::Workshop {
+            store,
+            engine,
+            events,
+            no_cache: options.no_cache,
+            shared: shared.as_ref(),
+            check_reproducible: options.check_reproducible,
+            removals,
+        };
+        let produced = layers::produce(
+            &workshop,
+            recipe,
+            &plan,
+            base.as_ref(),
+            &mut inputs,
+            &last,
+            ran_early,
+        )
+        .await?;
+        let base_report = base.as_ref().map(|b| BaseReport {
+            reference: recipe.image.base.to_string(),
+            digest: b.manifest_digest.clone(),
+        });
+        let to_publish: Vec<_> = inputs
+            .snapshots
+            .iter()
+            .map(|s| s.key.clone())
+            .zip(produced.records.iter().map(|r| r.blob.clone()))
+            .collect();
+        let image = {
+            let (store, recipe, plan) = (store.clone(), owned.clone(), plan.clone());
+            let records = produced.records;
+            crate::blocking::run(move || assemble::assemble(&store, &recipe, &plan, base, records))
+                .await?
+        };
+        let image = Arc::new(image);
+        // Before the image gets a name: no declared secret may be in it.
+        let base_layers = image.layers.len().saturating_sub(recipe.layers.len());
+        let lease = leak::check(store, &owned, &image, base_layers, lease).await?;
+        let moved = {
+            let (store, recipe, plan, image) = (store.clone(), owned, plan.clone(), image.clone());
+            let snapshots = inputs.snapshots;
+            crate::blocking::run(move || {
+                record::record(&store, &recipe, &plan, &image, &lock_stat(&stat), snapshots)
+            })
+            .await?
+        };
+        if let Some(shared) = &shared {
+            until_cancelled(&options.cancel, shared.publish(store, &to_publish)).await?;
+        }
+        drop(lease);
+
+        let report = BuildReport {
+            name: plan.name.clone(),
+            digest: image.manifest.digest.clone(),
+            tags: plan.tags.clone(),
+            moved,
+            base: base_report,
+            layers: produced.reports,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
+        Ok(report)
+    }
 }

@@ -25,14 +25,15 @@ use crate::KilnError;
 use crate::cancel::until_cancelled;
 use crate::engine_images::{self, DaemonBase};
 use crate::events::Events;
+use crate::removals::Removals;
 use crate::run_layer::{EngineBase, ImageSoFar, build_run_layer, runs_on_base};
 
 /// Where stage 1 works and whom the first layer is announced to.
-pub(super) struct Setting<'a> {
+pub(super) struct Setting<'a, 'e> {
     /// The store the base goes into.
     pub store: &'a Store,
     /// The engine run layers run in.
-    pub engine: Option<&'a dyn Engine>,
+    pub engine: Option<&'e dyn Engine>,
     /// Who hears of the first layer when it starts early.
     pub events: &'a dyn Events,
     /// The build's options.
@@ -41,12 +42,14 @@ pub(super) struct Setting<'a> {
     pub built: &'a super::BuiltRecipes,
     /// The build's stat cache (for `rootfs:` bases).
     pub stat: &'a super::SharedStat,
+    /// Where the first layer hands the removal of its container.
+    pub removals: &'a Removals<'e>,
 }
 
 /// The base of `recipe` in the store (`None` for scratch), and the first
 /// layer's blob when it ran while the base was imported.
 pub(super) async fn base_and_first_layer(
-    at: &Setting<'_>,
+    at: &Setting<'_, '_>,
     recipe: &Recipe,
     plan: &Plan,
 ) -> Result<(Option<BaseImage>, Option<LayerBlob>), KilnError> {
@@ -102,6 +105,7 @@ pub(super) async fn base_and_first_layer(
     let ran = build_run_layer(
         store,
         engine,
+        at.removals,
         &plan.name,
         layer,
         run,
@@ -110,8 +114,9 @@ pub(super) async fn base_and_first_layer(
         &plan.run_id,
         false,
     );
-    // Both finish before either's outcome is acted on: the step removes its
-    // container itself, and a failed import leaves only unnamed blobs.
+    // Both finish before either's outcome is acted on: the step's container
+    // goes beside the build (its removal is handed on), and a failed import
+    // leaves only unnamed blobs.
     let (imported, ran) = tokio::join!(
         until_cancelled(cancel, import),
         until_cancelled(cancel, ran)
