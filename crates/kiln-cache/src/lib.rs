@@ -16,6 +16,8 @@
 //! - [`shared`]: a registry repository as the cache machines share
 //!   (`--cache-to`, `--cache-from`): entries as tagged manifests, taken
 //!   only after the key, the blob's digest and its diff_id check out.
+//! - [`stamps`]: a `rootfs:` folder's key remembered by the stamp of the
+//!   walk that made it, so an unchanged root is known from its stats alone.
 //! - [`explain`]: why a layer missed: which input file, which key of the
 //!   recipe, or which parent changed, compared with the image's last build.
 //!
@@ -45,6 +47,7 @@ mod error;
 pub mod explain;
 pub mod key;
 pub mod shared;
+pub mod stamps;
 pub mod stat;
 mod stat_file;
 

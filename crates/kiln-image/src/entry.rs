@@ -438,7 +438,7 @@ fn keep_metadata(e: &mut LayerEntry, meta: &std::fs::Metadata) {
 }
 
 /// Device numbers as Linux encodes them in `st_rdev`.
-fn device_numbers(rdev: u64) -> (u32, u32) {
+pub(crate) fn device_numbers(rdev: u64) -> (u32, u32) {
     let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
     let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
     (

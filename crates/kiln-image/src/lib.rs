@@ -80,6 +80,7 @@ pub mod overlay;
 pub mod registry;
 pub mod rootfs;
 pub mod store;
+pub mod tree_stamp;
 pub mod writers;
 
 pub use archive::{
@@ -118,6 +119,8 @@ pub use registry::{
     pull_registry, push_image,
 };
 pub use rootfs::{
-    rootfs_folder_entries, rootfs_folder_walk, rootfs_is_folder, rootfs_staging, rootfs_tar_entries,
+    FolderWalk, rootfs_folder_entries, rootfs_folder_walk, rootfs_is_folder, rootfs_staging,
+    rootfs_tar_entries,
 };
 pub use store::{BlobFile, BlobState, GcReport, Roots, Store};
+pub use tree_stamp::{TreeStamp, rootfs_folder_stamp};

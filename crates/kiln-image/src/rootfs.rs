@@ -22,6 +22,7 @@ use tar::EntryType;
 use crate::cancel::CancelReader;
 use crate::digest::HashReader;
 use crate::entry::FileMetadata;
+use crate::tree_stamp::TreeStamp;
 use crate::{Cancel, CopySpec, Digest, EntryKind, ImageError, LayerEntry, LayerPolicy};
 
 /// The entries of the root filesystem in the folder `root`: everything
@@ -29,13 +30,28 @@ use crate::{Cancel, CopySpec, Digest, EntryKind, ImageError, LayerEntry, LayerPo
 /// The root folder itself is not an entry (the image's `/` belongs to the
 /// runtime).
 pub fn rootfs_folder_entries(root: &Path) -> Result<Vec<LayerEntry>, ImageError> {
-    rootfs_folder_walk(root).map(|(entries, _)| entries)
+    rootfs_folder_walk(root).map(|walk| walk.entries)
 }
 
-/// [`rootfs_folder_entries`], and the metadata the walk read for each
-/// regular file, by host path: each entry is stat-ed once, and whoever
-/// hashes the files next (the stat cache) can take it from there.
-pub fn rootfs_folder_walk(root: &Path) -> Result<(Vec<LayerEntry>, FileMetadata), ImageError> {
+/// What a walk of a `rootfs:` folder gives (see [`rootfs_folder_walk`]).
+#[derive(Debug)]
+pub struct FolderWalk {
+    /// The entries, as [`rootfs_folder_entries`] gives them.
+    pub entries: Vec<LayerEntry>,
+    /// The metadata the walk read for each regular file, by host path.
+    pub files: FileMetadata,
+    /// The folder's stamp as this walk saw it: the same as
+    /// [`rootfs_folder_stamp`](crate::rootfs_folder_stamp) gives for the
+    /// same tree, so that a key made from these entries can be remembered
+    /// under it.
+    pub stamp: TreeStamp,
+}
+
+/// [`rootfs_folder_entries`], with the metadata the walk read for each
+/// regular file, by host path (each entry is stat-ed once, and whoever
+/// hashes the files next, the stat cache, can take it from there), and the
+/// folder's [`TreeStamp`].
+pub fn rootfs_folder_walk(root: &Path) -> Result<FolderWalk, ImageError> {
     let meta = std::fs::metadata(root).map_err(|e| invalid(root, &e.to_string()))?;
     if !meta.is_dir() {
         return Err(invalid(root, "it is not a folder"));
@@ -49,10 +65,16 @@ pub fn rootfs_folder_walk(root: &Path) -> Result<(Vec<LayerEntry>, FileMetadata)
         exclude: Vec::new(),
         preserve: true,
     };
+    let started = crate::tree_stamp::now_ns();
     let mut files = FileMetadata::new();
     let mut entries = crate::entry::plan_copy_noting(root, &spec, &mut files)?;
+    let stamp = crate::tree_stamp::stamp_of_entries(&entries, &files, started);
     crate::entry::link_hard_links_noted(&mut entries, &files)?;
-    Ok((entries, files))
+    Ok(FolderWalk {
+        entries,
+        files,
+        stamp,
+    })
 }
 
 /// Read the root filesystem in the tar file `tar` (plain or gzip, told

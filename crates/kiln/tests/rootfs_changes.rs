@@ -42,6 +42,11 @@ fn base_digest(store: &Store, ctx: &Path, root: &Path) -> Digest {
     report.base.expect("a rootfs base").digest
 }
 
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
 fn run(cmd: &mut Command) {
     let status = cmd.status().expect("spawn");
     assert!(status.success(), "{cmd:?}: {status}");
@@ -51,17 +56,7 @@ fn run(cmd: &mut Command) {
 fn every_kind_of_change_to_a_rootfs_folder_gives_a_new_base() {
     let tmp = tempfile::tempdir().expect("tmp");
     let root = tmp.path().join("root");
-    for dir in ["etc", "bin", "dev", "usr/lib"] {
-        std::fs::create_dir_all(root.join(dir)).expect("mkdir");
-    }
-    write_old(&root.join("etc/os-release"), "ID=tree\n");
-    write_old(&root.join("bin/tool"), "#!/bin/sh\necho tool\n");
-    write_old(&root.join("usr/lib/a.so"), "same bytes\n");
-    write_old(&root.join("usr/lib/b.so"), "same bytes\n");
-    std::os::unix::fs::symlink("tool", root.join("bin/alias")).expect("symlink");
-    run(Command::new("mknod")
-        .arg(root.join("dev/null"))
-        .args(["c", "1", "3"]));
+    small_tree(&root);
     let ctx = tmp.path().join("ctx");
     std::fs::create_dir_all(ctx.join("site")).expect("mkdir");
     write_old(&ctx.join("site/index.html"), "hi\n");
@@ -93,12 +88,7 @@ fn every_kind_of_change_to_a_rootfs_folder_gives_a_new_base() {
     date(&release, Some(mtime));
     expect_new("content changed behind the same size and mtime");
 
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(
-        root.join("bin/tool"),
-        std::fs::Permissions::from_mode(0o4755),
-    )
-    .expect("chmod");
+    chmod(&root.join("bin/tool"), 0o4755);
     expect_new("a mode changed");
 
     std::os::unix::fs::chown(root.join("bin/tool"), Some(1234), Some(5678)).expect("chown");
@@ -140,4 +130,149 @@ fn every_kind_of_change_to_a_rootfs_folder_gives_a_new_base() {
         before,
         "an mtime alone is not in the image"
     );
+}
+
+/// The tree both tests change: an entry of each kind, two files of the
+/// same content, a device node, files dated an hour back.
+fn small_tree(root: &Path) {
+    for dir in ["etc", "bin", "dev", "usr/lib/deep/er"] {
+        std::fs::create_dir_all(root.join(dir)).expect("mkdir");
+    }
+    write_old(&root.join("etc/os-release"), "ID=tree\n");
+    write_old(&root.join("bin/tool"), "#!/bin/sh\necho tool\n");
+    write_old(&root.join("usr/lib/a.so"), "same bytes\n");
+    write_old(&root.join("usr/lib/b.so"), "same bytes\n");
+    write_old(&root.join("usr/lib/deep/er/c.so"), "deep\n");
+    std::os::unix::fs::symlink("tool", root.join("bin/alias")).expect("symlink");
+    run(Command::new("mknod")
+        .arg(root.join("dev/null"))
+        .args(["c", "1", "3"]));
+}
+
+/// A `rootfs:` folder whose files all last changed (mtime and ctime) more
+/// than the racy window ago has its key remembered by its stamp, and an
+/// unchanged folder is then known by one walk of stats. Each kind of change
+/// made to such a folder must give the base that a store with nothing
+/// remembered gives, which for all but an mtime is a new one.
+#[test]
+fn a_remembered_folder_still_sees_every_kind_of_change() {
+    type Change = fn(&Path);
+    let changes: [(&str, Change, bool); 12] = [
+        (
+            "content changed behind the same size and mtime",
+            |r| {
+                let file = r.join("etc/os-release");
+                let mtime = std::fs::metadata(&file)
+                    .and_then(|m| m.modified())
+                    .expect("mtime");
+                std::fs::write(&file, "ID=tref\n").expect("write");
+                date(&file, Some(mtime));
+            },
+            true,
+        ),
+        (
+            "content changed deep down",
+            |r| std::fs::write(r.join("usr/lib/deep/er/c.so"), "DEEP\n").expect("write"),
+            true,
+        ),
+        (
+            "a mode changed",
+            |r| chmod(&r.join("bin/tool"), 0o4755),
+            true,
+        ),
+        (
+            "a folder's mode changed",
+            |r| chmod(&r.join("usr/lib/deep"), 0o700),
+            true,
+        ),
+        (
+            "a folder's owner changed",
+            |r| std::os::unix::fs::chown(r.join("usr/lib"), Some(1234), Some(5678)).expect("chown"),
+            true,
+        ),
+        (
+            "a new file",
+            |r| write_old(&r.join("etc/hostname"), "tree\n"),
+            true,
+        ),
+        (
+            "an entry removed",
+            |r| std::fs::remove_file(r.join("bin/alias")).expect("rm"),
+            true,
+        ),
+        (
+            "a new empty folder",
+            |r| std::fs::create_dir(r.join("srv")).expect("mkdir"),
+            true,
+        ),
+        (
+            "a symlink's target",
+            |r| {
+                std::fs::remove_file(r.join("bin/alias")).expect("rm");
+                std::os::unix::fs::symlink("../etc/os-release", r.join("bin/alias"))
+                    .expect("symlink");
+            },
+            true,
+        ),
+        (
+            "a device node's numbers",
+            |r| {
+                std::fs::remove_file(r.join("dev/null")).expect("rm");
+                run(Command::new("mknod")
+                    .arg(r.join("dev/null"))
+                    .args(["c", "1", "5"]));
+            },
+            true,
+        ),
+        (
+            "two files became hard links of each other",
+            |r| {
+                std::fs::remove_file(r.join("usr/lib/b.so")).expect("rm");
+                std::fs::hard_link(r.join("usr/lib/a.so"), r.join("usr/lib/b.so")).expect("link");
+            },
+            true,
+        ),
+        (
+            "an mtime alone",
+            |r| {
+                date(
+                    &r.join("bin/tool"),
+                    Some(SystemTime::now() - Duration::from_secs(7200)),
+                )
+            },
+            false,
+        ),
+    ];
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("site")).expect("mkdir");
+    write_old(&ctx.join("site/index.html"), "hi\n");
+    let trees: Vec<_> = (0..changes.len())
+        .map(|i| {
+            let root = tmp.path().join(format!("root-{i}"));
+            small_tree(&root);
+            root
+        })
+        .collect();
+    // A ctime cannot be dated back: wait out the racy window (2 s) once.
+    std::thread::sleep(Duration::from_millis(2100));
+    let store = Store::open(tmp.path().join("store")).expect("store");
+    for (i, ((what, change, new), root)) in changes.iter().zip(&trees).enumerate() {
+        let first = base_digest(&store, &ctx, root);
+        let stamp = kiln_image::rootfs_folder_stamp(root).expect("stamp");
+        assert!(stamp.settled, "{what}: the tree is older than the window");
+        let held = kiln_cache::stamps::recall(&store, root).expect("a key remembered");
+        assert!(
+            held.key(&stamp, 1_700_000_000).is_some(),
+            "{what}: remembered under the stamp a lean walk gives"
+        );
+        assert_eq!(base_digest(&store, &ctx, root), first, "{what}: unchanged");
+
+        change(root);
+        let changed = base_digest(&store, &ctx, root);
+        let fresh = Store::open(tmp.path().join(format!("fresh-{i}"))).expect("store");
+        let truth = base_digest(&fresh, &ctx, root);
+        assert_eq!(changed, truth, "{what}: as a store with nothing remembered");
+        assert_eq!(changed != first, *new, "{what}: a new base or not");
+    }
 }

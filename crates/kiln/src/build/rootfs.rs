@@ -34,11 +34,17 @@ pub(super) fn import(
     let mut expected = BTreeMap::new();
     // A tar file is checked the same way, as a whole, while it is unpacked.
     let (key, source) = if folder {
+        // An unchanged folder is known by one walk of its stats.
+        if let Some(blob) = remembered(store, path, epoch)? {
+            return base_image(store, platform, epoch, blob);
+        }
         // One stat per entry: the walk's, handed on to the stat cache.
-        let (entries, noted) = kiln_image::rootfs_folder_walk(path)?;
-        let (inputs, _) = input_records(stat, path, &entries, &noted)?;
+        let walk = kiln_image::rootfs_folder_walk(path)?;
+        let (inputs, _) = input_records(stat, path, &walk.entries, &walk.files)?;
         expected = super::snapshot::file_digests(&inputs);
-        (key(epoch, "folder", inputs)?, Source::Folder(entries))
+        let key = key(epoch, "folder", inputs)?;
+        kiln_cache::stamps::remember(store, path, &walk.stamp, epoch, &key)?;
+        (key, Source::Folder(walk.entries))
     } else {
         let digest = stat.digest(path)?;
         let record = InputRecord {
@@ -75,6 +81,38 @@ pub(super) fn import(
         }
     };
     drop(staging);
+    base_image(store, platform, epoch, blob)
+}
+
+/// The layer remembered for the folder at `path`, when what it was
+/// remembered under (see [`kiln_cache::stamps`]) is what the folder's stamp
+/// is now and the layer is still in the store. Nothing is walked when
+/// nothing is remembered (the first build from a folder).
+fn remembered(
+    store: &Store,
+    path: &Path,
+    epoch: u64,
+) -> Result<Option<kiln_image::LayerBlob>, KilnError> {
+    let Some(held) = kiln_cache::stamps::recall(store, path) else {
+        return Ok(None);
+    };
+    let stamp = kiln_image::rootfs_folder_stamp(path)?;
+    let Some(key) = held.key(&stamp, epoch) else {
+        return Ok(None);
+    };
+    Ok(match kiln_cache::entry::lookup(store, key)? {
+        Lookup::Hit(blob) => Some(blob),
+        Lookup::Miss(_) => None,
+    })
+}
+
+/// The one-layer base image of `blob`, assembled and read back.
+fn base_image(
+    store: &Store,
+    platform: &kiln_image::Platform,
+    epoch: u64,
+    blob: kiln_image::LayerBlob,
+) -> Result<BaseImage, KilnError> {
     let spec = ImageSpec {
         platform: platform.clone(),
         base: None,

@@ -1,0 +1,335 @@
+//! A `rootfs:` folder's stamp: one sha256 over what a walk observes of each
+//! entry, in walk order (in-image path, kind, permission bits, owner,
+//! symlink target, device numbers, and for a regular file its size, mtime,
+//! ctime, inode, device and link count). Everything a folder's layer key is
+//! made of is either in it as observed, or (a file's content) vouched for
+//! by the same stat the stat cache trusts, so one stamp stands for one key
+//! and a warm build can find its key from the stamp alone: no record per
+//! entry, no stat cache lookups, no canonical JSON of thousands of records.
+//!
+//! A stamp vouches for content only when no regular file changed within
+//! two seconds of the walk (the stat cache's racy window, on mtime and
+//! ctime both: a write in the same clock tick as the stat would not move
+//! either); [`TreeStamp::settled`] says so, and only a settled stamp is
+//! worth remembering.
+//!
+//! [`rootfs_folder_stamp`] walks a folder for its stamp alone, on every
+//! core: folders at depth 3 are walked whole by whichever
+//! thread takes them next, each into its own buffer, hashed in walk order
+//! at the end, so the stamp does not depend on the threads. Children are
+//! stat-ed relative to their folder's descriptor (`DirEntry::metadata`), not
+//! by full path. [`rootfs_folder_walk`](crate::rootfs_folder_walk) gives the
+//! same stamp from the entries and metadata of its own walk.
+
+use std::ffi::OsString;
+use std::fs::{DirEntry, Metadata};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::entry::{FileMetadata, device_numbers};
+use crate::{Digest, EntryKind, ImageError, LayerEntry};
+
+/// How long before a walk a file must have last changed for its stat to
+/// vouch for its content, in nanoseconds (the stat cache's window).
+const RACY_NS: i128 = 2_000_000_000;
+
+/// The first bytes hashed: a stamp of another form never matches.
+const FORM: &[u8] = b"kiln tree stamp 1\n";
+
+/// Folders this deep (the root's children are at depth 1) are walked whole
+/// by one thread each. On a Debian root that is about 140 pieces, the
+/// largest (`usr/share/zoneinfo`) a fifth of the entries; one level less
+/// leaves `usr/share`, two thirds of them, to one thread.
+const SPLIT_DEPTH: usize = 3;
+
+/// What a walk saw of a folder (see the module's documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeStamp {
+    /// sha256 over every entry's observed record, in walk order.
+    pub digest: Digest,
+    /// Whether every regular file last changed (mtime and ctime) more than
+    /// two seconds before the walk began, so that an unchanged stat means
+    /// unchanged content. Only a settled stamp may stand for a key.
+    pub settled: bool,
+}
+
+/// Walk the folder `root` (as [`rootfs_folder_walk`](crate::rootfs_folder_walk)
+/// would, on every core) for its [`TreeStamp`] alone. What that walk refuses
+/// (a socket, a name that is not UTF-8) is refused here the same way.
+pub fn rootfs_folder_stamp(root: &Path) -> Result<TreeStamp, ImageError> {
+    let started = now_ns();
+    let mut split = Split::default();
+    let mut head = Records::default();
+    walk(
+        root,
+        &mut String::new(),
+        1,
+        &mut head,
+        &mut Some(&mut split),
+    )?;
+    let units = std::mem::take(&mut split.units);
+    let done = walk_units(&units)?;
+    let mut hasher = Sha256::new_with_prefix(FORM);
+    let mut newest = i128::MIN;
+    let mut done = done.into_iter();
+    for piece in split.pieces.iter().chain([&head]) {
+        hasher.update(&piece.bytes);
+        newest = newest.max(piece.newest_ns);
+        if piece.unit_follows {
+            let unit = done.next().unwrap_or_default();
+            hasher.update(&unit.bytes);
+            newest = newest.max(unit.newest_ns);
+        }
+    }
+    Ok(TreeStamp {
+        digest: Digest::from_hasher(hasher),
+        settled: newest.saturating_add(RACY_NS) < started,
+    })
+}
+
+/// The stamp of the entries a walk of a `rootfs:` folder made (in walk
+/// order, before hard links are linked), with the metadata it noted for
+/// each regular file; `started` is when that walk began (nanoseconds since
+/// the epoch). A file without noted metadata leaves the stamp unsettled.
+pub(crate) fn stamp_of_entries(
+    entries: &[LayerEntry],
+    files: &FileMetadata,
+    started: i128,
+) -> TreeStamp {
+    let mut records = Records::default();
+    let mut complete = true;
+    for e in entries {
+        let seen = match &e.kind {
+            EntryKind::Dir => Seen::Dir,
+            EntryKind::File { source } => match files.get(source) {
+                Some(meta) => Seen::File(meta),
+                None => {
+                    complete = false;
+                    Seen::Fifo
+                }
+            },
+            EntryKind::Symlink { target } => Seen::Symlink(target),
+            EntryKind::HardLink { .. } => {
+                complete = false;
+                Seen::Fifo
+            }
+            EntryKind::CharDevice { major, minor } => Seen::Char(*major, *minor),
+            EntryKind::BlockDevice { major, minor } => Seen::Block(*major, *minor),
+            EntryKind::Fifo => Seen::Fifo,
+        };
+        records.push(&e.path, e.mode, e.uid, e.gid, &seen);
+    }
+    let mut hasher = Sha256::new_with_prefix(FORM);
+    hasher.update(&records.bytes);
+    TreeStamp {
+        digest: Digest::from_hasher(hasher),
+        settled: complete && records.newest_ns.saturating_add(RACY_NS) < started,
+    }
+}
+
+/// Nanoseconds since the Unix epoch.
+pub(crate) fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
+}
+
+/// What one entry is, as far as the stamp is concerned.
+enum Seen<'a> {
+    Dir,
+    File(&'a Metadata),
+    Symlink(&'a str),
+    Char(u32, u32),
+    Block(u32, u32),
+    Fifo,
+}
+
+/// Records of entries in walk order, and the newest change among the
+/// regular files they hold.
+#[derive(Default)]
+struct Records {
+    bytes: Vec<u8>,
+    newest_ns: i128,
+    /// Whether a split-off folder's records come right after these.
+    unit_follows: bool,
+}
+
+impl Records {
+    /// Append one entry's record: its path (NUL-terminated: a path holds no
+    /// NUL), a kind byte, mode, owner and group, and what its kind adds
+    /// (fixed widths, a target prefixed by its length).
+    fn push(&mut self, path: &str, mode: u32, uid: u32, gid: u32, seen: &Seen<'_>) {
+        let b = &mut self.bytes;
+        b.extend_from_slice(path.as_bytes());
+        b.push(0);
+        let kind = match seen {
+            Seen::Dir => b'd',
+            Seen::File(_) => b'f',
+            Seen::Symlink(_) => b'l',
+            Seen::Char(..) => b'c',
+            Seen::Block(..) => b'b',
+            Seen::Fifo => b'p',
+        };
+        b.push(kind);
+        for n in [mode, uid, gid] {
+            b.extend_from_slice(&n.to_le_bytes());
+        }
+        match seen {
+            Seen::File(meta) => {
+                for n in [meta.size(), meta.ino(), meta.dev(), meta.nlink()] {
+                    b.extend_from_slice(&n.to_le_bytes());
+                }
+                for n in [
+                    meta.mtime(),
+                    meta.mtime_nsec(),
+                    meta.ctime(),
+                    meta.ctime_nsec(),
+                ] {
+                    b.extend_from_slice(&n.to_le_bytes());
+                }
+                let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+                let changed =
+                    ns(meta.mtime(), meta.mtime_nsec()).max(ns(meta.ctime(), meta.ctime_nsec()));
+                self.newest_ns = self.newest_ns.max(changed);
+            }
+            Seen::Symlink(target) => {
+                b.extend_from_slice(&(target.len() as u64).to_le_bytes());
+                b.extend_from_slice(target.as_bytes());
+            }
+            Seen::Char(major, minor) | Seen::Block(major, minor) => {
+                b.extend_from_slice(&major.to_le_bytes());
+                b.extend_from_slice(&minor.to_le_bytes());
+            }
+            Seen::Dir | Seen::Fifo => {}
+        }
+    }
+}
+
+/// The top of a split walk: records in walk order, cut wherever a folder
+/// at [`SPLIT_DEPTH`] was left to [`walk_units`] (the run after the last
+/// cut is the walk's own output).
+#[derive(Default)]
+struct Split {
+    /// Finished runs of records; each has `unit_follows` set.
+    pieces: Vec<Records>,
+    /// The folders left for later (host path, in-image path), in order.
+    units: Vec<(PathBuf, String)>,
+}
+
+/// Record what folder `dir` (at in-image `path`, whose children are at
+/// `depth`) holds into `out`, sorted by name at every level, descending
+/// into subfolders; with `split`, a subfolder at [`SPLIT_DEPTH`] is left to
+/// it as a unit instead.
+fn walk(
+    dir: &Path,
+    path: &mut String,
+    depth: usize,
+    out: &mut Records,
+    split: &mut Option<&mut Split>,
+) -> Result<(), ImageError> {
+    for (name, child) in sorted_children(dir)? {
+        let Some(name) = name.to_str() else {
+            return Err(ImageError::NonUtf8Path {
+                path: dir.join(name),
+            });
+        };
+        let meta = child
+            .metadata()
+            .map_err(|e| ImageError::io(dir.join(name))(e))?;
+        let before = path.len();
+        path.push('/');
+        path.push_str(name);
+        let file_type = meta.file_type();
+        let (uid, gid, bits) = (meta.uid(), meta.gid(), meta.mode() & 0o7777);
+        let target;
+        if file_type.is_symlink() {
+            let host = dir.join(name);
+            let read = std::fs::read_link(&host).map_err(ImageError::io(&host))?;
+            target = read
+                .into_os_string()
+                .into_string()
+                .map_err(|_| ImageError::NonUtf8Path { path: host })?;
+            out.push(path, 0o777, uid, gid, &Seen::Symlink(&target));
+        } else if file_type.is_dir() {
+            out.push(path, bits, uid, gid, &Seen::Dir);
+            let host = dir.join(name);
+            match split {
+                Some(s) if depth == SPLIT_DEPTH => {
+                    let mut run = std::mem::take(out);
+                    run.unit_follows = true;
+                    s.pieces.push(run);
+                    s.units.push((host, path.clone()));
+                }
+                _ => walk(&host, path, depth + 1, out, split)?,
+            }
+        } else if file_type.is_file() {
+            out.push(path, bits, uid, gid, &Seen::File(&meta));
+        } else if file_type.is_char_device() || file_type.is_block_device() {
+            let (major, minor) = device_numbers(meta.rdev());
+            let seen = if file_type.is_char_device() {
+                Seen::Char(major, minor)
+            } else {
+                Seen::Block(major, minor)
+            };
+            out.push(path, bits, uid, gid, &seen);
+        } else if file_type.is_fifo() {
+            out.push(path, bits, uid, gid, &Seen::Fifo);
+        } else {
+            return Err(ImageError::UnsupportedFileType {
+                path: dir.join(name),
+            });
+        }
+        path.truncate(before);
+    }
+    Ok(())
+}
+
+/// Walk every unit whole, on every core, each into its own records, in
+/// the units' order. Of several errors, the first unit's is returned.
+fn walk_units(units: &[(PathBuf, String)]) -> Result<Vec<Records>, ImageError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(units.len());
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some((host, path)) = units.get(i) else {
+                break done;
+            };
+            let mut records = Records::default();
+            let mut path = path.clone();
+            let walked = walk(host, &mut path, SPLIT_DEPTH + 1, &mut records, &mut None);
+            done.push((i, walked.map(|()| records)));
+        }
+    };
+    let mut all: Vec<(usize, Result<Records, ImageError>)> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut all = work();
+        for helper in helpers {
+            match helper.join() {
+                Ok(done) => all.extend(done),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        all
+    });
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, records)| records).collect()
+}
+
+/// What folder `dir` holds, sorted by name (bytes).
+fn sorted_children(dir: &Path) -> Result<Vec<(OsString, DirEntry)>, ImageError> {
+    let mut children = std::fs::read_dir(dir)
+        .map_err(ImageError::io(dir))?
+        .map(|child| child.map(|c| (c.file_name(), c)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ImageError::io(dir))?;
+    children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(children)
+}
