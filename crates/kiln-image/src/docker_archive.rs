@@ -17,18 +17,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::base::finish_import;
+use crate::base::load_image;
 use crate::descriptor::{
     MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_LAYER_TAR,
     MEDIA_TYPE_OCI_MANIFEST,
 };
-use crate::digest::HashWriter;
+use crate::digest::HashReader;
+use crate::layer_policy::{LayerPolicy, Refusal, scan_entries};
 use crate::oci_archive::{member_name, read_document};
 use crate::{BaseImage, Descriptor, Digest, ImageError, Store, to_canonical_json};
 
@@ -82,6 +83,17 @@ struct CopiedLayer {
     size: u64,
     diff_id: Digest,
     gzip: bool,
+    /// What checking its entries while it was copied found.
+    checked: Checked,
+}
+
+/// What checking a layer's entries as it was copied found; a refusal counts
+/// only if the image uses the layer.
+#[derive(Clone)]
+enum Checked {
+    Passed,
+    Hostile { entry: String, reason: String },
+    Unreadable(String),
 }
 
 /// Import an image from the docker-archive `file` into `store`.
@@ -91,7 +103,8 @@ struct CopiedLayer {
 /// without one, the archive must hold exactly one image. Errors name the
 /// archive member at fault: a layer whose diff_id is not the one the
 /// config's `rootfs.diff_ids` lists is [`ImageError::DiffIdMismatch`]. Every
-/// layer's entries are checked ([`crate::validate_layer_entries`]).
+/// layer's entries are checked as [`crate::validate_layer_entries`] checks
+/// them, while the layer is copied (one read).
 ///
 /// [`BaseImage::manifest`] is the synthesised OCI manifest; the child's
 /// manifest lists its layer descriptors unchanged.
@@ -267,6 +280,24 @@ fn store_image(
     layers: &[CopiedLayer],
 ) -> Result<BaseImage, ImageError> {
     check_diff_ids(file, &config_digest, config_bytes, &image.layers, layers)?;
+    for layer in layers {
+        match &layer.checked {
+            Checked::Passed => {}
+            Checked::Hostile { entry, reason } => {
+                return Err(ImageError::HostileLayerEntry {
+                    layer: layer.digest.clone(),
+                    entry: entry.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            Checked::Unreadable(reason) => {
+                return Err(ImageError::InvalidLayer {
+                    layer: layer.digest.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+    }
     let layer_descriptors: Vec<Descriptor> = layers
         .iter()
         .map(|l| {
@@ -285,7 +316,8 @@ fn store_image(
         "layers": layer_descriptors,
     });
     let manifest_digest = store.put_blob(&to_canonical_json(&manifest)?)?;
-    finish_import(store, &manifest_digest)
+    // Every layer's entries were checked as it was copied (above).
+    load_image(store, &manifest_digest)
 }
 
 /// The image `reference` names among `images`, or the only one.
@@ -410,57 +442,61 @@ fn copy_layer(
     }
     let gzip = head.starts_with(&[0x1f, 0x8b]);
     let content = std::io::Cursor::new(head.to_vec()).chain(entry);
-    if !gzip {
-        let (digest, size) = store.put_blob_from_source(content, None, &source)?;
-        return Ok(CopiedLayer {
-            diff_id: digest.clone(),
-            digest,
-            size,
-            gzip,
+    // Stored as it is, and read as a tar archive in the same pass (through
+    // a decompressor for gzip, hashing the diff_id): each entry is checked
+    // as validate_layer_entries checks a stored layer, without reading the
+    // blob a second time.
+    let (digest, size, (diff_id, scanned, gzip_failure)) =
+        store.put_blob_checked(content, &source, |stored| {
+            if !gzip {
+                let (_, scanned) = scan_entries(stored, LayerPolicy::default());
+                return (None, scanned, None);
+            }
+            let decoded = Noting {
+                inner: HashReader::new(flate2::read::MultiGzDecoder::new(stored)),
+                failure: None,
+            };
+            let (mut decoded, scanned) = scan_entries(decoded, LayerPolicy::default());
+            // The rest of the decompressed stream: the diff_id covers it.
+            let rest = std::io::copy(&mut decoded, &mut std::io::sink());
+            let failure = decoded.failure.take().or(rest.err());
+            (Some(decoded.inner.finish()), scanned, failure)
+        })?;
+    if let Some(e) = gzip_failure {
+        return Err(ImageError::InvalidArchive {
+            path: file.to_path_buf(),
+            format: FORMAT,
+            reason: format!("layer {name} is not valid gzip: {e}"),
         });
     }
-    let mut tee = Decompressing {
-        inner: content,
-        decoder: flate2::write::MultiGzDecoder::new(HashWriter::new(std::io::sink())),
-        failure: None,
+    let checked = match scanned {
+        Ok(()) => Checked::Passed,
+        Err(Refusal::Hostile { entry, reason }) => Checked::Hostile { entry, reason },
+        Err(Refusal::Read(e)) => Checked::Unreadable(e.to_string()),
     };
-    let stored = store.put_blob_from_source(&mut tee, None, &source);
-    let bad_gzip = |e: std::io::Error| ImageError::InvalidArchive {
-        path: file.to_path_buf(),
-        format: FORMAT,
-        reason: format!("layer {name} is not valid gzip: {e}"),
-    };
-    if let Some(e) = tee.failure.take() {
-        return Err(bad_gzip(e));
-    }
-    let (digest, size) = stored?;
-    let (_, diff_id, _) = tee.decoder.finish().map_err(bad_gzip)?.finish();
     Ok(CopiedLayer {
+        diff_id: diff_id.unwrap_or_else(|| digest.clone()),
         digest,
         size,
-        diff_id,
         gzip,
+        checked,
     })
 }
 
-/// A reader that also feeds what it yields to a gzip decoder hashing the
-/// decompressed stream, so one read of the archive gives both digests.
-struct Decompressing<R> {
+/// A reader that keeps the first error its inner reader gave: a gzip
+/// decoder's, told apart from the tar reader's own.
+struct Noting<R> {
     inner: R,
-    decoder: flate2::write::MultiGzDecoder<HashWriter<std::io::Sink>>,
-    /// Why decompression failed, if it did (the read fails then too).
     failure: Option<std::io::Error>,
 }
 
-impl<R: Read> Read for Decompressing<R> {
+impl<R: Read> Read for Noting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Err(e) = self.decoder.write_all(&buf[..n]) {
-            let reason = e.to_string();
-            self.failure = Some(e);
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, reason));
-        }
-        Ok(n)
+        self.inner.read(buf).inspect_err(|e| {
+            if self.failure.is_none() && e.kind() != std::io::ErrorKind::Interrupted {
+                self.failure = Some(std::io::Error::new(e.kind(), e.to_string()));
+            }
+        })
     }
 }
 

@@ -142,24 +142,62 @@ fn scan<R: Read>(
     policy: LayerPolicy,
     read_error: &dyn Fn(std::io::Error) -> ImageError,
 ) -> Result<R, ImageError> {
+    let (reader, scanned) = scan_entries(reader, policy);
+    match scanned {
+        Ok(()) => Ok(reader),
+        Err(Refusal::Read(e)) => Err(read_error(e)),
+        Err(Refusal::Hostile { entry, reason }) => Err(ImageError::HostileLayerEntry {
+            layer: layer.digest.clone(),
+            entry,
+            reason,
+        }),
+    }
+}
+
+/// Why [`scan_entries`] refused a layer.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// An entry this module refuses, and why.
+    Hostile {
+        /// The entry's path as the layer writes it.
+        entry: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The stream could not be read as a tar archive (or reading it failed).
+    Read(std::io::Error),
+}
+
+/// Check every entry of the tar stream `reader` against `policy`, up to
+/// its end-of-archive blocks or the first refusal; the reader comes back
+/// so that the caller can read what follows. What [`validate_layer_entries`]
+/// checks in a stored blob, for a layer as it streams by.
+pub(crate) fn scan_entries<R: Read>(reader: R, policy: LayerPolicy) -> (R, Result<(), Refusal>) {
     let mut archive = tar::Archive::new(reader);
+    let scanned = scan_archive(&mut archive, policy);
+    (archive.into_inner(), scanned)
+}
+
+fn scan_archive<R: Read>(
+    archive: &mut tar::Archive<R>,
+    policy: LayerPolicy,
+) -> Result<(), Refusal> {
     let mut symlinks: BTreeSet<Vec<String>> = BTreeSet::new();
-    for entry in archive.entries().map_err(read_error)? {
-        let entry = entry.map_err(read_error)?;
+    for entry in archive.entries().map_err(Refusal::Read)? {
+        let entry = entry.map_err(Refusal::Read)?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let kind = entry.header().entry_type();
         let link = entry
             .link_name_bytes()
             .map(|l| String::from_utf8_lossy(&l).into_owned());
         check_entry(&name, kind, link.as_deref(), policy, &mut symlinks).map_err(|reason| {
-            ImageError::HostileLayerEntry {
-                layer: layer.digest.clone(),
-                entry: name.clone(),
+            Refusal::Hostile {
+                entry: name,
                 reason,
             }
         })?;
     }
-    Ok(archive.into_inner())
+    Ok(())
 }
 
 /// Check one entry; `symlinks` holds the symlinks seen so far in the layer

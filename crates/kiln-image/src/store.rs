@@ -262,6 +262,42 @@ impl Store {
         Ok((digest, size))
     }
 
+    /// [`Store::put_blob_from_source`] with `check` reading the content as
+    /// it is stored, in the same pass: it is given a reader of exactly the
+    /// bytes being written, and may stop anywhere (the rest is stored all
+    /// the same). What it returns comes back beside the digest and size. A
+    /// failure to read `reader` or to write the blob is the error, whatever
+    /// the check made of it.
+    pub(crate) fn put_blob_checked<T>(
+        &self,
+        reader: impl Read,
+        source: &Path,
+        check: impl FnOnce(&mut dyn Read) -> T,
+    ) -> Result<(Digest, u64, T), ImageError> {
+        let staged = self.stage()?;
+        let (digest, size, checked) = {
+            let mut tee = Tee {
+                inner: reader,
+                out: HashWriter::new(BufWriter::with_capacity(1 << 17, staged.file())),
+                failure: None,
+                source,
+                staged: staged.path(),
+            };
+            let checked = check(&mut tee);
+            let rest = std::io::copy(&mut tee, &mut std::io::sink());
+            let Tee { out, failure, .. } = tee;
+            if let Some(failure) = failure {
+                return Err(failure);
+            }
+            rest.map_err(ImageError::io(source))?;
+            let (mut inner, digest, size) = out.finish();
+            inner.flush().map_err(ImageError::io(staged.path()))?;
+            (digest, size, checked)
+        };
+        staged.commit(self, &digest)?;
+        Ok((digest, size, checked))
+    }
+
     /// A temporary file for a blob being written.
     pub(crate) fn stage(&self) -> Result<Staged, ImageError> {
         self.cancel.check()?;
@@ -630,5 +666,39 @@ fn check_ref_name(name: &str) -> Result<(), ImageError> {
             reason: r.to_owned(),
         }),
         None => Ok(()),
+    }
+}
+
+/// A reader that writes what it yields to `out` (a blob being staged), and
+/// keeps the first failure to read or write as the error it is, for
+/// [`Store::put_blob_checked`].
+struct Tee<'a, R, W> {
+    inner: R,
+    out: W,
+    failure: Option<ImageError>,
+    source: &'a Path,
+    staged: &'a Path,
+}
+
+impl<R: Read, W: Write> Read for Tee<'_, R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.failure.is_some() {
+            return Err(std::io::Error::other("the blob could not be stored"));
+        }
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Err(e),
+            Err(e) => {
+                let reason = e.to_string();
+                self.failure = Some(ImageError::io(self.source)(e));
+                return Err(std::io::Error::other(reason));
+            }
+        };
+        if let Err(e) = self.out.write_all(&buf[..n]) {
+            let reason = e.to_string();
+            self.failure = Some(ImageError::io(self.staged)(e));
+            return Err(std::io::Error::other(reason));
+        }
+        Ok(n)
     }
 }

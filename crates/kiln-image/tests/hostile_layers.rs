@@ -6,11 +6,12 @@
 mod common;
 
 use std::io::Write;
+use std::path::Path;
 
 use common::TestResult;
 use kiln_image::{
-    Descriptor, ImageError, LayerPolicy, Store, import_oci_layout, to_canonical_json,
-    validate_layer_entries,
+    Descriptor, Digest, ImageError, LayerPolicy, Store, import_docker_archive, import_docker_save,
+    import_oci_layout, to_canonical_json, validate_layer_entries,
 };
 use serde_json::json;
 use tar::{EntryType, Header};
@@ -285,6 +286,107 @@ fn the_importers_run_the_check() -> TestResult {
             assert_eq!(entry, "../etc/passwd");
         }
         other => return Err(format!("expected a refusal, got {other:?}").into()),
+    }
+    Ok(())
+}
+
+/// A `docker save` stream of one image whose one layer is `layer` (plain
+/// tar or gzip) with the uncompressed digest `diff_id`, in the order the
+/// engine writes it: the layer, the config, manifest.json last.
+fn save_stream(layer: &[u8], diff_id: &Digest) -> Result<Vec<u8>, std::io::Error> {
+    let config = to_canonical_json(&json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    }))
+    .map_err(std::io::Error::other)?;
+    let manifest = serde_json::to_vec(&json!([{
+        "Config": "cfg.json", "RepoTags": ["save:1"], "Layers": ["aaa/layer.tar"],
+    }]))?;
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        ("aaa/layer.tar", layer),
+        ("cfg.json", &config[..]),
+        ("manifest.json", &manifest[..]),
+    ] {
+        let mut header = Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(data.len() as u64);
+        builder.append_data(&mut header, name, data)?;
+    }
+    builder.into_inner()
+}
+
+/// Bytes this thread has read through read(2) so far (`rchar` of
+/// /proc/thread-self/io): other tests' threads do not count.
+fn thread_bytes_read() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/io")
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("rchar: "))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .expect("/proc/thread-self/io")
+}
+
+// The docker-archive importers check each layer's entries as it is copied
+// into the store, plain or gzip, file or stream, with the same verdicts as
+// validate_layer_entries, and never read a stored layer back to do so.
+#[test]
+fn docker_archive_layers_are_checked_as_they_stream_by() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let hostile = tar_of(&[dir("etc/"), file("../etc/passwd", b"x")])?;
+    for bytes in [hostile.clone(), gzip(&hostile)?] {
+        let stream = save_stream(&bytes, &Digest::of(&hostile))?;
+        let file = tmp.path().join("hostile.tar");
+        std::fs::write(&file, &stream)?;
+        for streamed in [true, false] {
+            let store = Store::open(tmp.path().join(format!("s-{streamed}-{}", bytes.len())))?;
+            let result = if streamed {
+                import_docker_save(&store, &stream[..], &file)
+            } else {
+                import_docker_archive(&store, &file, None)
+            };
+            match result {
+                Err(ImageError::HostileLayerEntry { layer, entry, .. }) => {
+                    assert_eq!(layer, Digest::of(&bytes));
+                    assert_eq!(entry, "../etc/passwd");
+                }
+                other => return Err(format!("expected a refusal, got {other:?}").into()),
+            }
+            assert!(store.refs()?.is_empty(), "nothing is named");
+        }
+    }
+
+    // Not a tar at all: an invalid layer, as the stored-layer check says.
+    let garbage = [7u8; 2048];
+    let stream = save_stream(&garbage, &Digest::of(&garbage))?;
+    let store = Store::open(tmp.path().join("garbage"))?;
+    let result = import_docker_save(&store, &stream[..], Path::new("garbage"));
+    assert!(
+        matches!(result, Err(ImageError::InvalidLayer { .. })),
+        "{result:?}"
+    );
+
+    // A good layer of 8 MiB, plain and gzip: imported while this thread
+    // reads far less than the layer from disk (the stream is in memory;
+    // checking the stored blob afterwards would read all of it again).
+    let big: Vec<u8> = (0..8u32 << 20)
+        .map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[2])
+        .collect();
+    let good = tar_of(&[dir("data/"), file("data/big.bin", &big)])?;
+    for bytes in [good.clone(), gzip(&good)?] {
+        let stream = save_stream(&bytes, &Digest::of(&good))?;
+        let store = Store::open(tmp.path().join(format!("good-{}", bytes.len())))?;
+        let before = thread_bytes_read();
+        let image = import_docker_save(&store, &stream[..], Path::new("good"))?;
+        let read = thread_bytes_read() - before;
+        assert_eq!(image.diff_ids, [Digest::of(&good)]);
+        assert!(
+            read < (bytes.len() / 4) as u64,
+            "{read} bytes read for a layer of {}",
+            bytes.len()
+        );
     }
     Ok(())
 }
