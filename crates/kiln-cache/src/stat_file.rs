@@ -87,7 +87,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<BTreeMap<OsString, Entry>> {
         return None;
     }
     let count = u64::from_le_bytes(r.array()?);
-    let mut entries = BTreeMap::new();
+    // Collected in path order, then built into the map in one pass (an
+    // insert per entry compared paths all the way down the tree).
+    let mut entries = Vec::with_capacity(usize::try_from(count).ok()?.min(body.len() / 100));
     let mut path: Vec<u8> = Vec::new();
     for _ in 0..count {
         let shared = usize::try_from(u32::from_le_bytes(r.array()?)).ok()?;
@@ -106,15 +108,15 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<BTreeMap<OsString, Entry>> {
         };
         let hashed_at_ns = i128::from_le_bytes(r.array()?);
         let raw: [u8; 32] = r.array()?;
-        let digest: Digest = format!("sha256:{}", hex::encode(raw)).parse().ok()?;
         let entry = Entry {
             stat,
             hashed_at_ns,
-            digest,
+            digest: Digest::from_sha256(&raw),
         };
-        entries.insert(OsString::from_vec(path.clone()), entry);
+        entries.push((OsString::from_vec(path.clone()), entry));
     }
-    r.bytes.is_empty().then_some(entries)
+    let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0);
+    (r.bytes.is_empty() && sorted).then(|| entries.into_iter().collect())
 }
 
 /// The bytes not decoded yet.

@@ -31,7 +31,20 @@ impl Digest {
 
     /// The digest a finished hasher holds.
     pub fn from_hasher(hasher: Sha256) -> Self {
-        Digest(format!("sha256:{}", hex::encode(hasher.finalize())))
+        Digest::from_sha256(&hasher.finalize().into())
+    }
+
+    /// The digest whose 32 bytes are `sha256` (as a file stores it): one
+    /// allocation, nothing to parse.
+    pub fn from_sha256(sha256: &[u8; 32]) -> Self {
+        let mut text = [0u8; 64];
+        if hex::encode_to_slice(sha256, &mut text).is_err() {
+            unreachable!("32 bytes are 64 hex digits");
+        }
+        let mut s = String::with_capacity(71);
+        s.push_str("sha256:");
+        s.extend(text.iter().map(|&b| char::from(b)));
+        Digest(s)
     }
 
     /// The 64 hex digits, without the algorithm.

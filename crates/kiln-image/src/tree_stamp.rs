@@ -14,9 +14,10 @@
 //! worth remembering.
 //!
 //! [`rootfs_folder_stamp`] walks a folder for its stamp alone, on every
-//! core: folders at depth 3 are walked whole by whichever
-//! thread takes them next, each into its own buffer, hashed in walk order
-//! at the end, so the stamp does not depend on the threads. Children are
+//! core: folders at depth 3 are queued as the top of the tree is walked,
+//! and each is walked whole by whichever thread takes it next, into its own
+//! buffer; the buffers are hashed in walk order at the end, so the stamp
+//! does not depend on the threads. Children are
 //! stat-ed relative to their folder's descriptor (`DirEntry::metadata`), not
 //! by full path. [`rootfs_folder_walk`](crate::rootfs_folder_walk) gives the
 //! same stamp from the entries and metadata of its own walk.
@@ -25,7 +26,8 @@ use std::ffi::OsString;
 use std::fs::{DirEntry, Metadata};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::sync::mpsc::Sender;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest as _, Sha256};
@@ -62,25 +64,68 @@ pub struct TreeStamp {
 /// (a socket, a name that is not UTF-8) is refused here the same way.
 pub fn rootfs_folder_stamp(root: &Path) -> Result<TreeStamp, ImageError> {
     let started = now_ns();
-    let mut split = Split::default();
-    let mut head = Records::default();
-    walk(
-        root,
-        &mut String::new(),
-        1,
-        &mut head,
-        &mut Some(&mut split),
-    )?;
-    let units = std::mem::take(&mut split.units);
-    let done = walk_units(&units)?;
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let (units, queue) = std::sync::mpsc::channel();
+    let queue = Mutex::new(queue);
+    // Each thread walks the units it takes off the queue, each whole.
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let next = queue.lock().map(|q| q.recv());
+            let Ok(Ok(Unit { index, host, path })) = next else {
+                break done;
+            };
+            let mut records = Records::default();
+            let mut path = path;
+            let walked = walk(&host, &mut path, SPLIT_DEPTH + 1, &mut records, &mut None);
+            done.push((index, walked.map(|()| records)));
+        }
+    };
+    let (top, split, mut done) = std::thread::scope(|scope| {
+        // The helpers start on the first unit while this thread is still
+        // walking the top of the tree for the others.
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut split = Split {
+            pieces: Vec::new(),
+            units,
+        };
+        let mut head = Records::default();
+        let top = walk(
+            root,
+            &mut String::new(),
+            1,
+            &mut head,
+            &mut Some(&mut split),
+        );
+        split.pieces.push(head);
+        let Split { pieces, units } = split;
+        drop(units);
+        let mut done = work();
+        for helper in helpers {
+            match helper.join() {
+                Ok(theirs) => done.extend(theirs),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        (top, pieces, done)
+    });
+    top?;
+    done.sort_by_key(|(index, _)| *index);
+    let mut done = done.into_iter();
     let mut hasher = Sha256::new_with_prefix(FORM);
     let mut newest = i128::MIN;
-    let mut done = done.into_iter();
-    for piece in split.pieces.iter().chain([&head]) {
+    for (at, piece) in split.iter().enumerate() {
         hasher.update(&piece.bytes);
         newest = newest.max(piece.newest_ns);
         if piece.unit_follows {
-            let unit = done.next().unwrap_or_default();
+            // Every unit queued was walked by a thread that returned.
+            let Some((_, unit)) = done.next().filter(|(index, _)| *index == at) else {
+                return Err(ImageError::Io {
+                    path: root.to_path_buf(),
+                    source: std::io::Error::other("a part of the walk was lost"),
+                });
+            };
+            let unit = unit?;
             hasher.update(&unit.bytes);
             newest = newest.max(unit.newest_ns);
         }
@@ -210,14 +255,23 @@ impl Records {
 }
 
 /// The top of a split walk: records in walk order, cut wherever a folder
-/// at [`SPLIT_DEPTH`] was left to [`walk_units`] (the run after the last
-/// cut is the walk's own output).
-#[derive(Default)]
+/// at [`SPLIT_DEPTH`] was queued as a [`Unit`] for any thread to walk
+/// whole (the run after the last cut is pushed by the caller).
 struct Split {
     /// Finished runs of records; each has `unit_follows` set.
     pieces: Vec<Records>,
-    /// The folders left for later (host path, in-image path), in order.
-    units: Vec<(PathBuf, String)>,
+    /// Where the units go, numbered by how many pieces came before.
+    units: Sender<Unit>,
+}
+
+/// A folder at [`SPLIT_DEPTH`], queued to be walked whole.
+struct Unit {
+    /// Its place among the units, in walk order.
+    index: usize,
+    /// Its host path.
+    host: PathBuf,
+    /// Its in-image path.
+    path: String,
 }
 
 /// Record what folder `dir` (at in-image `path`, whose children are at
@@ -261,8 +315,17 @@ fn walk(
                 Some(s) if depth == SPLIT_DEPTH => {
                     let mut run = std::mem::take(out);
                     run.unit_follows = true;
+                    let index = s.pieces.len();
                     s.pieces.push(run);
-                    s.units.push((host, path.clone()));
+                    let unit = Unit {
+                        index,
+                        host,
+                        path: path.clone(),
+                    };
+                    // The queue's receiver outlives the walk; were it gone,
+                    // the unit's records would be missing and the stamp
+                    // refused, not wrong.
+                    let _ = s.units.send(unit);
                 }
                 _ => walk(&host, path, depth + 1, out, split)?,
             }
@@ -286,41 +349,6 @@ fn walk(
         path.truncate(before);
     }
     Ok(())
-}
-
-/// Walk every unit whole, on every core, each into its own records, in
-/// the units' order. Of several errors, the first unit's is returned.
-fn walk_units(units: &[(PathBuf, String)]) -> Result<Vec<Records>, ImageError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZeroUsize::get)
-        .min(units.len());
-    let next = AtomicUsize::new(0);
-    let work = || {
-        let mut done = Vec::new();
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some((host, path)) = units.get(i) else {
-                break done;
-            };
-            let mut records = Records::default();
-            let mut path = path.clone();
-            let walked = walk(host, &mut path, SPLIT_DEPTH + 1, &mut records, &mut None);
-            done.push((i, walked.map(|()| records)));
-        }
-    };
-    let mut all: Vec<(usize, Result<Records, ImageError>)> = std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
-        let mut all = work();
-        for helper in helpers {
-            match helper.join() {
-                Ok(done) => all.extend(done),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        all
-    });
-    all.sort_by_key(|(i, _)| *i);
-    all.into_iter().map(|(_, records)| records).collect()
 }
 
 /// What folder `dir` holds, sorted by name (bytes).
