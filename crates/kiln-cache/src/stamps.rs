@@ -8,7 +8,8 @@
 //! that walk's own entries made. A stamp stands for its key only because
 //! both came from the same walk ([`kiln_image::FolderWalk`]) and the stamp
 //! was settled then (every file's stat vouches for its content, as in the
-//! stat cache); anything else is not remembered. The file is replaced
+//! stat cache); anything else is not remembered, and a key made for
+//! another layer format (`key::FORMAT`) is not used. The file is replaced
 //! atomically and not flushed: losing it, or reading one that does not
 //! parse, costs one full walk, never a wrong key.
 
@@ -18,21 +19,25 @@ use kiln_image::{Digest, Store, TreeStamp, write_atomic_unflushed_if_changed};
 use serde::{Deserialize, Serialize};
 
 use crate::CacheError;
-use crate::key::LayerKey;
+use crate::key::{FORMAT, LayerKey};
 
 /// What is remembered of one folder: the key of its last settled walk.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Remembered {
+    /// The layer format ([`FORMAT`]) the key was made for: a key of another
+    /// format may still have an entry, of layers in that format.
+    format: u32,
     stamp: Digest,
     epoch: u64,
     key: LayerKey,
 }
 
 impl Remembered {
-    /// The remembered key, if it was made at `epoch` from a walk that saw
-    /// the folder as `stamp` says.
+    /// The remembered key, if it was made at `epoch`, for this layer
+    /// format, from a walk that saw the folder as `stamp` says.
     pub fn key(&self, stamp: &TreeStamp, epoch: u64) -> Option<&LayerKey> {
-        (self.stamp == stamp.digest && self.epoch == epoch).then_some(&self.key)
+        let same = self.format == FORMAT && self.stamp == stamp.digest && self.epoch == epoch;
+        same.then_some(&self.key)
     }
 }
 
@@ -56,6 +61,7 @@ pub fn remember(
         return Ok(());
     }
     let held = Remembered {
+        format: FORMAT,
         stamp: stamp.digest.clone(),
         epoch,
         key: key.clone(),
@@ -77,4 +83,54 @@ fn file(store: &Store, folder: &Path) -> PathBuf {
         .join("cache")
         .join("stamps")
         .join(format!("{}.json", name.hex()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(byte: u8, settled: bool) -> TreeStamp {
+        TreeStamp {
+            digest: Digest::of(&[byte]),
+            settled,
+        }
+    }
+
+    #[test]
+    fn a_key_is_recalled_only_under_its_stamp_epoch_and_format() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::open(tmp.path().join("store")).expect("store");
+        let folder = tmp.path().join("root");
+        let key = LayerKey(Digest::of(b"key"));
+        assert!(recall(&store, &folder).is_none(), "nothing yet");
+
+        remember(&store, &folder, &stamp(1, false), 7, &key).expect("remember");
+        assert!(recall(&store, &folder).is_none(), "an unsettled stamp");
+
+        remember(&store, &folder, &stamp(1, true), 7, &key).expect("remember");
+        let held = recall(&store, &folder).expect("remembered");
+        assert_eq!(held.key(&stamp(1, true), 7), Some(&key));
+        assert_eq!(
+            held.key(&stamp(1, false), 7),
+            Some(&key),
+            "the stamp decides"
+        );
+        assert_eq!(held.key(&stamp(2, true), 7), None, "another stamp");
+        assert_eq!(held.key(&stamp(1, true), 8), None, "another epoch");
+        assert!(
+            recall(&store, &tmp.path().join("other")).is_none(),
+            "another folder"
+        );
+
+        let path = file(&store, &folder);
+        let mut old: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        old["format"] = serde_json::json!(FORMAT - 1);
+        std::fs::write(&path, old.to_string()).expect("write");
+        let held = recall(&store, &folder).expect("parses");
+        assert_eq!(held.key(&stamp(1, true), 7), None, "another layer format");
+
+        std::fs::write(&path, b"{\"stamp\":").expect("write");
+        assert!(recall(&store, &folder).is_none(), "a torn file");
+    }
 }
