@@ -366,6 +366,9 @@ impl Stages<'_, '_> {
         // Before the image gets a name: no declared secret may be in it.
         let base_layers = image.layers.len().saturating_sub(recipe.layers.len());
         let lease = leak::check(store, &owned, &image, base_layers, lease).await?;
+        // A container that could not be removed fails the build before
+        // the image is named.
+        removals.settled().await?;
         let moved = {
             let (store, recipe, plan, image) = (store.clone(), owned, plan.clone(), image.clone());
             let snapshots = inputs.snapshots;
