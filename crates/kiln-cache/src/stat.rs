@@ -66,6 +66,11 @@ impl Entry {
     }
 }
 
+/// When the files whose digests [`StatCache::record_noted`] remembers
+/// started being read ([`StatCache::clock`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HashedSince(i128);
+
 /// Content digests of input files, remembered by stat.
 #[derive(Debug)]
 pub struct StatCache {
@@ -226,6 +231,55 @@ impl StatCache {
                 },
             );
         }
+    }
+
+    /// Whether the cache holds nothing for any of `files` (regular files,
+    /// each with the metadata a walk just read) as they are now, vouched
+    /// for or not (an entry hashed within the racy window counts: it is
+    /// hashed again, not the whole tree): a first build from a tree, or an
+    /// empty store.
+    pub fn knows_none<'a>(
+        &self,
+        mut files: impl Iterator<Item = (&'a Path, &'a Metadata)>,
+    ) -> bool {
+        files.all(|(path, meta)| {
+            let stat = Stat::of(meta);
+            !self
+                .entries
+                .get(path.as_os_str())
+                .is_some_and(|e| e.stat == stat)
+        })
+    }
+
+    /// The moment from which files hashed elsewhere (by a layer writer, on
+    /// the bytes it writes) are read: taken before the first is opened, and
+    /// given to [`record_noted`](Self::record_noted) with their digests.
+    pub fn clock(&self) -> HashedSince {
+        HashedSince(now_ns())
+    }
+
+    /// Remember `digest` as the content of the regular file at `path`,
+    /// whose metadata `meta` a walk read before the file was read (from
+    /// `since` on) and hashed by the caller: what
+    /// [`digest_noted`](Self::digest_noted) would have remembered had it
+    /// hashed the file itself, the racy window included.
+    pub fn record_noted(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+        digest: Digest,
+        since: HashedSince,
+    ) {
+        self.hashed += 1;
+        self.dirty = true;
+        self.entries.insert(
+            path.as_os_str().to_owned(),
+            Entry {
+                stat: Stat::of(meta),
+                hashed_at_ns: since.0,
+                digest,
+            },
+        );
     }
 
     /// How many files were hashed (not served from the cache) so far.

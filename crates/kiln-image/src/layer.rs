@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use kiln_gzip::{GzipOptions, ParallelGzEncoder};
 use sha2::{Digest as _, Sha256};
@@ -83,7 +83,30 @@ pub fn write_layer_expecting(
     epoch: u64,
     expected: &BTreeMap<String, Digest>,
 ) -> Result<LayerBlob, ImageError> {
-    write_layer_inner(store, entries, epoch, cores(), expected, None)
+    write_layer_inner(store, entries, epoch, cores(), expected, None, None)
+}
+
+/// [`write_layer`], hashing each regular file on the very bytes written
+/// into the layer (one read): the layer, and the sha256 of each file's
+/// content by its host path. For a caller that needs the files' digests
+/// too and knows none yet (a `rootfs:` tree on a cold stat cache), instead
+/// of hashing every file before writing it.
+pub fn write_layer_hashing(
+    store: &Store,
+    entries: Vec<LayerEntry>,
+    epoch: u64,
+) -> Result<(LayerBlob, BTreeMap<PathBuf, Digest>), ImageError> {
+    let mut digests = BTreeMap::new();
+    let blob = write_layer_inner(
+        store,
+        entries,
+        epoch,
+        cores(),
+        &BTreeMap::new(),
+        None,
+        Some(&mut digests),
+    )?;
+    Ok((blob, digests))
 }
 
 /// [`write_layer`], handing each regular file's host path to `release` as
@@ -106,6 +129,7 @@ pub fn write_layer_releasing(
         cores(),
         &BTreeMap::new(),
         Some(release),
+        None,
     )
 }
 
@@ -124,18 +148,19 @@ pub fn write_layer_with_threads(
     epoch: u64,
     threads: usize,
 ) -> Result<LayerBlob, ImageError> {
-    write_layer_inner(store, entries, epoch, threads, &BTreeMap::new(), None)
+    write_layer_inner(store, entries, epoch, threads, &BTreeMap::new(), None, None)
 }
 
 /// [`write_layer_expecting`] on `threads` gzip threads, handing each file
 /// read to `release` (see [`write_layer_releasing`]).
-fn write_layer_inner(
+fn write_layer_inner<'r>(
     store: &Store,
     mut entries: Vec<LayerEntry>,
     epoch: u64,
     threads: usize,
     expected: &BTreeMap<String, Digest>,
-    release: Option<&mut dyn FnMut(&Path)>,
+    release: Option<&'r mut dyn FnMut(&Path)>,
+    digests: Option<&'r mut BTreeMap<PathBuf, Digest>>,
 ) -> Result<LayerBlob, ImageError> {
     for e in &entries {
         check_image_path(&e.path).map_err(|reason| ImageError::InvalidEntryPath {
@@ -189,6 +214,7 @@ fn write_layer_inner(
         cancel: store.cancel(),
         expected,
         release,
+        digests,
         buf: vec![0u8; COPY_BUFFER],
     };
     for e in &entries {
@@ -268,6 +294,8 @@ struct TarWriter<'a, 'r, W: Write> {
     expected: &'a BTreeMap<String, Digest>,
     /// Told of each file once its bytes are written.
     release: Option<&'r mut dyn FnMut(&Path)>,
+    /// Given each file's content digest, by host path, when asked for.
+    digests: Option<&'r mut BTreeMap<PathBuf, Digest>>,
     /// Where file content passes through, reused for every file.
     buf: Vec<u8>,
 }
@@ -371,7 +399,7 @@ impl<W: Write> TarWriter<'_, '_, W> {
         expected: Option<&Digest>,
     ) -> Result<(), ImageError> {
         let mut left = size;
-        let mut content = expected.map(|_| Sha256::new());
+        let mut content = (expected.is_some() || self.digests.is_some()).then(Sha256::new);
         while left > 0 {
             self.cancel.check()?;
             let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
@@ -412,11 +440,15 @@ impl<W: Write> TarWriter<'_, '_, W> {
                 });
             }
         }
-        if let (Some(content), Some(expected)) = (content, expected) {
-            if Digest::from_hasher(content) != *expected {
+        if let Some(content) = content {
+            let digest = Digest::from_hasher(content);
+            if expected.is_some_and(|expected| *expected != digest) {
                 return Err(ImageError::SourceChanged {
                     path: source.to_path_buf(),
                 });
+            }
+            if let Some(digests) = self.digests.as_mut() {
+                digests.insert(source.to_path_buf(), digest);
             }
         }
         Ok(())

@@ -108,7 +108,8 @@ pub use kiln_error_kind::ErrorKind;
 #[doc(hidden)]
 pub use layer::write_layer_with_threads;
 pub use layer::{
-    LayerBlob, layer_diff_id, write_layer, write_layer_expecting, write_layer_releasing,
+    LayerBlob, layer_diff_id, write_layer, write_layer_expecting, write_layer_hashing,
+    write_layer_releasing,
 };
 pub use layer_policy::{LayerPolicy, validate_layer_entries};
 pub use lock::{Lease, Section, Sweep};

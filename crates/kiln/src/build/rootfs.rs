@@ -40,6 +40,9 @@ pub(super) fn import(
         }
         // One stat per entry: the walk's, handed on to the stat cache.
         let walk = kiln_image::rootfs_folder_walk(path)?;
+        if stat.knows_none(walk.files.iter().map(|(p, m)| (p.as_path(), m))) {
+            return written_first(store, path, epoch, platform, stat, walk);
+        }
         let (inputs, _) = input_records(stat, path, &walk.entries, &walk.files)?;
         expected = super::snapshot::file_digests(&inputs);
         let key = key(epoch, "folder", inputs)?;
@@ -81,6 +84,55 @@ pub(super) fn import(
         }
     };
     drop(staging);
+    base_image(store, platform, epoch, blob)
+}
+
+/// The base of the folder at `path` whose walk is `walk`, when the stat
+/// cache knows none of its files (a first build from it, an empty store): every file would be read twice, hashed for the key and then
+/// written. Instead the layer is written first, each file hashed on the
+/// bytes written (one read), and the key is made from those digests
+/// after; a cache entry found then is taken (the same content gives the
+/// same layer, the one written is left to gc), else the layer written is
+/// recorded under the key. Keys are the same as the other way.
+fn written_first(
+    store: &Store,
+    path: &Path,
+    epoch: u64,
+    platform: &kiln_image::Platform,
+    stat: &mut StatCache,
+    walk: kiln_image::FolderWalk,
+) -> Result<BaseImage, KilnError> {
+    let since = stat.clock();
+    let (written, digests) = kiln_image::write_layer_hashing(store, walk.entries.clone(), epoch)?;
+    for (source, digest) in &digests {
+        if let Some(meta) = walk.files.get(source) {
+            stat.record_noted(source, meta, digest.clone(), since);
+        }
+    }
+    // Served from what was just recorded, except a file modified within
+    // the stat cache's racy window, which is hashed again: the key must
+    // name what the layer holds, so one that changed since is refused, as
+    // the layer writer refuses a file that changed after it was hashed.
+    let (inputs, _) = input_records(stat, path, &walk.entries, &walk.files)?;
+    for (entry, input) in walk.entries.iter().zip(&inputs) {
+        if let kiln_image::EntryKind::File { source } = &entry.kind {
+            if digests.get(source) != input.digest.as_ref() {
+                return Err(kiln_image::ImageError::SourceChanged {
+                    path: source.clone(),
+                }
+                .into());
+            }
+        }
+    }
+    let key = key(epoch, "folder", inputs)?;
+    kiln_cache::stamps::remember(store, path, &walk.stamp, epoch, &key)?;
+    let blob = match kiln_cache::entry::lookup(store, &key)? {
+        Lookup::Hit(cached) => cached,
+        Lookup::Miss(_) => {
+            kiln_cache::entry::record(store, &key, &written)?;
+            written
+        }
+    };
     base_image(store, platform, epoch, blob)
 }
 
