@@ -3,6 +3,7 @@
 //! mode normalisation are enforced here, before anything is written.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsString;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -400,10 +401,8 @@ struct GlobSearch<'a> {
 
 impl GlobSearch<'_> {
     fn dir(&mut self, dir: &Path, rel: &str, level: usize) -> Result<(), ImageError> {
-        for (below, path) in children(dir, rel)? {
-            let file_type = std::fs::symlink_metadata(&path)
-                .map_err(ImageError::io(&path))?
-                .file_type();
+        for (below, path, meta) in children(dir, rel)? {
+            let file_type = meta.file_type();
             if self
                 .excluded
                 .matched(&below, file_type.is_dir())
@@ -577,8 +576,7 @@ struct Walk<'a> {
 impl Walk<'_> {
     /// Add what folder `dir` (at `rel` below the copied folder) holds.
     fn dir(&mut self, dir: &Path, rel: &str) -> Result<(), ImageError> {
-        for (child_rel, path) in children(dir, rel)? {
-            let meta = std::fs::symlink_metadata(&path).map_err(ImageError::io(&path))?;
+        for (child_rel, path, meta) in children(dir, rel)? {
             let file_type = meta.file_type();
             if self
                 .matcher
@@ -639,18 +637,13 @@ impl Walk<'_> {
 }
 
 /// What folder `dir` (at `rel` below where a walk started) holds, sorted by
-/// name: each child's path below the start and its host path.
-fn children(dir: &Path, rel: &str) -> Result<Vec<(String, PathBuf)>, ImageError> {
-    let mut children: Vec<_> = std::fs::read_dir(dir)
-        .map_err(ImageError::io(dir))?
-        .collect::<Result<_, _>>()
-        .map_err(ImageError::io(dir))?;
-    children.sort_by_key(|c| c.file_name());
-    children
+/// name: each child's path below the start, its host path and its own
+/// metadata (symlinks not followed).
+fn children(dir: &Path, rel: &str) -> Result<Vec<Child>, ImageError> {
+    stat_children(dir)?
         .into_iter()
-        .map(|child| {
-            let path = child.path();
-            let name = child.file_name();
+        .map(|(name, meta)| {
+            let path = dir.join(&name);
             let name = name
                 .to_str()
                 .ok_or_else(|| ImageError::NonUtf8Path { path: path.clone() })?;
@@ -659,9 +652,34 @@ fn children(dir: &Path, rel: &str) -> Result<Vec<(String, PathBuf)>, ImageError>
             } else {
                 format!("{rel}/{name}")
             };
-            Ok((below, path))
+            let meta = meta.map_err(ImageError::io(&path))?;
+            Ok((below, path, meta))
         })
         .collect()
+}
+
+/// A child of a folder: its path below where the walk started, its host
+/// path, its own metadata.
+type Child = (String, PathBuf, std::fs::Metadata);
+
+/// The names of what folder `dir` holds, sorted (by bytes), each with its
+/// own metadata (symlinks not followed) or why it could not be read. Each
+/// child is stat-ed relative to the open folder (`fstatat` on its
+/// descriptor, not a lookup of the full path), and the folder is closed
+/// before this returns, so a walk holds no descriptor per level.
+pub(crate) fn stat_children(
+    dir: &Path,
+) -> Result<Vec<(OsString, std::io::Result<std::fs::Metadata>)>, ImageError> {
+    let mut children = std::fs::read_dir(dir)
+        .map_err(ImageError::io(dir))?
+        .map(|child| child.map(|c| (c.file_name(), c)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ImageError::io(dir))?;
+    children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(children
+        .into_iter()
+        .map(|(name, child)| (name, child.metadata()))
+        .collect())
 }
 
 /// Where a host path leads, relative to the (canonical) context.

@@ -17,13 +17,13 @@
 //! core: folders at depth 3 are queued as the top of the tree is walked,
 //! and each is walked whole by whichever thread takes it next, into its own
 //! buffer; the buffers are hashed in walk order at the end, so the stamp
-//! does not depend on the threads. Children are
-//! stat-ed relative to their folder's descriptor (`DirEntry::metadata`), not
-//! by full path. [`rootfs_folder_walk`](crate::rootfs_folder_walk) gives the
-//! same stamp from the entries and metadata of its own walk.
+//! does not depend on the threads. Children are stat-ed relative to their
+//! folder's descriptor, not by full path, and a folder is closed before the
+//! walk goes into its subfolders.
+//! [`rootfs_folder_walk`](crate::rootfs_folder_walk) gives the same stamp
+//! from the entries and metadata of its own walk.
 
-use std::ffi::OsString;
-use std::fs::{DirEntry, Metadata};
+use std::fs::Metadata;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -32,7 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::entry::{FileMetadata, device_numbers};
+use crate::entry::{FileMetadata, device_numbers, stat_children};
 use crate::{Digest, EntryKind, ImageError, LayerEntry};
 
 /// How long before a walk a file must have last changed for its stat to
@@ -285,15 +285,13 @@ fn walk(
     out: &mut Records,
     split: &mut Option<&mut Split>,
 ) -> Result<(), ImageError> {
-    for (name, child) in sorted_children(dir)? {
+    for (name, meta) in stat_children(dir)? {
         let Some(name) = name.to_str() else {
             return Err(ImageError::NonUtf8Path {
                 path: dir.join(name),
             });
         };
-        let meta = child
-            .metadata()
-            .map_err(|e| ImageError::io(dir.join(name))(e))?;
+        let meta = meta.map_err(|e| ImageError::io(dir.join(name))(e))?;
         let before = path.len();
         path.push('/');
         path.push_str(name);
@@ -349,15 +347,4 @@ fn walk(
         path.truncate(before);
     }
     Ok(())
-}
-
-/// What folder `dir` holds, sorted by name (bytes).
-fn sorted_children(dir: &Path) -> Result<Vec<(OsString, DirEntry)>, ImageError> {
-    let mut children = std::fs::read_dir(dir)
-        .map_err(ImageError::io(dir))?
-        .map(|child| child.map(|c| (c.file_name(), c)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ImageError::io(dir))?;
-    children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    Ok(children)
 }
