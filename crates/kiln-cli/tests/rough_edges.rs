@@ -195,3 +195,51 @@ fn images_shows_sizes_for_people_and_bytes_in_json() {
     };
     assert!(row.contains(&shown), "{bytes} bytes, row: {row}");
 }
+
+/// A `rootfs:` folder nested deeper than the process may open files is
+/// walked (no folder is held open per level), both the first time and once
+/// its key is remembered under its stamp (the walk for the stamp alone).
+#[test]
+fn a_rootfs_folder_deeper_than_the_open_file_limit_still_builds() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut deepest = tmp.path().join("root");
+    for _ in 0..200 {
+        deepest.push("d");
+    }
+    std::fs::create_dir_all(&deepest).expect("mkdir");
+    std::fs::write(deepest.join("f"), "deep\n").expect("write");
+    let recipe = tmp.path().join("recipe");
+    std::fs::create_dir_all(recipe.join("www")).expect("mkdir");
+    std::fs::write(recipe.join("www/index.html"), "<p>deep</p>\n").expect("write");
+    let root = tmp.path().join("root");
+    std::fs::write(
+        recipe.join("kiln.toml"),
+        format!(
+            "[image]\nname = \"deep\"\nversion = \"1.0.0\"\nbase = \"rootfs:{}\"\n\n\
+             [[layer]]\nname = \"www\"\nfiles = [{{ src = \"www/\", dest = \"/www/\" }}]\n",
+            root.display()
+        ),
+    )
+    .expect("write recipe");
+    // Older than the stat cache's racy window, so that the first build
+    // remembers the folder's key and the second walks for its stamp.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let store = tmp.path().join("store");
+    let build = || {
+        Command::new("prlimit")
+            .arg("--nofile=128")
+            .arg(env!("CARGO_BIN_EXE_kiln"))
+            .args(["build", recipe.to_str().expect("utf-8"), "--store"])
+            .arg(&store)
+            .output()
+            .expect("run prlimit")
+    };
+    let first = ok(build()).stdout;
+    let stamps = store.join("kiln/cache/stamps");
+    assert_eq!(
+        std::fs::read_dir(&stamps).map(Iterator::count).ok(),
+        Some(1),
+        "the folder's key is remembered"
+    );
+    assert_eq!(ok(build()).stdout, first, "the same image, from the stamp");
+}
