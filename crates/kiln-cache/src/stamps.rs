@@ -77,12 +77,19 @@ pub fn remember(
 
 /// Where `store` remembers `folder`'s key.
 fn file(store: &Store, folder: &Path) -> PathBuf {
-    let name = Digest::of(folder.as_os_str().as_encoded_bytes());
     store
         .bookkeeping_dir()
         .join("cache")
         .join("stamps")
-        .join(format!("{}.json", name.hex()))
+        .join(format!("{}.json", folder_name(folder)))
+}
+
+/// The name of `folder`'s files in `kiln/cache/stamps`: the sha256 of its
+/// path, in hex.
+pub(crate) fn folder_name(folder: &Path) -> String {
+    Digest::of(folder.as_os_str().as_encoded_bytes())
+        .hex()
+        .to_owned()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! epoch, so the same tree in two folders gives the same digest.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use kiln_cache::entry::Lookup;
 use kiln_cache::key::{InputRecord, KeyInput, LayerKey};
@@ -36,14 +36,23 @@ pub(super) fn import(
     let (key, source) = if folder {
         // An unchanged folder is known by one walk of its stats.
         if let Some(blob) = remembered(store, path, epoch)? {
+            move_entries(store, path, stat)?;
             return base_image(store, platform, epoch, blob);
         }
         // One stat per entry: the walk's, handed on to the stat cache.
         let walk = kiln_image::rootfs_folder_walk(path)?;
-        if stat.knows_none(walk.files.iter().map(|(p, m)| (p.as_path(), m))) {
-            return written_first(store, path, epoch, platform, stat, walk);
+        // The folder's files have a stat cache of their own, so that the
+        // shared one, which every build reads, stays small; entries earlier
+        // versions kept in the shared one move over.
+        let mut own = StatCache::load_for_folder(store, path);
+        own.take_from(stat, walk.files.keys().map(PathBuf::as_path));
+        if own.knows_none(walk.files.iter().map(|(p, m)| (p.as_path(), m))) {
+            let base = written_first(store, path, epoch, platform, &mut own, walk)?;
+            own.save()?;
+            return Ok(base);
         }
-        let (inputs, _) = input_records(stat, path, &walk.entries, &walk.files)?;
+        let (inputs, _) = input_records(&mut own, path, &walk.entries, &walk.files)?;
+        own.save()?;
         expected = super::snapshot::file_digests(&inputs);
         let key = key(epoch, "folder", inputs)?;
         kiln_cache::stamps::remember(store, path, &walk.stamp, epoch, &key)?;
@@ -134,6 +143,22 @@ fn written_first(
         }
     };
     base_image(store, platform, epoch, blob)
+}
+
+/// Move what the shared stat cache `stat` holds of the files below the
+/// folder at `path` (where versions before the folder's own cache kept
+/// them) into the folder's own, once: a build that finds its key from the
+/// stamp never loads the folder's cache otherwise.
+fn move_entries(store: &Store, path: &Path, stat: &mut StatCache) -> Result<(), KilnError> {
+    let Ok(folder) = path.canonicalize() else {
+        return Ok(());
+    };
+    if stat.holds_under(&folder) {
+        let mut own = StatCache::load_for_folder(store, path);
+        own.take_under(stat, &folder);
+        own.save()?;
+    }
+    Ok(())
 }
 
 /// The layer remembered for the folder at `path`, when what it was
