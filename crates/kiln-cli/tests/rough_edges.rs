@@ -236,10 +236,11 @@ fn a_rootfs_folder_deeper_than_the_open_file_limit_still_builds() {
     };
     let first = ok(build()).stdout;
     let stamps = store.join("kiln/cache/stamps");
-    assert_eq!(
-        std::fs::read_dir(&stamps).map(Iterator::count).ok(),
-        Some(1),
-        "the folder's key is remembered"
-    );
+    let remembered = std::fs::read_dir(&stamps)
+        .expect("stamps")
+        .flatten()
+        .filter(|f| f.path().extension().is_some_and(|e| e == "json"))
+        .count();
+    assert_eq!(remembered, 1, "the folder's key is remembered");
     assert_eq!(ok(build()).stdout, first, "the same image, from the stamp");
 }
