@@ -23,16 +23,22 @@
 //! [`rootfs_folder_walk`](crate::rootfs_folder_walk) gives the same stamp
 //! from the entries and metadata of its own walk.
 
+use std::ffi::{CString, OsStr};
 use std::fs::Metadata;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc::Sender;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rustix::fs::{
+    AtFlags, CWD, Dir, FileType, Mode, OFlags, Statx, StatxFlags, makedev, openat, readlinkat,
+    statx,
+};
 use sha2::{Digest as _, Sha256};
 
-use crate::entry::{FileMetadata, device_numbers, stat_children};
+use crate::entry::{FileMetadata, device_numbers};
 use crate::{Digest, EntryKind, ImageError, LayerEntry};
 
 /// How long before a walk a file must have last changed for its stat to
@@ -151,7 +157,7 @@ pub(crate) fn stamp_of_entries(
         let seen = match &e.kind {
             EntryKind::Dir => Seen::Dir,
             EntryKind::File { source } => match files.get(source) {
-                Some(meta) => Seen::File(meta),
+                Some(meta) => Seen::File(FileStat::of(meta)),
                 None => {
                     complete = false;
                     Seen::Fifo
@@ -183,10 +189,55 @@ pub(crate) fn now_ns() -> i128 {
         .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
 }
 
+/// What a regular file's stat adds to its record: what the stat cache
+/// compares, and the link count (hard links are in the key).
+#[derive(Clone, Copy)]
+struct FileStat {
+    size: u64,
+    ino: u64,
+    dev: u64,
+    nlink: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+impl FileStat {
+    /// From the metadata a full walk noted.
+    fn of(meta: &Metadata) -> FileStat {
+        FileStat {
+            size: meta.size(),
+            ino: meta.ino(),
+            dev: meta.dev(),
+            nlink: meta.nlink(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
+        }
+    }
+
+    /// From a `statx` answer, the same numbers as [`FileStat::of`] takes
+    /// from std's `Metadata` (which std builds from `statx` too).
+    fn of_statx(st: &Statx) -> FileStat {
+        FileStat {
+            size: st.stx_size,
+            ino: st.stx_ino,
+            dev: makedev(st.stx_dev_major, st.stx_dev_minor),
+            nlink: u64::from(st.stx_nlink),
+            mtime: st.stx_mtime.tv_sec,
+            mtime_nsec: i64::from(st.stx_mtime.tv_nsec),
+            ctime: st.stx_ctime.tv_sec,
+            ctime_nsec: i64::from(st.stx_ctime.tv_nsec),
+        }
+    }
+}
+
 /// What one entry is, as far as the stamp is concerned.
 enum Seen<'a> {
     Dir,
-    File(&'a Metadata),
+    File(FileStat),
     Symlink(&'a str),
     Char(u32, u32),
     Block(u32, u32),
@@ -224,21 +275,15 @@ impl Records {
             b.extend_from_slice(&n.to_le_bytes());
         }
         match seen {
-            Seen::File(meta) => {
-                for n in [meta.size(), meta.ino(), meta.dev(), meta.nlink()] {
+            Seen::File(st) => {
+                for n in [st.size, st.ino, st.dev, st.nlink] {
                     b.extend_from_slice(&n.to_le_bytes());
                 }
-                for n in [
-                    meta.mtime(),
-                    meta.mtime_nsec(),
-                    meta.ctime(),
-                    meta.ctime_nsec(),
-                ] {
+                for n in [st.mtime, st.mtime_nsec, st.ctime, st.ctime_nsec] {
                     b.extend_from_slice(&n.to_le_bytes());
                 }
                 let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
-                let changed =
-                    ns(meta.mtime(), meta.mtime_nsec()).max(ns(meta.ctime(), meta.ctime_nsec()));
+                let changed = ns(st.mtime, st.mtime_nsec).max(ns(st.ctime, st.ctime_nsec));
                 self.newest_ns = self.newest_ns.max(changed);
             }
             Seen::Symlink(target) => {
@@ -277,7 +322,8 @@ struct Unit {
 /// Record what folder `dir` (at in-image `path`, whose children are at
 /// `depth`) holds into `out`, sorted by name at every level, descending
 /// into subfolders; with `split`, a subfolder at [`SPLIT_DEPTH`] is left to
-/// it as a unit instead.
+/// it as a unit instead. Each child is stat-ed and read (a symlink) relative
+/// to the open folder, which is closed before the walk goes down.
 fn walk(
     dir: &Path,
     path: &mut String,
@@ -285,66 +331,115 @@ fn walk(
     out: &mut Records,
     split: &mut Option<&mut Split>,
 ) -> Result<(), ImageError> {
-    for (name, meta) in stat_children(dir)? {
-        let Some(name) = name.to_str() else {
+    for (name, st, target) in read_folder(dir)? {
+        let Ok(name) = std::str::from_utf8(&name) else {
             return Err(ImageError::NonUtf8Path {
-                path: dir.join(name),
+                path: dir.join(OsStr::from_bytes(&name)),
             });
         };
-        let meta = meta.map_err(|e| ImageError::io(dir.join(name))(e))?;
         let before = path.len();
         path.push('/');
         path.push_str(name);
-        let file_type = meta.file_type();
-        let (uid, gid, bits) = (meta.uid(), meta.gid(), meta.mode() & 0o7777);
-        let target;
-        if file_type.is_symlink() {
-            let host = dir.join(name);
-            let read = std::fs::read_link(&host).map_err(ImageError::io(&host))?;
-            target = read
-                .into_os_string()
-                .into_string()
-                .map_err(|_| ImageError::NonUtf8Path { path: host })?;
-            out.push(path, 0o777, uid, gid, &Seen::Symlink(&target));
-        } else if file_type.is_dir() {
-            out.push(path, bits, uid, gid, &Seen::Dir);
-            let host = dir.join(name);
-            match split {
-                Some(s) if depth == SPLIT_DEPTH => {
-                    let mut run = std::mem::take(out);
-                    run.unit_follows = true;
-                    let index = s.pieces.len();
-                    s.pieces.push(run);
-                    let unit = Unit {
-                        index,
-                        host,
-                        path: path.clone(),
-                    };
-                    // The queue's receiver outlives the walk; were it gone,
-                    // the unit's records would be missing and the stamp
-                    // refused, not wrong.
-                    let _ = s.units.send(unit);
-                }
-                _ => walk(&host, path, depth + 1, out, split)?,
+        let (uid, gid, bits) = (st.stx_uid, st.stx_gid, u32::from(st.stx_mode) & 0o7777);
+        match FileType::from_raw_mode(u32::from(st.stx_mode)) {
+            FileType::Symlink => {
+                let host = || dir.join(name);
+                let target = target.ok_or_else(|| ImageError::Io {
+                    path: host(),
+                    source: std::io::Error::other("a symlink that was not read"),
+                })?;
+                let target = target
+                    .to_str()
+                    .map_err(|_| ImageError::NonUtf8Path { path: host() })?;
+                out.push(path, 0o777, uid, gid, &Seen::Symlink(target));
             }
-        } else if file_type.is_file() {
-            out.push(path, bits, uid, gid, &Seen::File(&meta));
-        } else if file_type.is_char_device() || file_type.is_block_device() {
-            let (major, minor) = device_numbers(meta.rdev());
-            let seen = if file_type.is_char_device() {
-                Seen::Char(major, minor)
-            } else {
-                Seen::Block(major, minor)
-            };
-            out.push(path, bits, uid, gid, &seen);
-        } else if file_type.is_fifo() {
-            out.push(path, bits, uid, gid, &Seen::Fifo);
-        } else {
-            return Err(ImageError::UnsupportedFileType {
-                path: dir.join(name),
-            });
+            FileType::Directory => {
+                out.push(path, bits, uid, gid, &Seen::Dir);
+                let host = dir.join(name);
+                match split {
+                    Some(s) if depth == SPLIT_DEPTH => {
+                        let mut run = std::mem::take(out);
+                        run.unit_follows = true;
+                        let index = s.pieces.len();
+                        s.pieces.push(run);
+                        let unit = Unit {
+                            index,
+                            host,
+                            path: path.clone(),
+                        };
+                        // The queue's receiver outlives the walk; were it
+                        // gone, the unit's records would be missing and the
+                        // stamp refused, not wrong.
+                        let _ = s.units.send(unit);
+                    }
+                    _ => walk(&host, path, depth + 1, out, split)?,
+                }
+            }
+            FileType::RegularFile => {
+                out.push(path, bits, uid, gid, &Seen::File(FileStat::of_statx(&st)));
+            }
+            kind @ (FileType::CharacterDevice | FileType::BlockDevice) => {
+                let rdev = makedev(st.stx_rdev_major, st.stx_rdev_minor);
+                let (major, minor) = device_numbers(rdev);
+                let seen = if kind == FileType::CharacterDevice {
+                    Seen::Char(major, minor)
+                } else {
+                    Seen::Block(major, minor)
+                };
+                out.push(path, bits, uid, gid, &seen);
+            }
+            FileType::Fifo => out.push(path, bits, uid, gid, &Seen::Fifo),
+            _ => {
+                return Err(ImageError::UnsupportedFileType {
+                    path: dir.join(name),
+                });
+            }
         }
         path.truncate(before);
     }
     Ok(())
+}
+
+/// A child of a folder: its name, its `statx` (symlinks not followed), and
+/// a symlink's target.
+type Child = (Vec<u8>, Statx, Option<CString>);
+
+/// What folder `dir` holds, sorted by name (bytes): each child stat-ed, and
+/// each symlink read, relative to the folder's descriptor (no lookup of the
+/// full path, no `fstat` of the folder as `opendir` makes), the folder
+/// closed when this returns.
+fn read_folder(dir: &Path) -> Result<Vec<Child>, ImageError> {
+    let io = |path: PathBuf| move |e: rustix::io::Errno| ImageError::io(path)(e.into());
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let fd = openat(CWD, dir, flags, Mode::empty()).map_err(io(dir.to_path_buf()))?;
+    let mut listing = Dir::new(fd).map_err(io(dir.to_path_buf()))?;
+    let mut names = Vec::new();
+    for entry in &mut listing {
+        let entry = entry.map_err(io(dir.to_path_buf()))?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
+    }
+    names.sort_unstable();
+    let fd = listing.fd().map_err(io(dir.to_path_buf()))?;
+    let mut children = Vec::with_capacity(names.len());
+    for name in names {
+        let host = || dir.join(OsStr::from_bytes(&name));
+        let st = statx(
+            fd,
+            name.as_slice(),
+            AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_SYNC_AS_STAT,
+            StatxFlags::BASIC_STATS,
+        )
+        .map_err(|e| io(host())(e))?;
+        let symlink = FileType::from_raw_mode(u32::from(st.stx_mode)) == FileType::Symlink;
+        let target = if symlink {
+            Some(readlinkat(fd, name.as_slice(), Vec::new()).map_err(|e| io(host())(e))?)
+        } else {
+            None
+        };
+        children.push((name, st, target));
+    }
+    Ok(children)
 }
