@@ -40,6 +40,16 @@ pub enum Lookup {
     Miss(MissReason),
 }
 
+impl Lookup {
+    /// The blob of a hit; `None` for a miss, whatever its reason.
+    pub fn into_hit(self) -> Option<LayerBlob> {
+        match self {
+            Lookup::Hit(blob) => Some(blob),
+            Lookup::Miss(_) => None,
+        }
+    }
+}
+
 /// Why a lookup missed, as far as the cache itself can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MissReason {

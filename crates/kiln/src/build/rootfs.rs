@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use kiln_cache::entry::Lookup;
 use kiln_cache::key::{InputRecord, KeyInput, LayerKey};
 use kiln_cache::stat::StatCache;
 use kiln_image::{BaseImage, ImageSpec, LayerRecord, RuntimeConfig, Store};
@@ -70,11 +69,7 @@ pub(super) fn import(
         };
         (key(epoch, "tar", vec![record])?, Source::Tar(digest))
     };
-    let cached = match kiln_cache::entry::lookup(store, &key)? {
-        Lookup::Hit(blob) => Some(blob),
-        _ => None,
-    };
-    let blob = match cached {
+    let blob = match kiln_cache::entry::lookup(store, &key)?.into_hit() {
         Some(blob) => blob,
         None => {
             let entries = match source {
@@ -135,9 +130,9 @@ fn written_first(
     }
     let key = key(epoch, "folder", inputs)?;
     kiln_cache::stamps::remember(store, path, &walk.stamp, epoch, &key)?;
-    let blob = match kiln_cache::entry::lookup(store, &key)? {
-        Lookup::Hit(cached) => cached,
-        Lookup::Miss(_) => {
+    let blob = match kiln_cache::entry::lookup(store, &key)?.into_hit() {
+        Some(cached) => cached,
+        None => {
             kiln_cache::entry::record(store, &key, &written)?;
             written
         }
@@ -177,10 +172,7 @@ fn remembered(
     let Some(key) = held.key(&stamp, epoch) else {
         return Ok(None);
     };
-    Ok(match kiln_cache::entry::lookup(store, key)? {
-        Lookup::Hit(blob) => Some(blob),
-        Lookup::Miss(_) => None,
-    })
+    Ok(kiln_cache::entry::lookup(store, key)?.into_hit())
 }
 
 /// The one-layer base image of `blob`, assembled and read back.
