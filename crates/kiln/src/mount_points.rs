@@ -48,13 +48,19 @@ pub fn clean(path: &str) -> String {
 /// The volumes an image's config declares: its `config.Volumes` keys
 /// (`{"/data": {}}`), cleaned, sorted and each once.
 pub fn config_volumes(config: &serde_json::Value) -> Vec<String> {
-    let mut volumes: Vec<String> = config
-        .pointer("/config/Volumes")
-        .and_then(serde_json::Value::as_object)
-        .into_iter()
-        .flat_map(|v| v.keys())
-        .map(|v| clean(v))
-        .collect();
+    cleaned(
+        config
+            .pointer("/config/Volumes")
+            .and_then(serde_json::Value::as_object)
+            .into_iter()
+            .flat_map(|v| v.keys())
+            .map(String::as_str),
+    )
+}
+
+/// `volumes` [`clean`]ed, sorted, each once.
+pub fn cleaned<'v>(volumes: impl IntoIterator<Item = &'v str>) -> Vec<String> {
+    let mut volumes: Vec<String> = volumes.into_iter().map(clean).collect();
     volumes.sort();
     volumes.dedup();
     volumes

@@ -709,17 +709,18 @@ fn empty_upper_dir(upper: &std::path::Path) {
 /// (the base's and `[config] volumes`, which the image the step runs on
 /// declares), cleaned, each once.
 fn volumes(so_far: &ImageSoFar<'_>) -> Vec<String> {
-    let mut mounts = match so_far.engine_base {
+    let base = match so_far.engine_base {
         Some(held) => held.volumes.to_vec(),
         None => so_far
             .base
             .map(|b| mount_points::config_volumes(&b.config))
             .unwrap_or_default(),
     };
-    mounts.extend(so_far.config.volumes.iter().map(|v| mount_points::clean(v)));
-    mounts.sort();
-    mounts.dedup();
-    mounts
+    mount_points::cleaned(
+        base.iter()
+            .chain(&so_far.config.volumes)
+            .map(String::as_str),
+    )
 }
 
 #[cfg(test)]

@@ -80,12 +80,7 @@ pub(super) async fn base_and_first_layer(
         // This engine cannot tell: imported first, as any base.
         return Ok((Some(until_cancelled(cancel, import).await?), None));
     };
-    let mut volumes: Vec<String> = volumes
-        .iter()
-        .map(|v| crate::mount_points::clean(v))
-        .collect();
-    volumes.sort();
-    volumes.dedup();
+    let volumes = crate::mount_points::cleaned(volumes.iter().map(String::as_str));
     let so_far = ImageSoFar {
         base: None,
         layers: &[],
