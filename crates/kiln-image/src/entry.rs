@@ -667,7 +667,7 @@ type Child = (String, PathBuf, std::fs::Metadata);
 /// child is stat-ed relative to the open folder (`fstatat` on its
 /// descriptor, not a lookup of the full path), and the folder is closed
 /// before this returns, so a walk holds no descriptor per level.
-pub(crate) fn stat_children(
+fn stat_children(
     dir: &Path,
 ) -> Result<Vec<(OsString, std::io::Result<std::fs::Metadata>)>, ImageError> {
     let mut children = std::fs::read_dir(dir)

@@ -83,7 +83,11 @@ pub fn write_layer_expecting(
     epoch: u64,
     expected: &BTreeMap<String, Digest>,
 ) -> Result<LayerBlob, ImageError> {
-    write_layer_inner(store, entries, epoch, cores(), expected, None, None)
+    let hooks = FileHooks {
+        expected: Some(expected),
+        ..FileHooks::default()
+    };
+    write_layer_inner(store, entries, epoch, cores(), hooks)
 }
 
 /// [`write_layer`], hashing each regular file on the very bytes written
@@ -97,15 +101,11 @@ pub fn write_layer_hashing(
     epoch: u64,
 ) -> Result<(LayerBlob, BTreeMap<PathBuf, Digest>), ImageError> {
     let mut digests = BTreeMap::new();
-    let blob = write_layer_inner(
-        store,
-        entries,
-        epoch,
-        cores(),
-        &BTreeMap::new(),
-        None,
-        Some(&mut digests),
-    )?;
+    let hooks = FileHooks {
+        digests: Some(&mut digests),
+        ..FileHooks::default()
+    };
+    let blob = write_layer_inner(store, entries, epoch, cores(), hooks)?;
     Ok((blob, digests))
 }
 
@@ -122,15 +122,11 @@ pub fn write_layer_releasing(
     epoch: u64,
     release: &mut dyn FnMut(&Path),
 ) -> Result<LayerBlob, ImageError> {
-    write_layer_inner(
-        store,
-        entries,
-        epoch,
-        cores(),
-        &BTreeMap::new(),
-        Some(release),
-        None,
-    )
+    let hooks = FileHooks {
+        release: Some(release),
+        ..FileHooks::default()
+    };
+    write_layer_inner(store, entries, epoch, cores(), hooks)
 }
 
 /// How many threads compress: one per core.
@@ -148,19 +144,32 @@ pub fn write_layer_with_threads(
     epoch: u64,
     threads: usize,
 ) -> Result<LayerBlob, ImageError> {
-    write_layer_inner(store, entries, epoch, threads, &BTreeMap::new(), None, None)
+    write_layer_inner(store, entries, epoch, threads, FileHooks::default())
 }
 
-/// [`write_layer_expecting`] on `threads` gzip threads, handing each file
-/// read to `release` (see [`write_layer_releasing`]).
-fn write_layer_inner<'r>(
+/// What a layer write does with each regular file besides copying it in;
+/// each is asked for by one of the public `write_layer*` functions.
+#[derive(Default)]
+struct FileHooks<'h> {
+    /// The digest each file's content must have, by in-image path (see
+    /// [`write_layer_expecting`]).
+    expected: Option<&'h BTreeMap<String, Digest>>,
+    /// Told of each file once its bytes are written (see
+    /// [`write_layer_releasing`]).
+    release: Option<&'h mut dyn FnMut(&Path)>,
+    /// Given each file's content digest, by host path (see
+    /// [`write_layer_hashing`]).
+    digests: Option<&'h mut BTreeMap<PathBuf, Digest>>,
+}
+
+/// [`write_layer`] on `threads` gzip threads, doing what `hooks` ask with
+/// each regular file.
+fn write_layer_inner(
     store: &Store,
     mut entries: Vec<LayerEntry>,
     epoch: u64,
     threads: usize,
-    expected: &BTreeMap<String, Digest>,
-    release: Option<&'r mut dyn FnMut(&Path)>,
-    digests: Option<&'r mut BTreeMap<PathBuf, Digest>>,
+    hooks: FileHooks<'_>,
 ) -> Result<LayerBlob, ImageError> {
     for e in &entries {
         check_image_path(&e.path).map_err(|reason| ImageError::InvalidEntryPath {
@@ -212,9 +221,7 @@ fn write_layer_inner<'r>(
         staged: &staged_path,
         epoch,
         cancel: store.cancel(),
-        expected,
-        release,
-        digests,
+        hooks,
         buf: vec![0u8; COPY_BUFFER],
     };
     for e in &entries {
@@ -290,12 +297,8 @@ struct TarWriter<'a, 'r, W: Write> {
     epoch: u64,
     /// Checked between buffers of a file: a large file stops within one.
     cancel: &'a crate::Cancel,
-    /// The digest each file's key was computed from, by in-image path.
-    expected: &'a BTreeMap<String, Digest>,
-    /// Told of each file once its bytes are written.
-    release: Option<&'r mut dyn FnMut(&Path)>,
-    /// Given each file's content digest, by host path, when asked for.
-    digests: Option<&'r mut BTreeMap<PathBuf, Digest>>,
+    /// What to do with each regular file besides copying it in.
+    hooks: FileHooks<'r>,
     /// Where file content passes through, reused for every file.
     buf: Vec<u8>,
 }
@@ -329,7 +332,10 @@ impl<W: Write> TarWriter<'_, '_, W> {
                 let header = self.header(&name, Some(target), EntryType::Symlink, 0, e)?;
                 self.write(header.as_bytes())
             }
-            EntryKind::File { source } => self.file(&name, source, e, self.expected.get(&e.path)),
+            EntryKind::File { source } => {
+                let expected = self.hooks.expected.and_then(|by_path| by_path.get(&e.path));
+                self.file(&name, source, e, expected)
+            }
             EntryKind::HardLink { target } => {
                 let link = target.strip_prefix('/').unwrap_or(target);
                 let header = self.header(&name, Some(link), EntryType::Link, 0, e)?;
@@ -382,7 +388,7 @@ impl<W: Write> TarWriter<'_, '_, W> {
         // Closed first: whoever frees the file must not leave the last
         // reference (and the freeing) to this thread.
         drop(file);
-        if let Some(release) = self.release.as_mut() {
+        if let Some(release) = self.hooks.release.as_mut() {
             release(source);
         }
         self.pad()
@@ -399,7 +405,7 @@ impl<W: Write> TarWriter<'_, '_, W> {
         expected: Option<&Digest>,
     ) -> Result<(), ImageError> {
         let mut left = size;
-        let mut content = (expected.is_some() || self.digests.is_some()).then(Sha256::new);
+        let mut content = (expected.is_some() || self.hooks.digests.is_some()).then(Sha256::new);
         while left > 0 {
             self.cancel.check()?;
             let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
@@ -447,7 +453,7 @@ impl<W: Write> TarWriter<'_, '_, W> {
                     path: source.to_path_buf(),
                 });
             }
-            if let Some(digests) = self.digests.as_mut() {
+            if let Some(digests) = self.hooks.digests.as_mut() {
                 digests.insert(source.to_path_buf(), digest);
             }
         }
