@@ -104,6 +104,13 @@ pub(crate) fn staging_file(dir: &Path) -> Result<tempfile::NamedTempFile, ImageE
 /// Make `tmp` readable by all, flush it to disk, rename it to `path` and
 /// flush the folder entry too.
 pub(crate) fn commit(tmp: tempfile::NamedTempFile, path: &Path) -> Result<(), ImageError> {
+    commit_file(tmp, path)?;
+    sync_dir(parent(path))
+}
+
+/// [`commit`] but for the folder entry: the caller flushes the folder once
+/// after renaming several files into it, before anything names them.
+pub(crate) fn commit_file(tmp: tempfile::NamedTempFile, path: &Path) -> Result<(), ImageError> {
     use std::os::unix::fs::PermissionsExt;
     let tmp_path = tmp.path().to_path_buf();
     let file = tmp.as_file();
@@ -114,7 +121,7 @@ pub(crate) fn commit(tmp: tempfile::NamedTempFile, path: &Path) -> Result<(), Im
         path: path.to_path_buf(),
         source: e.error,
     })?;
-    sync_dir(parent(path))
+    Ok(())
 }
 
 /// Flush a folder's entries (a rename is durable only then).

@@ -98,7 +98,7 @@ pub fn assemble(store: &Store, spec: &ImageSpec) -> Result<BuiltImage, ImageErro
     }
     let config = config_json(spec)?;
     let config_bytes = to_canonical_json(&config)?;
-    let config_digest = store.put_blob(&config_bytes)?;
+    let config_digest = Digest::of(&config_bytes);
 
     let mut layers: Vec<Descriptor> = spec
         .base
@@ -122,7 +122,9 @@ pub fn assemble(store: &Store, spec: &ImageSpec) -> Result<BuiltImage, ImageErro
         manifest["annotations"] = json!(spec.annotations);
     }
     let manifest_bytes = to_canonical_json(&manifest)?;
-    let manifest_digest = store.put_blob(&manifest_bytes)?;
+    let manifest_digest = Digest::of(&manifest_bytes);
+    // Both are written once both are made, and the folder flushed once.
+    store.put_blobs(&[&config_bytes, &manifest_bytes])?;
     Ok(BuiltImage {
         manifest: Descriptor::new(
             MEDIA_TYPE_OCI_MANIFEST,

@@ -69,6 +69,33 @@ fn blobs_round_trip_and_corruption_is_caught() -> TestResult {
 }
 
 #[test]
+fn several_blobs_are_stored_whole_under_their_digests_and_a_corrupt_one_is_replaced() -> TestResult
+{
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path())?;
+    let (config, manifest) = (&b"{\"config\":1}"[..], &b"{\"manifest\":2}"[..]);
+    store.put_blobs(&[config, manifest])?;
+    for bytes in [config, manifest] {
+        assert_eq!(store.read_blob(&Digest::of(bytes))?, bytes);
+    }
+    let kept = fs::metadata(store.blob_path(&Digest::of(config)))?.ino();
+    fs::write(store.blob_path(&Digest::of(manifest)), b"{\"manifest\":3}")?;
+    store.put_blobs(&[config, manifest])?;
+    assert_eq!(
+        fs::metadata(store.blob_path(&Digest::of(config)))?.ino(),
+        kept,
+        "a whole blob is not written again"
+    );
+    assert_eq!(store.read_blob(&Digest::of(manifest))?, manifest);
+    let names: Vec<_> = fs::read_dir(store.root().join("blobs/sha256"))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(names.len(), 2, "only the two blobs: {names:?}");
+    Ok(())
+}
+
+#[test]
 fn streamed_blobs_are_verified_before_they_appear() -> TestResult {
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path())?;
