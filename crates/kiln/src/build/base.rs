@@ -38,8 +38,7 @@ pub(super) async fn resolve(
         BaseRef::Rootfs { path } => {
             let (path, stat) = (dir.join(path), stat.clone());
             crate::blocking::run(move || {
-                let mut stat = super::lock_stat(&stat);
-                super::rootfs::import(&owned, &path, epoch, &platform, &mut stat)
+                super::rootfs::import(&owned, &path, epoch, &platform, &stat)
             })
             .await
             .map(Some)

@@ -13,6 +13,7 @@ use kiln_engine::Engine;
 use kiln_image::{BaseImage, LayerBlob, LayerRecord, Store};
 use kiln_recipe::{LayerKind, Recipe};
 
+use super::early_writes::{EarlyWrites, Writing, write_files};
 use super::plan::Plan;
 use super::snapshot::Inputs;
 use crate::KilnError;
@@ -49,15 +50,25 @@ pub(super) struct Workshop<'a, 'e> {
     pub removals: &'a Removals<'e>,
 }
 
-/// Produce every layer of `recipe` from its `inputs`; `last` is the
-/// previous build of the same image, to explain a cache miss. `ran_early`
-/// is the first layer, a run layer already run while the base was imported
-/// (see `overlap`): it stands for that layer when the cache misses or is
-/// not asked; a hit is taken instead, as if the layer had not run.
+/// What was started before the layers' keys were known.
+pub(super) struct Started {
+    /// The first layer, a run layer already run while the base was
+    /// imported (see `overlap`): it stands for that layer when the cache
+    /// misses or is not asked; a hit is taken instead, as if the layer had
+    /// not run.
+    pub first_run: Option<LayerBlob>,
+    /// File layers being written since the base began to resolve (see
+    /// `early_writes`): a miss takes its write.
+    pub writes: EarlyWrites,
+}
+
+/// Produce every layer of `recipe` from its `inputs`, taking what was
+/// `started`; `last` is the previous build of the same image, to explain a
+/// cache miss.
 ///
 /// On failure (a cancel included) the layers still being written are
 /// waited for: they stop at their next write, and their temporary files are
-/// gone when this returns.
+/// gone when this returns. So are the early writes no layer took.
 pub(super) async fn produce(
     at: &Workshop<'_, '_>,
     recipe: &Recipe,
@@ -65,10 +76,25 @@ pub(super) async fn produce(
     base: Option<&BaseImage>,
     inputs: &mut Inputs,
     last: &LastBuild,
-    ran_early: Option<LayerBlob>,
+    started: Started,
 ) -> Result<Produced, KilnError> {
+    let Started {
+        first_run,
+        mut writes,
+    } = started;
     let mut queue = VecDeque::new();
-    let result = produce_into(at, recipe, plan, base, inputs, last, ran_early, &mut queue).await;
+    let result = produce_into(
+        at,
+        recipe,
+        plan,
+        base,
+        inputs,
+        last,
+        first_run,
+        &mut writes,
+        &mut queue,
+    )
+    .await;
     if result.is_err() {
         for queued in queue {
             if let Pending::Writing(task) = queued.pending {
@@ -77,6 +103,7 @@ pub(super) async fn produce(
             }
         }
     }
+    writes.settle().await;
     result
 }
 
@@ -90,6 +117,7 @@ async fn produce_into(
     inputs: &mut Inputs,
     last: &LastBuild,
     mut ran_early: Option<LayerBlob>,
+    writes: &mut EarlyWrites,
     queue: &mut VecDeque<Queued>,
 ) -> Result<Produced, KilnError> {
     let store = at.store;
@@ -97,11 +125,12 @@ async fn produce_into(
     let epoch = plan.epoch;
     let mut layers = Vec::with_capacity(recipe.layers.len());
     let mut reports = Vec::with_capacity(recipe.layers.len());
-    for ((layer, snapshot), entries) in recipe
+    for (index, ((layer, snapshot), entries)) in recipe
         .layers
         .iter()
         .zip(&inputs.snapshots)
         .zip(inputs.entries.iter_mut())
+        .enumerate()
     {
         // Only the first layer can have run early; it was announced when it
         // started. On a cache hit, what it built is left to gc.
@@ -165,18 +194,16 @@ async fn produce_into(
                             layer: layer.name.clone(),
                         });
                     }
-                    (LayerKind::Files(_), _, _) => {
-                        // Tar and gzip are CPU and disk work: off the async
-                        // threads, beside the other layers' and builds'.
-                        // Each file is checked on the bytes written against
-                        // the digest its key was made from (one read).
-                        let store = store.clone();
-                        let entries = std::mem::take(entries);
-                        let expected = super::snapshot::file_digests(&snapshot.input.inputs);
-                        Pending::Writing(tokio::task::spawn_blocking(move || {
-                            kiln_image::write_layer_expecting(&store, entries, epoch, &expected)
-                        }))
-                    }
+                    (LayerKind::Files(_), _, _) => match writes.take(index) {
+                        Some(write) => Pending::Writing(write),
+                        None => {
+                            // Each file is checked on the bytes written
+                            // against the digest its key was made from.
+                            let entries = std::mem::take(entries);
+                            let expected = super::snapshot::file_digests(&snapshot.input.inputs);
+                            Pending::Writing(write_files(store, entries, epoch, expected))
+                        }
+                    },
                 };
                 (pending, why)
             }
@@ -213,7 +240,7 @@ enum Pending {
     /// Built already (a run layer).
     Built(LayerBlob),
     /// Being written on a blocking task.
-    Writing(tokio::task::JoinHandle<Result<LayerBlob, kiln_image::ImageError>>),
+    Writing(Writing),
 }
 
 /// A layer waiting, in order, for its blob.

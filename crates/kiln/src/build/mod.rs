@@ -3,7 +3,9 @@
 //!
 //! 1. [`base`]: resolve the base into the store;
 //! 2. [`plan`]: the facts every stage shares (epoch, config, tags, secrets);
-//! 3. [`snapshot`]: every layer's inputs and cache key;
+//! 3. [`snapshot`]: every layer's inputs and cache key (file layers'
+//!    contents are read while the base resolves, and [`early_writes`]
+//!    starts writing those likely to miss);
 //! 4. [`layers`]: each layer from the cache or built (file layers written
 //!    concurrently, run layers in the engine);
 //! 5. [`assemble`]: config and manifest;
@@ -18,6 +20,7 @@
 mod assemble;
 pub use assemble::ARG_ANNOTATION_PREFIX;
 mod base;
+mod early_writes;
 mod layers;
 mod leak;
 mod overlap;
@@ -317,16 +320,49 @@ impl Stages<'_, '_> {
             stat: &stat,
             removals,
         };
-        let (base, ran_early) = overlap::base_and_first_layer(&setting, recipe, &plan).await?;
+        // The file layers' contents are read, and the layers likely to
+        // miss start being written, while the base resolves.
+        let contents = async {
+            let (recipe, for_parts, stat, owned_store) =
+                (owned.clone(), plan.clone(), stat.clone(), store.clone());
+            let (mut parts, last) = crate::blocking::run(move || {
+                let parts = snapshot::parts(&recipe, &for_parts, &mut lock_stat(&stat))?;
+                let last = explain::load_last(&owned_store, &for_parts.name);
+                Ok::<_, KilnError>((parts, last))
+            })
+            .await?;
+            let writes =
+                early_writes::EarlyWrites::start(store, &mut parts, &last, plan.epoch, options);
+            Ok::<_, KilnError>((parts, last, writes))
+        };
+        let (based, contents) = tokio::join!(
+            overlap::base_and_first_layer(&setting, recipe, &plan),
+            contents
+        );
+        // A base that failed is reported first, as when nothing overlapped.
+        let ((base, first_run), (parts, last, writes)) = match (based, contents) {
+            (Ok(based), Ok(contents)) => (based, contents),
+            (Err(e), Ok((_, _, writes))) => {
+                writes.settle().await;
+                return Err(e);
+            }
+            (Err(e), Err(_)) | (Ok(_), Err(e)) => return Err(e),
+        };
         let (mut inputs, base) = {
-            let (recipe, plan, stat) = (owned.clone(), plan.clone(), stat.clone());
-            crate::blocking::run(move || {
-                let inputs = snapshot::take(&recipe, &plan, base.as_ref(), &mut lock_stat(&stat))?;
+            let plan = plan.clone();
+            let taken = crate::blocking::run(move || {
+                let inputs = snapshot::take(&plan, base.as_ref(), parts)?;
                 Ok::<_, KilnError>((inputs, base))
             })
-            .await?
+            .await;
+            match taken {
+                Ok(taken) => taken,
+                Err(e) => {
+                    writes.settle().await;
+                    return Err(e);
+                }
+            }
         };
-        let last = explain::load_last(store, &plan.name);
         let workshop = layers::Workshop {
             store,
             engine,
@@ -343,7 +379,7 @@ impl Stages<'_, '_> {
             base.as_ref(),
             &mut inputs,
             &last,
-            ran_early,
+            layers::Started { first_run, writes },
         )
         .await?;
         let base_report = base.as_ref().map(|b| BaseReport {

@@ -18,13 +18,15 @@ use super::snapshot::input_records;
 use crate::KilnError;
 
 /// Import the root filesystem at `path` as a base image for `platform`
-/// (what its config records).
+/// (what its config records). The build's stat cache `stat` is locked only
+/// while it is used, not while the folder is walked: the file layers'
+/// contents are read from it meanwhile.
 pub(super) fn import(
     store: &Store,
     path: &Path,
     epoch: u64,
     platform: &kiln_image::Platform,
-    stat: &mut StatCache,
+    stat: &super::SharedStat,
 ) -> Result<BaseImage, KilnError> {
     let folder = kiln_image::rootfs_is_folder(path)?;
     let mut staging = None;
@@ -35,7 +37,7 @@ pub(super) fn import(
     let (key, source) = if folder {
         // An unchanged folder is known by one walk of its stats.
         if let Some(blob) = remembered(store, path, epoch)? {
-            move_entries(store, path, stat)?;
+            move_entries(store, path, &mut super::lock_stat(stat))?;
             return base_image(store, platform, epoch, blob);
         }
         // One stat per entry: the walk's, handed on to the stat cache.
@@ -44,7 +46,10 @@ pub(super) fn import(
         // shared one, which every build reads, stays small; entries earlier
         // versions kept in the shared one move over.
         let mut own = StatCache::load_for_folder(store, path);
-        own.take_from(stat, walk.files.keys().map(PathBuf::as_path));
+        own.take_from(
+            &mut super::lock_stat(stat),
+            walk.files.keys().map(PathBuf::as_path),
+        );
         if own.knows_none(walk.files.iter().map(|(p, m)| (p.as_path(), m))) {
             let base = written_first(store, path, epoch, platform, &mut own, walk)?;
             own.save()?;
@@ -57,7 +62,7 @@ pub(super) fn import(
         kiln_cache::stamps::remember(store, path, &walk.stamp, epoch, &key)?;
         (key, Source::Folder(walk.entries))
     } else {
-        let digest = stat.digest(path)?;
+        let digest = super::lock_stat(stat).digest(path)?;
         let record = InputRecord {
             path: "/".into(),
             kind: "tar".into(),

@@ -2,7 +2,10 @@
 //! made of, from the parent's key, the epoch, the layer's definition and
 //! (for file layers) every entry as it will be stored, files by content
 //! digest. Keys chain: each layer's parent is the layer below it, the first
-//! one's the base's manifest digest (or `scratch`).
+//! one's the base's manifest digest (or `scratch`). So it takes two steps:
+//! [`parts`] reads what each layer is made of while the base resolves (a
+//! file layer's contents need no base), and [`take`] chains the keys once
+//! the base is known.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,7 +22,8 @@ use crate::plan::{file_layer_definition, file_layer_entries};
 use crate::run_layer::run_layer_definition;
 
 /// Every layer's snapshot, in recipe order, and the entries each file layer
-/// writes (empty for run layers).
+/// writes (empty for run layers and for a file layer already being written,
+/// see [`super::early_writes`]).
 pub(super) struct Inputs {
     /// One snapshot per layer of the recipe.
     pub snapshots: Vec<LayerSnapshot>,
@@ -27,34 +31,123 @@ pub(super) struct Inputs {
     pub entries: Vec<Vec<LayerEntry>>,
 }
 
-/// Snapshot every layer of `recipe` on top of `base`; `stat` vouches for
-/// files unchanged since they were last hashed.
-pub(super) fn take(
+/// What a file layer is made of, whatever it is laid on: its entries as
+/// they will be stored and everything of its key but the parent. A file
+/// layer's bytes depend on nothing else, so it can be written before its
+/// base is known.
+pub(super) struct Contents {
+    /// The entries, as [`file_layer_entries`] gives them.
+    pub entries: Vec<LayerEntry>,
+    /// The recipe's definition of the layer.
+    pub definition: serde_json::Value,
+    /// Every entry as it will be stored, files by content digest.
+    pub inputs: Vec<InputRecord>,
+    /// For messages: in-image path → source path relative to the context.
+    pub sources: BTreeMap<String, String>,
+}
+
+impl Contents {
+    /// Whether `previous` (the same layer in an earlier build) was made of
+    /// exactly this, on whatever parent, with entries at `epoch`.
+    pub(super) fn same_as(&self, previous: &LayerSnapshot, epoch: u64) -> bool {
+        previous.input.epoch == epoch
+            && previous.input.definition == self.definition
+            && previous.input.inputs == self.inputs
+    }
+}
+
+/// One layer of a recipe, ready to be keyed once its parent is known.
+pub(super) struct Part {
+    /// The layer's name.
+    name: String,
+    /// What it is made of.
+    kind: PartKind,
+}
+
+/// What a [`Part`] is made of.
+pub(super) enum PartKind {
+    /// A file layer's contents.
+    Files(Contents),
+    /// A run layer: its key rests on its definition alone.
+    Run(kiln_recipe::RunLayer),
+}
+
+impl Part {
+    /// The file layer's contents, if this is one.
+    pub(super) fn files_mut(&mut self) -> Option<&mut Contents> {
+        match &mut self.kind {
+            PartKind::Files(contents) => Some(contents),
+            PartKind::Run(_) => None,
+        }
+    }
+
+    /// The layer's name.
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Every layer of `recipe` as a [`Part`], file layers with their
+/// [`Contents`]; `stat` vouches for files unchanged since they were last
+/// hashed.
+pub(super) fn parts(
     recipe: &Recipe,
     plan: &Plan,
-    base: Option<&BaseImage>,
     stat: &mut StatCache,
-) -> Result<Inputs, KilnError> {
-    let mut parent = base.map_or_else(|| "scratch".to_owned(), |b| b.manifest_digest.to_string());
-    let mut snapshots = Vec::with_capacity(recipe.layers.len());
-    let mut all_entries = Vec::with_capacity(recipe.layers.len());
+) -> Result<Vec<Part>, KilnError> {
+    let mut parts = Vec::with_capacity(recipe.layers.len());
     for (index, layer) in recipe.layers.iter().enumerate() {
-        let (snapshot, entries) = match &layer.kind {
+        let kind = match &layer.kind {
+            LayerKind::Run(run) => PartKind::Run(run.clone()),
             LayerKind::Files(files) => {
                 let entries = file_layer_entries(&plan.context, files)
                     .map_err(|e| located(recipe, index, files, e))?;
-                let snapshot = snapshot(
-                    stat,
-                    &plan.context,
-                    &layer.name,
-                    &parent,
-                    plan.epoch,
-                    files,
-                    &entries,
-                )?;
-                (snapshot, entries)
+                let (inputs, sources) =
+                    input_records(stat, &plan.context, &entries, &FileMetadata::new())?;
+                PartKind::Files(Contents {
+                    entries,
+                    definition: file_layer_definition(files),
+                    inputs,
+                    sources,
+                })
             }
-            LayerKind::Run(run) => (run_snapshot(&layer.name, &parent, plan, run)?, Vec::new()),
+        };
+        parts.push(Part {
+            name: layer.name.clone(),
+            kind,
+        });
+    }
+    Ok(parts)
+}
+
+/// Snapshot every layer of the recipe, its `parts` ([`parts`]), on top of
+/// `base`. Keys chain: a layer's parent is the layer below it.
+pub(super) fn take(
+    plan: &Plan,
+    base: Option<&BaseImage>,
+    parts: Vec<Part>,
+) -> Result<Inputs, KilnError> {
+    let mut parent = base.map_or_else(|| "scratch".to_owned(), |b| b.manifest_digest.to_string());
+    let mut snapshots = Vec::with_capacity(parts.len());
+    let mut all_entries = Vec::with_capacity(parts.len());
+    for Part { name, kind } in parts {
+        let (snapshot, entries) = match kind {
+            PartKind::Files(contents) => {
+                let input = KeyInput {
+                    parent: parent.clone(),
+                    epoch: plan.epoch,
+                    definition: contents.definition,
+                    inputs: contents.inputs,
+                };
+                let snapshot = LayerSnapshot {
+                    name,
+                    key: LayerKey::of(&input)?,
+                    input,
+                    sources: contents.sources,
+                };
+                (snapshot, contents.entries)
+            }
+            PartKind::Run(run) => (run_snapshot(&name, &parent, plan, &run)?, Vec::new()),
         };
         parent = snapshot.key.to_string();
         snapshots.push(snapshot);
@@ -126,34 +219,6 @@ fn run_snapshot(
         key: LayerKey::of(&input)?,
         input,
         sources: BTreeMap::new(),
-    })
-}
-
-/// The layer's cache key and what it is made of: the parent's key, the
-/// epoch, the recipe's definition and every entry as it will be stored,
-/// files by content digest (from the stat cache when unchanged).
-fn snapshot(
-    stat: &mut StatCache,
-    context: &Path,
-    name: &str,
-    parent: &str,
-    epoch: u64,
-    files: &kiln_recipe::FileLayer,
-    entries: &[LayerEntry],
-) -> Result<LayerSnapshot, KilnError> {
-    let (inputs, sources) = input_records(stat, context, entries, &FileMetadata::new())?;
-    let input = KeyInput {
-        parent: parent.to_owned(),
-        epoch,
-        definition: file_layer_definition(files),
-        inputs,
-    };
-    let key = LayerKey::of(&input)?;
-    Ok(LayerSnapshot {
-        name: name.to_owned(),
-        key,
-        input,
-        sources,
     })
 }
 
