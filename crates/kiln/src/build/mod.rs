@@ -30,7 +30,7 @@ mod rootfs;
 mod snapshot;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use kiln_cache::explain;
@@ -82,13 +82,38 @@ pub struct BuildOptions {
 }
 
 /// The build's stat cache, shared by the stages that hash on the blocking
-/// pool.
-type SharedStat = Arc<Mutex<StatCache>>;
+/// pool. It is read from the store by the first stage that locks it, on
+/// that stage's thread: a `rootfs:` base known by its stamp is walked
+/// meanwhile, and never waits for it.
+#[derive(Clone)]
+struct SharedStat(Arc<LazyStat>);
 
-/// The stat cache behind `stat`; a stage that panicked holding it left
-/// digests that are still true, so a poisoned lock is taken as it is.
+/// What a [`SharedStat`] holds: the store it is read from, and once read,
+/// the cache.
+struct LazyStat {
+    store: Store,
+    cache: OnceLock<Mutex<StatCache>>,
+}
+
+impl SharedStat {
+    /// The stat cache of `store`, not read yet.
+    fn of(store: &Store) -> SharedStat {
+        SharedStat(Arc::new(LazyStat {
+            store: store.clone(),
+            cache: OnceLock::new(),
+        }))
+    }
+}
+
+/// The stat cache behind `stat`, read first if no stage has read it (only
+/// on the blocking pool: that reads a file); a stage that panicked holding
+/// it left digests that are still true, so a poisoned lock is taken as it
+/// is.
 fn lock_stat(stat: &SharedStat) -> std::sync::MutexGuard<'_, StatCache> {
-    stat.lock()
+    let LazyStat { store, cache } = &*stat.0;
+    cache
+        .get_or_init(|| Mutex::new(StatCache::load(store)))
+        .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -305,12 +330,7 @@ impl Stages<'_, '_> {
         // what it needs is owned or shared, and it stops at a cancel itself.
         let plan = Arc::new(plan::plan(recipe, options)?);
         let owned = Arc::new(recipe.clone());
-        let stat: SharedStat = {
-            let store = store.clone();
-            let stat =
-                crate::blocking::run(move || Ok::<_, KilnError>(StatCache::load(&store))).await?;
-            Arc::new(Mutex::new(stat))
-        };
+        let stat = SharedStat::of(store);
         let setting = overlap::Setting {
             store,
             engine,
