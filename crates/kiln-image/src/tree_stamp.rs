@@ -1,9 +1,10 @@
-//! A `rootfs:` folder's stamp: one sha256 over what a walk observes of each
+//! A `rootfs:` folder's stamp: a sha256 over what a walk observes of each
 //! entry, in walk order (in-image path, kind, permission bits, owner,
 //! symlink target, device numbers, and for a regular file its size, mtime,
-//! ctime, inode, device and link count). Everything a folder's layer key is
-//! made of is either in it as observed, or (a file's content) vouched for
-//! by the same stat the stat cache trusts, so one stamp stands for one key
+//! ctime, inode, device and link count), hashed in pieces (see below).
+//! Everything a folder's layer key is made of is either in it as observed,
+//! or (a file's content) vouched for by the same stat the stat cache
+//! trusts, so one stamp stands for one key
 //! and a warm build can find its key from the stamp alone: no record per
 //! entry, no stat cache lookups, no canonical JSON of thousands of records.
 //!
@@ -16,24 +17,31 @@
 //! [`rootfs_folder_stamp`] walks a folder for its stamp alone, on every
 //! core: folders at depth 3 are queued as the top of the tree is walked,
 //! and each is walked whole by whichever thread takes it next, into its own
-//! buffer; the buffers are hashed in walk order at the end, so the stamp
-//! does not depend on the threads. Children are stat-ed relative to their
-//! folder's descriptor, not by full path, and a folder is closed before the
-//! walk goes into its subfolders.
+//! buffer, which that thread hashes. The stamp is the sha256 of those
+//! pieces' digests in walk order: the runs of the top between two such
+//! folders, and each folder's descendants (empty for an empty folder), so
+//! it does not depend on the threads, and no thread hashes everything at
+//! the end. Children are stat-ed and subfolders opened relative to their
+//! folder's descriptor, not by full path (below a fixed depth a folder is
+//! closed before the walk goes into its subfolders, so that a deep tree
+//! holds few descriptors).
 //! [`rootfs_folder_walk`](crate::rootfs_folder_walk) gives the same stamp
-//! from the entries and metadata of its own walk.
+//! from the entries and metadata of its own walk, cut at the same places.
 
-use std::ffi::{CString, OsStr};
+use std::collections::VecDeque;
+use std::ffi::{CStr, CString, OsStr};
 use std::fs::Metadata;
+use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::mpsc::Sender;
+use std::sync::{Condvar, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{
-    AtFlags, CWD, Dir, FileType, Mode, OFlags, Statx, StatxFlags, makedev, openat, readlinkat,
+    AtFlags, CWD, FileType, Mode, OFlags, RawDir, Statx, StatxFlags, makedev, openat, readlinkat,
     statx,
 };
 use sha2::{Digest as _, Sha256};
@@ -46,7 +54,8 @@ use crate::{Digest, EntryKind, ImageError, LayerEntry};
 const RACY_NS: i128 = 2_000_000_000;
 
 /// The first bytes hashed: a stamp of another form never matches.
-const FORM: &[u8] = b"kiln tree stamp 1\n";
+/// 2: hashed in pieces, cut at the folders of [`SPLIT_DEPTH`].
+const FORM: &[u8] = b"kiln tree stamp 2\n";
 
 /// Folders this deep (the root's children are at depth 1) are walked whole
 /// by one thread each. On a Debian root that is about 140 pieces, the
@@ -71,42 +80,49 @@ pub struct TreeStamp {
 pub fn rootfs_folder_stamp(root: &Path) -> Result<TreeStamp, ImageError> {
     let started = now_ns();
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let (units, queue) = std::sync::mpsc::channel();
-    let queue = Mutex::new(queue);
-    // Each thread walks the units it takes off the queue, each whole.
-    let work = || {
-        let mut done = Vec::new();
+    let queue = Queue::default();
+    // Each thread walks the units it takes off the queue, each whole: the
+    // helpers from the first, the thread that walked the top from the last.
+    let work = |take: &dyn Fn() -> Option<Unit>| {
+        let (mut done, mut scratch) = (Vec::new(), Scratch::default());
         loop {
-            let next = queue.lock().map(|q| q.recv());
-            let Ok(Ok(Unit { index, host, path })) = next else {
+            let Some(Unit { index, host, path }) = take() else {
                 break done;
             };
             let mut records = Records::default();
             let mut path = path;
-            let walked = walk(&host, &mut path, SPLIT_DEPTH + 1, &mut records, &mut None);
-            done.push((index, walked.map(|()| records)));
+            let at = Opening::Path(&host);
+            let depth = SPLIT_DEPTH + 1;
+            let walked = walk(at, &mut path, depth, &mut records, &mut None, &mut scratch);
+            done.push((index, walked.map(|()| records.hashed())));
         }
     };
     let (top, split, mut done) = std::thread::scope(|scope| {
         // The helpers start on the first unit while this thread is still
         // walking the top of the tree for the others.
-        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let helpers: Vec<_> = (1..threads)
+            .map(|_| scope.spawn(|| work(&|| queue.first())))
+            .collect();
+        // Closed however this thread leaves the top (a panic included), so
+        // that no helper waits for ever.
+        let closing = Closing(&queue);
         let mut split = Split {
             pieces: Vec::new(),
-            units,
+            units: &queue,
         };
         let mut head = Records::default();
         let top = walk(
-            root,
+            Opening::Path(root),
             &mut String::new(),
             1,
             &mut head,
             &mut Some(&mut split),
+            &mut Scratch::default(),
         );
         split.pieces.push(head);
-        let Split { pieces, units } = split;
-        drop(units);
-        let mut done = work();
+        let pieces = split.pieces;
+        drop(closing);
+        let mut done = work(&|| queue.last());
         for helper in helpers {
             match helper.join() {
                 Ok(theirs) => done.extend(theirs),
@@ -121,8 +137,9 @@ pub fn rootfs_folder_stamp(root: &Path) -> Result<TreeStamp, ImageError> {
     let mut hasher = Sha256::new_with_prefix(FORM);
     let mut newest = i128::MIN;
     for (at, piece) in split.iter().enumerate() {
-        hasher.update(&piece.bytes);
-        newest = newest.max(piece.newest_ns);
+        let hashed = piece.hashed();
+        hasher.update(hashed.digest);
+        newest = newest.max(hashed.newest_ns);
         if piece.unit_follows {
             // Every unit queued was walked by a thread that returned.
             let Some((_, unit)) = done.next().filter(|(index, _)| *index == at) else {
@@ -132,7 +149,7 @@ pub fn rootfs_folder_stamp(root: &Path) -> Result<TreeStamp, ImageError> {
                 });
             };
             let unit = unit?;
-            hasher.update(&unit.bytes);
+            hasher.update(unit.digest);
             newest = newest.max(unit.newest_ns);
         }
     }
@@ -151,9 +168,23 @@ pub(crate) fn stamp_of_entries(
     files: &FileMetadata,
     started: i128,
 ) -> TreeStamp {
+    let mut hasher = Sha256::new_with_prefix(FORM);
     let mut records = Records::default();
-    let mut complete = true;
+    let (mut complete, mut newest) = (true, i128::MIN);
+    // Cut where the split walk cuts: after a folder at the split depth (its
+    // descendants are one piece), and before the first entry above it.
+    let mut in_unit = false;
+    let mut cut = |records: &mut Records| {
+        let piece = std::mem::take(records).hashed();
+        hasher.update(piece.digest);
+        newest = newest.max(piece.newest_ns);
+    };
     for e in entries {
+        let depth = e.path.bytes().filter(|b| *b == b'/').count();
+        if in_unit && depth <= SPLIT_DEPTH {
+            cut(&mut records);
+            in_unit = false;
+        }
         let seen = match &e.kind {
             EntryKind::Dir => Seen::Dir,
             EntryKind::File { source } => match files.get(source) {
@@ -173,12 +204,18 @@ pub(crate) fn stamp_of_entries(
             EntryKind::Fifo => Seen::Fifo,
         };
         records.push(&e.path, e.mode, e.uid, e.gid, &seen);
+        if !in_unit && depth == SPLIT_DEPTH && matches!(e.kind, EntryKind::Dir) {
+            cut(&mut records);
+            in_unit = true;
+        }
     }
-    let mut hasher = Sha256::new_with_prefix(FORM);
-    hasher.update(&records.bytes);
+    if in_unit {
+        cut(&mut records);
+    }
+    cut(&mut records);
     TreeStamp {
         digest: Digest::from_hasher(hasher),
-        settled: complete && records.newest_ns.saturating_add(RACY_NS) < started,
+        settled: complete && newest.saturating_add(RACY_NS) < started,
     }
 }
 
@@ -254,7 +291,22 @@ struct Records {
     unit_follows: bool,
 }
 
+/// A piece of the walk hashed: its digest, and the newest change among
+/// the regular files it holds.
+struct Hashed {
+    digest: [u8; 32],
+    newest_ns: i128,
+}
+
 impl Records {
+    /// The digest of the records, and their newest change.
+    fn hashed(&self) -> Hashed {
+        Hashed {
+            digest: Sha256::digest(&self.bytes).into(),
+            newest_ns: self.newest_ns,
+        }
+    }
+
     /// Append one entry's record: its path (NUL-terminated: a path holds no
     /// NUL), a kind byte, mode, owner and group, and what its kind adds
     /// (fixed widths, a target prefixed by its length).
@@ -302,11 +354,80 @@ impl Records {
 /// The top of a split walk: records in walk order, cut wherever a folder
 /// at [`SPLIT_DEPTH`] was queued as a [`Unit`] for any thread to walk
 /// whole (the run after the last cut is pushed by the caller).
-struct Split {
+struct Split<'q> {
     /// Finished runs of records; each has `unit_follows` set.
     pieces: Vec<Records>,
     /// Where the units go, numbered by how many pieces came before.
-    units: Sender<Unit>,
+    units: &'q Queue,
+}
+
+/// The units waiting to be walked, shared by the threads.
+#[derive(Default)]
+struct Queue {
+    waiting: Mutex<Waiting>,
+    ready: Condvar,
+}
+
+/// What a [`Queue`] holds.
+#[derive(Default)]
+struct Waiting {
+    units: VecDeque<Unit>,
+    /// Whether the top of the tree is walked: no unit comes any more.
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        // A thread that panicked holding the lock left a queue still whole.
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queue `unit` for the next thread free.
+    fn push(&self, unit: Unit) {
+        self.lock().units.push_back(unit);
+        self.ready.notify_one();
+    }
+
+    /// Say that no unit comes any more.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+
+    /// The first unit queued, waiting for one; `None` once the queue is
+    /// closed and empty.
+    fn first(&self) -> Option<Unit> {
+        let mut waiting = self.lock();
+        loop {
+            if let Some(unit) = waiting.units.pop_front() {
+                return Some(unit);
+            }
+            if waiting.closed {
+                return None;
+            }
+            waiting = self
+                .ready
+                .wait(waiting)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// The last unit queued, for the thread that walked the top, once the
+    /// queue is closed: working from both ends, the threads meet in the
+    /// middle, and a large folder late in walk order (`usr/share/zoneinfo`
+    /// is a fifth of a Debian root) is not left to one thread at the end.
+    fn last(&self) -> Option<Unit> {
+        self.lock().units.pop_back()
+    }
+}
+
+/// Closes its queue when dropped.
+struct Closing<'q>(&'q Queue);
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// A folder at [`SPLIT_DEPTH`], queued to be walked whole.
@@ -319,24 +440,77 @@ struct Unit {
     path: String,
 }
 
-/// Record what folder `dir` (at in-image `path`, whose children are at
-/// `depth`) holds into `out`, sorted by name at every level, descending
-/// into subfolders; with `split`, a subfolder at [`SPLIT_DEPTH`] is left to
-/// it as a unit instead. Each child is stat-ed and read (a symlink) relative
-/// to the open folder, which is closed before the walk goes down.
+/// How a folder is opened: by its full host path, or relative to its
+/// parent's descriptor (one lookup instead of one per component).
+#[derive(Clone, Copy)]
+enum Opening<'a> {
+    /// By its host path.
+    Path(&'a Path),
+    /// As `name` in the open folder `parent`; `host` is its host path.
+    Child {
+        parent: BorrowedFd<'a>,
+        name: &'a CStr,
+        host: &'a Path,
+    },
+}
+
+impl Opening<'_> {
+    /// The folder's host path, for errors and units.
+    fn host(&self) -> &Path {
+        match self {
+            Opening::Path(host) | Opening::Child { host, .. } => host,
+        }
+    }
+
+    /// Open the folder for reading its entries.
+    fn open(&self) -> Result<OwnedFd, ImageError> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        match *self {
+            Opening::Path(host) => openat(CWD, host, flags, Mode::empty()),
+            Opening::Child { parent, name, .. } => openat(parent, name, flags, Mode::empty()),
+        }
+        .map_err(|e| ImageError::io(self.host())(e.into()))
+    }
+}
+
+/// What each walking thread reuses from folder to folder: the buffer the
+/// kernel fills with a folder's entries.
+#[derive(Default)]
+struct Scratch {
+    entries: Vec<MaybeUninit<u8>>,
+}
+
+/// Bytes of entries read from the kernel at once: most folders fit whole.
+const ENTRIES_BUFFER: usize = 32 << 10;
+
+/// Record what the folder opened by `at` (at in-image `path`, whose
+/// children are at `depth`) holds into `out`, sorted by name at every
+/// level, descending into subfolders; with `split`, a subfolder at
+/// [`SPLIT_DEPTH`] is left to it as a unit instead. Each child is stat-ed
+/// and read (a symlink) relative to the open folder; a subfolder is opened
+/// relative to it too while the folder is nearer the root than
+/// [`HELD_DEPTH`], and by its full path below, the folder closed first: a
+/// walk holds a bounded number of descriptors, however deep the tree.
 fn walk(
-    dir: &Path,
+    at: Opening<'_>,
     path: &mut String,
     depth: usize,
     out: &mut Records,
     split: &mut Option<&mut Split>,
+    scratch: &mut Scratch,
 ) -> Result<(), ImageError> {
-    for (name, st, target) in read_folder(dir)? {
-        let Ok(name) = std::str::from_utf8(&name) else {
+    let (fd, listing) = read_folder(at, scratch)?;
+    let held = (depth < HELD_DEPTH).then_some(fd);
+    let dir = at.host();
+    for child in &listing.children {
+        let name_c = listing.name(child);
+        let name_bytes = name_c.to_bytes();
+        let Ok(name) = std::str::from_utf8(name_bytes) else {
             return Err(ImageError::NonUtf8Path {
-                path: dir.join(OsStr::from_bytes(&name)),
+                path: dir.join(OsStr::from_bytes(name_bytes)),
             });
         };
+        let st = &child.st;
         let before = path.len();
         path.push('/');
         path.push_str(name);
@@ -344,7 +518,7 @@ fn walk(
         match FileType::from_raw_mode(u32::from(st.stx_mode)) {
             FileType::Symlink => {
                 let host = || dir.join(name);
-                let target = target.ok_or_else(|| ImageError::Io {
+                let target = child.target.as_ref().ok_or_else(|| ImageError::Io {
                     path: host(),
                     source: std::io::Error::other("a symlink that was not read"),
                 })?;
@@ -367,16 +541,23 @@ fn walk(
                             host,
                             path: path.clone(),
                         };
-                        // The queue's receiver outlives the walk; were it
-                        // gone, the unit's records would be missing and the
-                        // stamp refused, not wrong.
-                        let _ = s.units.send(unit);
+                        s.units.push(unit);
                     }
-                    _ => walk(&host, path, depth + 1, out, split)?,
+                    _ => {
+                        let next = match &held {
+                            Some(parent) => Opening::Child {
+                                parent: parent.as_fd(),
+                                name: name_c,
+                                host: &host,
+                            },
+                            None => Opening::Path(&host),
+                        };
+                        walk(next, path, depth + 1, out, split, scratch)?;
+                    }
                 }
             }
             FileType::RegularFile => {
-                out.push(path, bits, uid, gid, &Seen::File(FileStat::of_statx(&st)));
+                out.push(path, bits, uid, gid, &Seen::File(FileStat::of_statx(st)));
             }
             kind @ (FileType::CharacterDevice | FileType::BlockDevice) => {
                 let rdev = makedev(st.stx_rdev_major, st.stx_rdev_minor);
@@ -400,46 +581,82 @@ fn walk(
     Ok(())
 }
 
-/// A child of a folder: its name, its `statx` (symlinks not followed), and
-/// a symlink's target.
-type Child = (Vec<u8>, Statx, Option<CString>);
+/// Folders whose children are nearer the root than this keep their
+/// descriptor open while their subfolders are walked (so that each is
+/// opened relative to it); deeper ones are closed first. A thread holds at
+/// most this many folders open.
+const HELD_DEPTH: usize = 16;
 
-/// What folder `dir` holds, sorted by name (bytes): each child stat-ed, and
+/// What a folder holds, sorted by name (bytes).
+struct Listing {
+    /// Every child's name, each followed by a NUL.
+    names: Vec<u8>,
+    /// The children, in order.
+    children: Vec<Child>,
+}
+
+/// A child of a folder: where its name is in [`Listing::names`] (NUL
+/// included), its `statx` (symlinks not followed), and a symlink's target.
+struct Child {
+    name: std::ops::Range<usize>,
+    st: Statx,
+    target: Option<CString>,
+}
+
+impl Listing {
+    /// The name of `child`.
+    fn name(&self, child: &Child) -> &CStr {
+        // Every range ends with the NUL pushed after the name.
+        CStr::from_bytes_with_nul(&self.names[child.name.clone()]).unwrap_or_default()
+    }
+}
+
+/// The folder opened by `at`, and what it holds: each child stat-ed, and
 /// each symlink read, relative to the folder's descriptor (no lookup of the
-/// full path, no `fstat` of the folder as `opendir` makes), the folder
-/// closed when this returns.
-fn read_folder(dir: &Path) -> Result<Vec<Child>, ImageError> {
+/// full path, no `fstat` of the folder as `opendir` makes).
+fn read_folder(at: Opening<'_>, scratch: &mut Scratch) -> Result<(OwnedFd, Listing), ImageError> {
+    let dir = at.host();
     let io = |path: PathBuf| move |e: rustix::io::Errno| ImageError::io(path)(e.into());
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let fd = openat(CWD, dir, flags, Mode::empty()).map_err(io(dir.to_path_buf()))?;
-    let mut listing = Dir::new(fd).map_err(io(dir.to_path_buf()))?;
+    let fd = at.open()?;
+    if scratch.entries.len() < ENTRIES_BUFFER {
+        scratch
+            .entries
+            .resize(ENTRIES_BUFFER, MaybeUninit::uninit());
+    }
     let mut names = Vec::new();
-    for entry in &mut listing {
+    let mut spans = Vec::new();
+    let mut entries = RawDir::new(&fd, &mut scratch.entries);
+    while let Some(entry) = entries.next() {
         let entry = entry.map_err(io(dir.to_path_buf()))?;
-        let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            names.push(name.to_vec());
+        let name = entry.file_name().to_bytes_with_nul();
+        if name != b".\0" && name != b"..\0" {
+            spans.push(names.len()..names.len() + name.len());
+            names.extend_from_slice(name);
         }
     }
-    names.sort_unstable();
-    let fd = listing.fd().map_err(io(dir.to_path_buf()))?;
-    let mut children = Vec::with_capacity(names.len());
-    for name in names {
-        let host = || dir.join(OsStr::from_bytes(&name));
+    spans.sort_unstable_by(|a: &std::ops::Range<usize>, b| names[a.clone()].cmp(&names[b.clone()]));
+    let mut children = Vec::with_capacity(spans.len());
+    for span in spans {
+        let name = CStr::from_bytes_with_nul(&names[span.clone()]).unwrap_or_default();
+        let host = || dir.join(OsStr::from_bytes(name.to_bytes()));
         let st = statx(
-            fd,
-            name.as_slice(),
+            &fd,
+            name,
             AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_SYNC_AS_STAT,
             StatxFlags::BASIC_STATS,
         )
         .map_err(|e| io(host())(e))?;
         let symlink = FileType::from_raw_mode(u32::from(st.stx_mode)) == FileType::Symlink;
         let target = if symlink {
-            Some(readlinkat(fd, name.as_slice(), Vec::new()).map_err(|e| io(host())(e))?)
+            Some(readlinkat(&fd, name, Vec::new()).map_err(|e| io(host())(e))?)
         } else {
             None
         };
-        children.push((name, st, target));
+        children.push(Child {
+            name: span,
+            st,
+            target,
+        });
     }
-    Ok(children)
+    Ok((fd, Listing { names, children }))
 }

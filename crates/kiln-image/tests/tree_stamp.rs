@@ -11,9 +11,20 @@ use std::process::Command;
 use kiln_image::{ImageError, rootfs_folder_stamp, rootfs_folder_walk};
 
 /// A tree with every kind of entry, several of them below the depth where
-/// the lean walk splits (`a/b/c/...`), and folders of one level only.
+/// the lean walk splits (`a/b/c/...`), and folders of one level only; at
+/// that depth, empty folders (one of them last of all) and a file between
+/// folders.
 fn tree(root: &Path) {
-    for dir in ["etc", "dev", "a/b/c/d/e", "a/b/f", "a/g", "usr/share/doc/x"] {
+    for dir in [
+        "etc",
+        "dev",
+        "a/b/c/d/e",
+        "a/b/empty",
+        "a/b/f",
+        "a/g",
+        "usr/share/doc/x",
+        "usr/share/zz",
+    ] {
         std::fs::create_dir_all(root.join(dir)).expect("mkdir");
     }
     let files = [
@@ -21,6 +32,7 @@ fn tree(root: &Path) {
         "a/b/c/one",
         "a/b/c/d/e/deep",
         "a/b/f/two",
+        "a/b/e-file",
         "usr/share/doc/x/copyright",
         "top",
     ];
