@@ -65,7 +65,7 @@ pub(super) struct Part {
 }
 
 /// What a [`Part`] is made of.
-pub(super) enum PartKind {
+enum PartKind {
     /// A file layer's contents.
     Files(Contents),
     /// A run layer: its key rests on its definition alone.
