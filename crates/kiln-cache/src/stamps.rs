@@ -77,11 +77,7 @@ pub fn remember(
 
 /// Where `store` remembers `folder`'s key.
 fn file(store: &Store, folder: &Path) -> PathBuf {
-    store
-        .bookkeeping_dir()
-        .join("cache")
-        .join("stamps")
-        .join(format!("{}.json", folder_name(folder)))
+    folder_file(store, folder, "json")
 }
 
 /// The name of `folder`'s files in `kiln/cache/stamps`: the sha256 of its
@@ -90,6 +86,16 @@ pub(crate) fn folder_name(folder: &Path) -> String {
     Digest::of(folder.as_os_str().as_encoded_bytes())
         .hex()
         .to_owned()
+}
+
+/// `folder`'s file with `extension` in `store`'s `kiln/cache/stamps`: its
+/// remembered key (`json`) or its own stat cache (`stat.bin`).
+pub(crate) fn folder_file(store: &Store, folder: &Path, extension: &str) -> PathBuf {
+    store
+        .bookkeeping_dir()
+        .join("cache")
+        .join("stamps")
+        .join(format!("{}.{extension}", folder_name(folder)))
 }
 
 #[cfg(test)]

@@ -113,13 +113,9 @@ impl StatCache {
     /// read when the folder's remembered key does not serve (see
     /// [`crate::stamps`]).
     pub fn load_for_folder(store: &Store, folder: &Path) -> StatCache {
-        let name = crate::stamps::folder_name(folder);
-        let file = store
-            .bookkeeping_dir()
-            .join("cache")
-            .join("stamps")
-            .join(format!("{name}.stat.bin"));
-        StatCache::load_file(store, file, format!("stat-cache-{name}"))
+        let file = crate::stamps::folder_file(store, folder, "stat.bin");
+        let section = format!("stat-cache-{}", crate::stamps::folder_name(folder));
+        StatCache::load_file(store, file, section)
     }
 
     fn load_file(store: &Store, file: PathBuf, section: String) -> StatCache {
