@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::descriptor::{Index, is_index};
 use crate::digest::HashWriter;
-use crate::durable::{commit, staging_file, write_atomic, write_atomic_if_changed};
+use crate::durable::{commit, commit_file, staging_file, write_atomic, write_atomic_if_changed};
 use crate::lock::Sweep;
 use crate::{Cancel, Descriptor, Digest, ImageError, to_canonical_json};
 
@@ -98,6 +98,12 @@ impl Staged {
     /// Move the finished content into place as blob `digest`.
     pub(crate) fn commit(self, store: &Store, digest: &Digest) -> Result<(), ImageError> {
         commit(self.tmp, &store.blob_path(digest))
+    }
+
+    /// [`Staged::commit`] without flushing the blobs folder: the caller
+    /// flushes it once after several blobs, before anything names them.
+    fn commit_unflushed_folder(self, store: &Store, digest: &Digest) -> Result<(), ImageError> {
+        commit_file(self.tmp, &store.blob_path(digest))
     }
 }
 
@@ -232,7 +238,7 @@ impl Store {
         let staged = self.stage()?;
         let mut w = staged.file();
         w.write_all(bytes).map_err(ImageError::io(staged.path()))?;
-        crate::durable::commit_file(staged.tmp, &self.blob_path(digest))?;
+        staged.commit_unflushed_folder(self, digest)?;
         Ok(true)
     }
 
