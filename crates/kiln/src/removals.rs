@@ -27,6 +27,12 @@ use crate::KilnError;
 /// One removal: the engine's work, to be awaited beside the build.
 pub(crate) type Removal<'a> = BoxFuture<'a, Result<(), KilnError>>;
 
+/// The removal of what was never made (a container whose creation
+/// failed): nothing to do.
+pub(crate) fn nothing<'a>() -> Removal<'a> {
+    Box::pin(async { Ok(()) })
+}
+
 /// Where a build hands its removals (see the module's doc).
 pub(crate) struct Removals<'a> {
     sender: mpsc::UnboundedSender<Removal<'a>>,

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use crate::KilnError;
 use crate::engine_images::load_into_engine;
 use crate::mount_points;
-use crate::removals::{Removal, Removals};
+use crate::removals::{self, Removal, Removals};
 use crate::secret::{self, SecretValue};
 
 /// Paths the engine itself puts into every container (mount points for its
@@ -422,7 +422,7 @@ impl<'e> Step<'_, 'e> {
         } else {
             match SecretFiles::write(self.secrets) {
                 Ok(files) => Some(files),
-                Err(e) => return (Err(e), Box::pin(async { Ok(()) })),
+                Err(e) => return (Err(e), removals::nothing()),
             }
         };
         run_in_container(self, secret_files).await
@@ -471,7 +471,7 @@ async fn run_in_container<'e>(
     };
     let id = match engine.create_container(&container).await {
         Ok(id) => id,
-        Err(e) => return (Err(e.into()), Box::pin(async { Ok(()) })),
+        Err(e) => return (Err(e.into()), removals::nothing()),
     };
     let mounted = secret_files.is_some();
     // A secret of several lines cut by the engine's line limit would leave
