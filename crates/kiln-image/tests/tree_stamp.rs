@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use kiln_image::{ImageError, rootfs_folder_stamp, rootfs_folder_walk};
+use kiln_testkit::run_ok;
 
 /// A tree with every kind of entry, several of them below the depth where
 /// the lean walk splits (`a/b/c/...`), and folders of one level only; at
@@ -47,18 +48,17 @@ fn tree(root: &Path) {
     symlink("../one", root.join("a/b/c/d/up")).expect("symlink");
     symlink("/etc/os-release", root.join("usr/share/doc/x/abs")).expect("symlink");
     std::fs::hard_link(root.join("a/b/c/one"), root.join("a/b/c/d/e/linked")).expect("link");
-    run(Command::new("mknod")
-        .arg(root.join("dev/null"))
-        .args(["c", "1", "3"]));
-    run(Command::new("mknod")
-        .arg(root.join("a/b/c/d/loop0"))
-        .args(["b", "7", "0"]));
-    run(Command::new("mkfifo").arg(root.join("a/b/c/d/e/fifo")));
-}
-
-fn run(cmd: &mut Command) {
-    let status = cmd.status().expect("spawn");
-    assert!(status.success(), "{cmd:?}: {status}");
+    run_ok(
+        Command::new("mknod")
+            .arg(root.join("dev/null"))
+            .args(["c", "1", "3"]),
+    );
+    run_ok(
+        Command::new("mknod")
+            .arg(root.join("a/b/c/d/loop0"))
+            .args(["b", "7", "0"]),
+    );
+    run_ok(Command::new("mkfifo").arg(root.join("a/b/c/d/e/fifo")));
 }
 
 #[test]
@@ -106,9 +106,11 @@ fn the_stamp_moves_with_everything_a_key_is_made_of() {
         }),
         ("a device's numbers", |r| {
             std::fs::remove_file(r.join("dev/null")).expect("rm");
-            run(Command::new("mknod")
-                .arg(r.join("dev/null"))
-                .args(["c", "1", "5"]));
+            run_ok(
+                Command::new("mknod")
+                    .arg(r.join("dev/null"))
+                    .args(["c", "1", "5"]),
+            );
         }),
         ("a hard link broken", |r| {
             std::fs::remove_file(r.join("a/b/c/d/e/linked")).expect("rm");

@@ -5,7 +5,8 @@
 //! ([`htpasswd`]), a docker credential helper ([`credential_helper`]), the
 //! rule for a missing outside tool ([`required`]), and the bytes the
 //! process has read, which cancellation tests measure by
-//! ([`bytes_read`], [`once_read`]).
+//! ([`bytes_read`], [`once_read`]), and a fixture tool run that must
+//! succeed ([`run_ok`]).
 //!
 //! A dev-dependency only: no product crate depends on it
 //! (ARCHITECTURE.md). Every helper panics on what a test cannot go on
@@ -43,6 +44,13 @@ pub fn credential_helper(dir: &Path, name: &str, username: &str, secret: &str) -
         dir.display(),
         std::env::var("PATH").unwrap_or_default()
     )
+}
+
+/// Run `cmd` (a tool a test builds its fixture with: mknod, mkfifo...) and
+/// fail the test unless it succeeds.
+pub fn run_ok(cmd: &mut Command) {
+    let status = cmd.status().expect("spawn");
+    assert!(status.success(), "{cmd:?}: {status}");
 }
 
 /// Whether tests must fail, not skip, when a real part (the engine, the

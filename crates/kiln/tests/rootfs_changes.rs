@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use kiln::{Digest, Store};
+use kiln_testkit::run_ok;
 
 mod support;
 
@@ -45,11 +46,6 @@ fn base_digest(store: &Store, ctx: &Path, root: &Path) -> Digest {
 fn chmod(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-}
-
-fn run(cmd: &mut Command) {
-    let status = cmd.status().expect("spawn");
-    assert!(status.success(), "{cmd:?}: {status}");
 }
 
 #[test]
@@ -108,9 +104,11 @@ fn every_kind_of_change_to_a_rootfs_folder_gives_a_new_base() {
     expect_new("a symlink back, to another target");
 
     std::fs::remove_file(root.join("dev/null")).expect("rm");
-    run(Command::new("mknod")
-        .arg(root.join("dev/null"))
-        .args(["c", "1", "5"]));
+    run_ok(
+        Command::new("mknod")
+            .arg(root.join("dev/null"))
+            .args(["c", "1", "5"]),
+    );
     expect_new("a device node's numbers changed");
 
     // b.so becomes a hard link of a.so: same content, mode, owner, but a
@@ -144,9 +142,11 @@ fn small_tree(root: &Path) {
     write_old(&root.join("usr/lib/b.so"), "same bytes\n");
     write_old(&root.join("usr/lib/deep/er/c.so"), "deep\n");
     std::os::unix::fs::symlink("tool", root.join("bin/alias")).expect("symlink");
-    run(Command::new("mknod")
-        .arg(root.join("dev/null"))
-        .args(["c", "1", "3"]));
+    run_ok(
+        Command::new("mknod")
+            .arg(root.join("dev/null"))
+            .args(["c", "1", "3"]),
+    );
 }
 
 /// A `rootfs:` folder whose files all last changed (mtime and ctime) more
@@ -218,9 +218,11 @@ fn a_remembered_folder_still_sees_every_kind_of_change() {
             "a device node's numbers",
             |r| {
                 std::fs::remove_file(r.join("dev/null")).expect("rm");
-                run(Command::new("mknod")
-                    .arg(r.join("dev/null"))
-                    .args(["c", "1", "5"]));
+                run_ok(
+                    Command::new("mknod")
+                        .arg(r.join("dev/null"))
+                        .args(["c", "1", "5"]),
+                );
             },
             true,
         ),
