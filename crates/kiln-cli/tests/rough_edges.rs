@@ -197,8 +197,9 @@ fn images_shows_sizes_for_people_and_bytes_in_json() {
 }
 
 /// A `rootfs:` folder nested deeper than the process may open files is
-/// walked (no folder is held open per level), both the first time and once
-/// its key is remembered under its stamp (the walk for the stamp alone).
+/// walked (no folder is held open per level below a fixed depth), both the
+/// first time and once its key is remembered under its stamp (the walk for
+/// the stamp alone).
 #[test]
 fn a_rootfs_folder_deeper_than_the_open_file_limit_still_builds() {
     let tmp = tempfile::tempdir().expect("tempdir");

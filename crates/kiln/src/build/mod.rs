@@ -1,7 +1,8 @@
 //! Build one recipe into the store, as a pipeline of named stages, each in
 //! its own module; [`build_one`] shows their order:
 //!
-//! 1. [`base`]: resolve the base into the store;
+//! 1. [`base`]: resolve the base into the store (a `docker-daemon:` base
+//!    not stored yet beside the first run layer, [`overlap`]);
 //! 2. [`plan`]: the facts every stage shares (epoch, config, tags, secrets);
 //! 3. [`snapshot`]: every layer's inputs and cache key (file layers'
 //!    contents are read while the base resolves, and [`early_writes`]
