@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use flate2::Crc;
+use crc32fast::Hasher;
 
 use crate::block::Compressed;
 
@@ -14,7 +14,7 @@ pub(crate) struct Member<W> {
     inner: Option<W>,
     header: [u8; 10],
     header_written: bool,
-    crc: Crc,
+    crc: Hasher,
     size: u64,
 }
 
@@ -24,7 +24,7 @@ impl<W: Write> Member<W> {
             inner: Some(inner),
             header: header(level),
             header_written: false,
-            crc: Crc::new(),
+            crc: Hasher::new(),
             size: 0,
         }
     }
@@ -53,7 +53,7 @@ impl<W: Write> Member<W> {
         self.write_header_once()?;
         self.writer()?.write_all(&block.deflate)?;
         self.crc.combine(&block.crc);
-        self.size += u64::from(block.crc.amount());
+        self.size += block.len;
         Ok(())
     }
 
@@ -66,7 +66,7 @@ impl<W: Write> Member<W> {
     pub(crate) fn finish(&mut self) -> io::Result<()> {
         self.write_header_once()?;
         let mut trailer = [0u8; 8];
-        trailer[..4].copy_from_slice(&self.crc.sum().to_le_bytes());
+        trailer[..4].copy_from_slice(&self.crc.clone().finalize().to_le_bytes());
         // ISIZE is the input length modulo 2^32 (RFC 1952): truncation meant.
         trailer[4..].copy_from_slice(&(self.size as u32).to_le_bytes());
         let writer = self.writer()?;
