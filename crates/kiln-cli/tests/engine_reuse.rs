@@ -27,14 +27,26 @@ fn now() -> String {
 
 /// `ACTION ID` of every image event of the engine since `since`.
 fn image_events(since: &str) -> Vec<String> {
+    events(since, &["type=image"], "{{.Action}} {{.Actor.ID}}")
+}
+
+/// The image each container created since `since` was created from, as the
+/// engine's event log names it (kiln gives an id or a name).
+fn containers_created_from(since: &str) -> Vec<String> {
+    events(
+        since,
+        &["type=container", "event=create"],
+        "{{.Actor.Attributes.image}}",
+    )
+}
+
+/// The engine's events since `since` that pass every filter of
+/// `filters`, one line each as `format` writes it.
+fn events(since: &str, filters: &[&str], format: &str) -> Vec<String> {
     let out = Command::new("docker")
         .args(["events", "--since", since, "--until", &now()])
-        .args([
-            "--filter",
-            "type=image",
-            "--format",
-            "{{.Action}} {{.Actor.ID}}",
-        ])
+        .args(filters.iter().flat_map(|f| ["--filter", f]))
+        .args(["--format", format])
         .output()
         .expect("docker events");
     assert!(out.status.success(), "docker events failed");
@@ -54,15 +66,20 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// Import a busybox root holding `/version` = `version` into the engine as
-/// `tag`; its image id.
-fn import_base(dir: &Path, tag: &str, version: &str) -> String {
-    let root = dir.join(format!("root-{version}"));
+/// A busybox root at `root` holding `/version` = `version`.
+fn busybox_root(root: &Path, version: &str) {
     std::fs::create_dir_all(root.join("bin")).expect("mkdir");
     std::fs::copy("/bin/busybox", root.join("bin/busybox"))
         .expect("/bin/busybox (busybox-static) is needed");
     std::os::unix::fs::symlink("busybox", root.join("bin/sh")).expect("symlink");
     write(&root.join("version"), &format!("{version}\n"));
+}
+
+/// Import a busybox root holding `/version` = `version` into the engine as
+/// `tag`; its image id.
+fn import_base(dir: &Path, tag: &str, version: &str) -> String {
+    let root = dir.join(format!("root-{version}"));
+    busybox_root(&root, version);
     let status = Command::new("bash")
         .arg("-c")
         .arg(format!(
@@ -204,6 +221,11 @@ contains = "path=/bin"
 /// layer runs `run`, then a files layer, and `checks` (TOML); the folder,
 /// as kiln takes it.
 fn recipe_on(dir: &Path, name: &str, base_tag: &str, run: &str, checks: &str) -> String {
+    recipe_with_base(dir, name, &format!("docker-daemon:{base_tag}"), run, checks)
+}
+
+/// [`recipe_on`] with the base `base` (any base reference).
+fn recipe_with_base(dir: &Path, name: &str, base: &str, run: &str, checks: &str) -> String {
     write(&dir.join("site/index.txt"), "hello\n");
     write(
         &dir.join("kiln.toml"),
@@ -212,7 +234,7 @@ fn recipe_on(dir: &Path, name: &str, base_tag: &str, run: &str, checks: &str) ->
 [image]
 name = "{name}"
 version = "1.0.0"
-base = "docker-daemon:{base_tag}"
+base = "{base}"
 epoch = 1700000000
 
 [config]
@@ -324,4 +346,125 @@ async fn a_first_step_runs_while_its_base_is_imported_and_its_key_comes_after() 
     assert_eq!(containers_of(&base_id), "", "a container was left behind");
 
     let _ = Command::new("docker").args(["rmi", &base_tag]).output();
+}
+
+/// A busybox root holding `/version` = `version`, its files dated an hour
+/// back (so that the folder's stamp is settled and may name an image).
+fn rootfs_folder(root: &Path, version: &str) {
+    busybox_root(root, version);
+    for file in ["bin/busybox", "version"] {
+        std::fs::File::options()
+            .write(true)
+            .open(root.join(file))
+            .and_then(|f| {
+                f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+            })
+            .expect("set mtime");
+    }
+}
+
+// A `rootfs:` folder new to the store (an empty store) whose base an
+// earlier build of the store's namespace gave the engine: the first step
+// runs on the engine's image, found by the name the folder's stamp gives
+// it, while the folder is imported (docs/benchmarks.md, session 7). A name
+// that leads to another image is noticed: the step runs again on the base
+// imported, and the name moves to it. gc takes the name with the rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rootfs_folder_new_to_the_store_runs_its_first_step_on_the_image_the_engine_holds() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let root = tmp.path().join("root");
+    rootfs_folder(&root, "v1");
+    let recipe = recipe_with_base(
+        &tmp.path().join("image"),
+        "earlyrootfs",
+        &format!("rootfs:{}", root.display()),
+        "cat /version > /built",
+        r#"
+[[check]]
+name = "the step saw its base"
+file = "/built"
+contains = "v1"
+"#,
+    );
+    let recipe = recipe.as_str();
+    let store = tmp.path().join("store");
+    let _cleanup = support::EngineCleanup(store.clone());
+    // A stamp is settled once every file's ctime, which cannot be set back,
+    // is two seconds old: only then may it name an image.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let rootfs_names = || -> Vec<String> {
+        support::engine_names(&store)
+            .into_iter()
+            .filter(|n| n.contains("/rootfs:"))
+            .collect()
+    };
+
+    // The first build imports the folder first, then gives the engine its
+    // base under the folder's name.
+    let first = json(&ok(kiln(&store, &["build", recipe, "--json"])));
+    let digest = first["images"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+    let named = rootfs_names();
+    assert_eq!(named.len(), 1, "{:?}", support::engine_names(&store));
+    let name = named[0].clone();
+    let namespace = support::engine_namespace(&store);
+    let base_id = docker(&["image", "inspect", &name, "--format", "{{.Id}}"]);
+
+    // The store is emptied: the step runs on the engine's image, by id,
+    // once, and the image is the same byte for byte.
+    std::fs::remove_dir_all(&store).expect("empty the store");
+    let since = now();
+    let again = json(&ok(kiln(&store, &["build", recipe, "--json"])));
+    assert_eq!(again["images"][0]["digest"].as_str(), Some(digest.as_str()));
+    assert_eq!(
+        support::layers(&again),
+        [("setup".to_owned(), false), ("site".to_owned(), false)]
+    );
+    let ours = |images: Vec<String>, other: &str| -> Vec<String> {
+        // Other tests run beside this one: only this store's containers.
+        images
+            .into_iter()
+            .filter(|i| *i == base_id || i == other || i.starts_with(&namespace))
+            .collect()
+    };
+    assert_eq!(
+        ours(containers_created_from(&since), ""),
+        std::slice::from_ref(&base_id)
+    );
+    let report = json(&ok(kiln(&store, &["test", "earlyrootfs:1.0.0", "--json"])));
+    assert_eq!(report["passed"], Value::Bool(true), "{report:#}");
+
+    // The name is moved to another image: the step runs on it, is found
+    // to have run on something else than the base imported, and runs again
+    // on the base; the image is still the same, and the name is back.
+    let unique = format!("{}-{}", std::process::id(), now().replace('.', ""));
+    let other_tag = format!("kiln-test/early-rootfs-other:{unique}");
+    let other_id = import_base(tmp.path(), &other_tag, "v2");
+    docker(&["tag", &other_tag, &name]);
+    std::fs::remove_dir_all(&store).expect("empty the store");
+    let since = now();
+    let misled = json(&ok(kiln(&store, &["build", recipe, "--json"])));
+    assert_eq!(
+        misled["images"][0]["digest"].as_str(),
+        Some(digest.as_str())
+    );
+    let created = ours(containers_created_from(&since), &other_id);
+    assert_eq!(created.len(), 2, "{created:?}");
+    assert_eq!(created[0], other_id, "{created:?}");
+    assert_eq!(
+        docker(&["image", "inspect", &name, "--format", "{{.Id}}"]),
+        base_id
+    );
+    let _ = Command::new("docker").args(["rmi", &other_tag]).output();
+
+    // gc removes the name with the rest of the store's names.
+    let gc = json(&ok(kiln(&store, &["gc", "--json"])));
+    let removed = gc["engine_removed"].to_string();
+    assert!(removed.contains(&name), "{gc:#}");
+    assert_eq!(support::engine_names(&store), Vec::<String>::new());
 }
