@@ -12,7 +12,12 @@ use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use support::{engine, json, kiln, ok};
+use support::{engine, json, kiln, kiln_with_env, ok};
+
+/// The environment that makes kiln read a `docker-daemon:` base with
+/// `docker save`, as it does when it cannot read where the engine keeps
+/// the image (and run layers' changes from the engine's export).
+const SAVED: (&str, &str) = ("KILN_RUN_LAYER_CAPTURE", "export");
 
 fn write(path: &Path, content: &str) {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
@@ -129,11 +134,13 @@ contains = "path=/bin"
     let base_digest = first["images"][0]["base"]["digest"].clone();
 
     // Built again from scratch: the same bytes, and the base is not read
-    // out of the engine again (no `save` of its id).
+    // out of the engine again (no `save` of its id; saving is how a base is
+    // read when kiln is not to read the engine's folders).
     let since = now();
-    let again = json(&ok(kiln(
+    let again = json(&ok(kiln_with_env(
         &store,
         &["build", &recipe, "--json", "--no-cache"],
+        &[SAVED],
     )));
     assert_eq!(again["images"][0]["digest"].as_str(), Some(digest.as_str()));
     let saves: Vec<String> = image_events(&since)
@@ -142,15 +149,33 @@ contains = "path=/bin"
         .collect();
     assert!(saves.is_empty(), "the base was saved again: {saves:?}");
 
-    // A fresh store reads the base out of the engine anew (save and
-    // import) and runs the run layer on it: the same image, byte for byte,
-    // as the one built on the base found by engine id.
+    // A fresh store reads the base out of the engine anew and runs the run
+    // layer on it: the same image, byte for byte, as the one built on the
+    // base found by engine id, whether the base's layers were read where
+    // the engine keeps them (no save) or saved.
+    let since = now();
     let fresh = json(&ok(kiln(
         &tmp.path().join("fresh-store"),
         &["build", &recipe, "--json"],
     )));
     assert_eq!(fresh["images"][0]["digest"].as_str(), Some(digest.as_str()));
     assert_eq!(fresh["images"][0]["base"]["digest"], base_digest);
+    let saved_since = |since: &str| {
+        image_events(since)
+            .into_iter()
+            .filter(|e| e.starts_with("save") && e.contains(&base_v1))
+            .count()
+    };
+    assert_eq!(saved_since(&since), 0, "read where the engine keeps it");
+    let since = now();
+    let saved = json(&ok(kiln_with_env(
+        &tmp.path().join("saved-store"),
+        &["build", &recipe, "--json"],
+        &[SAVED],
+    )));
+    assert_eq!(saved["images"][0]["digest"].as_str(), Some(digest.as_str()));
+    assert_eq!(saved["images"][0]["base"]["digest"], base_digest);
+    assert_eq!(saved_since(&since), 1, "saved");
 
     // Tested: loaded under a name of the run's own, gone afterwards.
     let report = json(&ok(kiln(
@@ -172,6 +197,47 @@ contains = "path=/bin"
         ],
     ));
     let image_id = docker(&["image", "inspect", &tag, "--format", "{{.Id}}"]);
+
+    // That image, of three layers, as the base of another recipe: read
+    // where the engine keeps it (each layer found by its chain id), it is
+    // the same base as saved.
+    let child = recipe_on(
+        &tmp.path().join("child"),
+        "speedchild",
+        &tag,
+        "cat /built > /child",
+        "",
+    );
+    let since = now();
+    let read = json(&ok(kiln(
+        &tmp.path().join("child-store"),
+        &["build", &child, "--json"],
+    )));
+    let image_saves = |since: &str| {
+        image_events(since)
+            .into_iter()
+            .filter(|e| e.starts_with("save") && e.contains(&image_id))
+            .count()
+    };
+    assert_eq!(image_saves(&since), 0);
+    let since = now();
+    let saved = json(&ok(kiln_with_env(
+        &tmp.path().join("child-saved-store"),
+        &["build", &child, "--json"],
+        &[SAVED],
+    )));
+    assert_eq!(image_saves(&since), 1);
+    assert_eq!(read["images"][0]["base"], saved["images"][0]["base"]);
+    assert_eq!(read["images"][0]["digest"], saved["images"][0]["digest"]);
+    let layers = docker(&[
+        "image",
+        "inspect",
+        &tag,
+        "--format",
+        "{{len .RootFS.Layers}}",
+    ]);
+    assert_eq!(layers, "3");
+
     let since = now();
     let report = json(&ok(kiln(
         &store,
@@ -306,14 +372,11 @@ async fn a_first_step_runs_while_its_base_is_imported_and_its_key_comes_after() 
     // read out of the engine again and the step runs early again, but its
     // key (made once the base is imported) finds the cache entry, which is
     // taken, as without the early run.
-    std::fs::remove_dir_all(store.join("kiln/engine/bases")).expect("forget the base");
-    let since = now();
+    let bases = store.join("kiln/engine/bases");
+    std::fs::remove_dir_all(&bases).expect("forget the base");
     let again = json(&ok(kiln(&store, &["build", &recipe, "--json"])));
-    let saves = image_events(&since)
-        .into_iter()
-        .filter(|e| e.starts_with("save") && e.contains(&base_id))
-        .count();
-    assert_eq!(saves, 1, "the base was to be imported again");
+    let recorded = bases.join(base_id.trim_start_matches("sha256:"));
+    assert!(recorded.exists(), "the base was to be imported again");
     assert_eq!(again["images"][0]["digest"].as_str(), Some(digest));
     assert_eq!(
         support::layers(&again),

@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::archive::{self, FirstEntry};
 use crate::engine::{
     Archive, Change, ChangeKind, ContainerId, ContainerSpec, ContainerState, Engine, ExecOutput,
-    ImageConfig, NewFile, OverlayDirs, PathInfo,
+    ImageConfig, ImageOnDisk, LayerOnDisk, NewFile, OverlayDirs, PathInfo,
 };
 use crate::error::EngineError;
 
@@ -862,6 +862,42 @@ impl Engine for Docker {
         Ok((readable && absolute).then_some(OverlayDirs { upper, lowers }))
     }
 
+    async fn image_on_disk(&self, image: &str) -> Result<Option<ImageOnDisk>, EngineError> {
+        // A folder named by a remote engine is not on this host.
+        if !self.upper_dir_reads || !self.endpoint.starts_with("unix://") {
+            return Ok(None);
+        }
+        let inspect = self
+            .client
+            .inspect_image(image)
+            .await
+            .map_err(|e| self.fail("inspect", &format!("image {image}"), e))?;
+        let (Some(id), Some(driver), Some(root_fs)) =
+            (inspect.id, inspect.graph_driver, inspect.root_fs)
+        else {
+            return Ok(None);
+        };
+        if driver.name != "overlay2" {
+            return Ok(None);
+        }
+        // overlay2's folders, top first: the top layer's, then the rest.
+        let mut folders: Vec<PathBuf> = driver
+            .data
+            .get("UpperDir")
+            .into_iter()
+            .chain(driver.data.get("LowerDir"))
+            .flat_map(|d| d.split(':'))
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        folders.reverse();
+        let diff_ids = root_fs.layers.unwrap_or_default();
+        if diff_ids.is_empty() || folders.len() != diff_ids.len() {
+            return Ok(None);
+        }
+        Ok(overlay2_image(&id, &diff_ids, folders).await)
+    }
+
     async fn save_image(
         &self,
         image: &str,
@@ -887,6 +923,68 @@ impl Engine for Docker {
         }
         Ok(sent)
     }
+}
+
+/// The image `id` whose layers (diff_ids `diff_ids`, bottom first) have
+/// their files in `folders` (`<root>/overlay2/<cache-id>/diff`, bottom
+/// first), as Docker's overlay2 data root lays it out: the config under
+/// `image/overlay2/imagedb/content`, and each layer's record under
+/// `image/overlay2/layerdb/sha256/<chain id>`, whose `cache-id` names its
+/// folder. `None` when anything is laid out otherwise or not readable.
+async fn overlay2_image(
+    id: &str,
+    diff_ids: &[String],
+    folders: Vec<PathBuf>,
+) -> Option<ImageOnDisk> {
+    let (root, _) = under_overlay2(folders.first()?)?;
+    let images = root.join("image/overlay2");
+    let config = images
+        .join("imagedb/content/sha256")
+        .join(id.strip_prefix("sha256:")?);
+    tokio::fs::metadata(&config).await.ok()?;
+    let mut layers = Vec::with_capacity(diff_ids.len());
+    let mut chain: Option<String> = None;
+    for (diff_id, files) in diff_ids.iter().zip(folders) {
+        let chain_id = match &chain {
+            None => diff_id.clone(),
+            Some(below) => {
+                use sha2::Digest as _;
+                let digest = sha2::Sha256::digest(format!("{below} {diff_id}").as_bytes());
+                format!("sha256:{}", hex::encode(digest))
+            }
+        };
+        let record = images
+            .join("layerdb/sha256")
+            .join(chain_id.strip_prefix("sha256:")?);
+        let cache_id = tokio::fs::read_to_string(record.join("cache-id"))
+            .await
+            .ok()?;
+        let (_, folder_id) = under_overlay2(&files)?;
+        if folder_id != cache_id.trim() {
+            return None;
+        }
+        layers.push(LayerOnDisk {
+            diff_id: diff_id.clone(),
+            files,
+            tar_split: record.join("tar-split.json.gz"),
+        });
+        chain = Some(chain_id);
+    }
+    Some(ImageOnDisk {
+        id: id.to_owned(),
+        config,
+        layers,
+    })
+}
+
+/// The data root and the layer's cache id of the overlay2 layer folder
+/// `folder` (`<root>/overlay2/<cache-id>/diff`).
+fn under_overlay2(folder: &Path) -> Option<(PathBuf, String)> {
+    let layer = folder.parent()?;
+    let overlay2 = layer.parent()?;
+    let named = folder.file_name()? == "diff" && overlay2.file_name()? == "overlay2";
+    let cache_id = layer.file_name()?.to_str()?.to_owned();
+    named.then(|| Some((overlay2.parent()?.to_path_buf(), cache_id)))?
 }
 
 impl Docker {

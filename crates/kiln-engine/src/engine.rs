@@ -156,6 +156,23 @@ pub trait Engine: Send + Sync {
         Ok(None)
     }
 
+    /// Where the engine keeps the image `image` (`NAME:TAG` or an id) on
+    /// this host, so that its layers can be read without a save (Docker
+    /// 20.10 writes a whole save into a folder of its own before it sends
+    /// the first byte: 0.8-0.9 s of a 200 MB base here): the file of its
+    /// config's raw bytes and, bottom first, each layer's files and the
+    /// tar-split record that rebuilds its tar byte for byte, as the engine
+    /// itself does for a save. `None` when the engine is not on this host,
+    /// does not keep images on overlay2, or its data root is not readable
+    /// here; the image is then saved. What it names is a hint, read while
+    /// the engine may change it: the reader checks every layer against its
+    /// diff_id and the config against the id. An image the engine does not
+    /// hold is [`EngineError::NotFound`].
+    async fn image_on_disk(&self, image: &str) -> Result<Option<ImageOnDisk>, EngineError> {
+        let _ = image;
+        Ok(None)
+    }
+
     /// Send the image `image` (`NAME:TAG` or an id) as a `docker save`
     /// archive into `chunks`, in order, as the engine streams it (never an
     /// empty chunk; a bounded channel keeps memory bounded). How many bytes
@@ -178,6 +195,29 @@ pub struct OverlayDirs {
     /// The folders below it, top first: the engine's own layer of the
     /// container (`-init`), then the image's layers from the top.
     pub lowers: Vec<PathBuf>,
+}
+
+/// Where an image is on the engine's host (see [`Engine::image_on_disk`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageOnDisk {
+    /// The image's id: the digest of its config.
+    pub id: String,
+    /// The file holding the config's raw bytes.
+    pub config: PathBuf,
+    /// Its layers, bottom first.
+    pub layers: Vec<LayerOnDisk>,
+}
+
+/// One layer of an [`ImageOnDisk`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerOnDisk {
+    /// The layer's diff_id, as the image's config lists it.
+    pub diff_id: String,
+    /// The folder of its files (overlay2's `diff`).
+    pub files: PathBuf,
+    /// Its tar-split record (gzip, one JSON object per line): the tar's
+    /// headers and padding as bytes, and the files whose bytes go between.
+    pub tar_split: PathBuf,
 }
 
 /// One path a container changed, as [`Engine::changes`] reports it.

@@ -47,7 +47,7 @@ pub use bytes::Bytes;
 pub use docker::{CAPTURE_ENV, Docker};
 pub use engine::{
     Archive, Change, ChangeKind, ContainerId, ContainerSpec, ContainerState, Engine, ExecOutput,
-    ImageConfig, NewFile, OverlayDirs, PathInfo, PathKind, ReadOnlyMount,
+    ImageConfig, ImageOnDisk, LayerOnDisk, NewFile, OverlayDirs, PathInfo, PathKind, ReadOnlyMount,
 };
 pub use error::{Cause, EngineError};
 pub use kiln_error_kind::ErrorKind;

@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -31,6 +31,7 @@ use crate::descriptor::{
 use crate::digest::HashReader;
 use crate::layer_policy::{LayerPolicy, Refusal, scan_entries};
 use crate::oci_archive::{member_name, read_document};
+use crate::tar_split::TarSplitReader;
 use crate::{BaseImage, Descriptor, Digest, ImageError, Store, to_canonical_json};
 
 const FORMAT: &str = "docker-archive";
@@ -267,6 +268,39 @@ pub fn import_docker_save(
         })
         .collect::<Result<Vec<CopiedLayer>, ImageError>>()?;
     store_image(store, source, image, config_digest, &config_bytes, &layers)
+}
+
+/// Import an image the container engine keeps on this host: its config's
+/// raw bytes from the file `config`, and each layer (bottom first) as the
+/// tar rebuilt from the folder of its files and its tar-split record
+/// ([`TarSplitReader`]), the tar the engine's own `docker save` would send.
+/// Stored and checked as [`import_docker_save`] stores and checks a save's
+/// layers (each against the config's diff_ids, every entry against the
+/// layer policy), so the base is the same, byte for byte, without the
+/// engine writing the whole image to a folder of its own first. `source`
+/// names the image in errors.
+pub fn import_engine_layers(
+    store: &Store,
+    config: &Path,
+    layers: &[(PathBuf, PathBuf)],
+    source: &Path,
+) -> Result<BaseImage, ImageError> {
+    let config_bytes = std::fs::read(config).map_err(ImageError::io(config))?;
+    let config_digest = store.put_blob(&config_bytes)?;
+    let mut names = Vec::with_capacity(layers.len());
+    let mut copied = Vec::with_capacity(layers.len());
+    for (files, record) in layers {
+        let name = files.display().to_string();
+        let mut tar = TarSplitReader::open(files, record).map_err(ImageError::io(record))?;
+        copied.push(copy_layer(store, source, &name, &mut tar)?);
+        names.push(name);
+    }
+    let image = ArchiveImage {
+        config: config.display().to_string(),
+        repo_tags: None,
+        layers: names,
+    };
+    store_image(store, source, &image, config_digest, &config_bytes, &copied)
 }
 
 /// Check the layers against the config's diff_ids and store the synthesised

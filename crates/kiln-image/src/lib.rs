@@ -10,8 +10,10 @@
 //! - [`Store`] is an OCI image layout (skopeo and umoci read it as it is),
 //!   written atomically, blobs verified before they are trusted;
 //! - [`import_oci_layout`], [`import_oci_archive`], [`import_docker_archive`],
-//!   [`import_docker_save`] (a `docker save` stream, read once)
-//!   and [`pull_registry`] bring bases into the store, streamed and verified
+//!   [`import_docker_save`] (a `docker save` stream, read once),
+//!   [`import_engine_layers`] (an image the engine keeps on this host, its
+//!   layers rebuilt from their files and tar-split records) and
+//!   [`pull_registry`] bring bases into the store, streamed and verified
 //!   blob by blob, every base layer checked by [`validate_layer_entries`];
 //!   [`load_image`] reads one back, and [`read_image`] gives a stored
 //!   image as oci-spec's `ImageManifest` and `ImageConfiguration`;
@@ -80,6 +82,7 @@ pub mod overlay;
 pub mod registry;
 pub mod rootfs;
 pub mod store;
+pub mod tar_split;
 pub mod tree_stamp;
 pub mod writers;
 
@@ -93,7 +96,7 @@ pub use canonical::to_canonical_json;
 pub use compare::layer_differences;
 pub use descriptor::{Descriptor, Platform};
 pub use digest::{Digest, DigestParseError};
-pub use docker_archive::{import_docker_archive, import_docker_save};
+pub use docker_archive::{import_docker_archive, import_docker_save, import_engine_layers};
 pub use durable::{
     remove_if_present, write_atomic, write_atomic_if_changed, write_atomic_unflushed,
     write_atomic_unflushed_if_changed,

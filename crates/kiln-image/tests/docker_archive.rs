@@ -11,8 +11,8 @@ use std::path::Path;
 use common::*;
 use kiln_image::{
     BaseImage, BuiltImage, Digest, EntryKind, ImageError, ImageSpec, LayerEntry, LayerRecord,
-    RuntimeConfig, Store, assemble, import_docker_archive, import_docker_save, load_image,
-    write_docker_loadable, write_layer,
+    RuntimeConfig, Store, assemble, import_docker_archive, import_docker_save,
+    import_engine_layers, load_image, write_docker_loadable, write_layer,
 };
 use serde_json::{Value, json};
 
@@ -535,6 +535,117 @@ fn a_save_stream_read_once_gives_what_the_file_gives() -> TestResult {
     let err = import_docker_save(&store, &bytes[..bytes.len() / 2], Path::new("cut"))
         .expect_err("half a stream");
     assert!(err.to_string().contains("cut"), "names the stream: {err}");
+    assert!(store.refs()?.is_empty());
+    Ok(())
+}
+
+/// `plain` (an uncompressed layer tar) split as the container engine keeps
+/// a layer: each regular file's bytes in the folder `files` (under names
+/// of the record's choosing), and a tar-split record (`record`) of the
+/// rest as segments between them.
+fn split_as_the_engine_keeps_it(plain: &[u8], files: &Path, record: &Path) -> TestResult {
+    use base64::Engine as _;
+    use std::io::Write;
+    std::fs::create_dir_all(files)?;
+    let segment = |bytes: &[u8]| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+        format!(r#"{{"type":2,"payload":"{b64}"}}"#)
+    };
+    let mut lines = Vec::new();
+    let (mut at, mut pending) = (0usize, Vec::new());
+    while at + 512 <= plain.len() {
+        let header = &plain[at..at + 512];
+        if header.iter().all(|&b| b == 0) {
+            break;
+        }
+        let size_field = String::from_utf8_lossy(&header[124..136]).into_owned();
+        let size =
+            usize::from_str_radix(size_field.trim_matches(|c: char| c == '\0' || c == ' '), 8)?;
+        let padded = size.div_ceil(512) * 512;
+        pending.extend_from_slice(header);
+        let data = &plain[at + 512..at + 512 + size];
+        if header[156] == b'0' && size > 0 {
+            // A file's bytes come from the folder.
+            lines.push(segment(&pending));
+            pending.clear();
+            let name = format!("f{}", lines.len());
+            std::fs::write(files.join(&name), data)?;
+            lines.push(format!(r#"{{"type":1,"name":"./{name}","size":{size}}}"#));
+        } else {
+            pending.extend_from_slice(data);
+        }
+        pending.extend_from_slice(&plain[at + 512 + size..at + 512 + padded]);
+        at += 512 + padded;
+    }
+    pending.extend_from_slice(&plain[at..]);
+    lines.push(segment(&pending));
+    let mut gz =
+        flate2::write::GzEncoder::new(std::fs::File::create(record)?, flate2::Compression::fast());
+    for line in lines {
+        writeln!(gz, "{line}")?;
+    }
+    gz.finish()?;
+    Ok(())
+}
+
+// A layer the engine keeps unpacked, read back through its tar-split
+// record, is the tar it was made from, byte for byte: stored as a save's
+// layer is, checked against the config's diff_id. A file changed under the
+// record (same size) or cut short is refused.
+#[test]
+fn a_layer_rebuilt_from_its_files_and_tar_split_record_is_the_saved_tar() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let p = parts(dir.path())?;
+    let files = dir.path().join("diff");
+    let record = dir.path().join("tar-split.json.gz");
+    split_as_the_engine_keeps_it(&p.plain, &files, &record)?;
+    let config_file = dir.path().join("config");
+    std::fs::write(&config_file, config(&[&p.diff_id]))?;
+    let layers = [(files.clone(), record.clone())];
+
+    let store = Store::open(dir.path().join("store"))?;
+    let image = import_engine_layers(&store, &config_file, &layers, Path::new("engine"))?;
+    check_layers(&image, std::slice::from_ref(&p.diff_id));
+    assert_eq!(image.layers[0].media_type, TAR);
+    assert_eq!(store.read_blob(&image.layers[0].digest)?, p.plain);
+    // The same base as a save of it gives.
+    let manifest = serde_json::to_vec(&json!([{
+        "Config": "cfg.json", "RepoTags": null, "Layers": ["abc/layer.tar"],
+    }]))?;
+    let archive = dir.path().join("saved.tar");
+    let config_bytes = std::fs::read(&config_file)?;
+    archive_of(
+        &archive,
+        &[
+            ("abc/layer.tar", Member::File(&p.plain)),
+            ("cfg.json", Member::File(&config_bytes)),
+            ("manifest.json", Member::File(&manifest)),
+        ],
+    )?;
+    let saved = import_docker_archive(&Store::open(dir.path().join("saved"))?, &archive, None)?;
+    assert_eq!(saved.manifest_digest, image.manifest_digest);
+
+    // One byte of a file changed: not the layer the config names.
+    let first = files.join("f1");
+    let mut bytes = std::fs::read(&first)?;
+    bytes[0] ^= 0xff;
+    std::fs::write(&first, &bytes)?;
+    let store = Store::open(dir.path().join("changed"))?;
+    match import_engine_layers(&store, &config_file, &layers, Path::new("engine")) {
+        Err(ImageError::DiffIdMismatch { expected, .. }) => assert_eq!(expected, p.diff_id),
+        other => return Err(format!("expected DiffIdMismatch, got {other:?}").into()),
+    }
+    // Cut short: an error that names the file, nothing named in the store.
+    std::fs::write(&first, &bytes[..bytes.len() - 1])?;
+    let err = import_engine_layers(&store, &config_file, &layers, Path::new("engine"))
+        .expect_err("a short file");
+    let mut chain = err.to_string();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(c) = cause {
+        chain = format!("{chain}: {c}");
+        cause = c.source();
+    }
+    assert!(chain.contains("f1 is shorter"), "{chain}");
     assert!(store.refs()?.is_empty());
     Ok(())
 }
