@@ -154,6 +154,13 @@ pub(crate) fn bench() -> Result<()> {
         Ok(s)
     })?;
 
+    eprintln!("==> docker build cold (BuildKit, --no-cache)");
+    let buildkit_cold = b.rounds(|b| {
+        let s = b.buildkit_build()?;
+        b.docker_rmi();
+        Ok(s)
+    })?;
+
     eprintln!("==> docker build fully cached");
     b.docker_build(false)?;
     let docker_cached = b.rounds(|b| b.docker_build(false))?;
@@ -197,6 +204,7 @@ pub(crate) fn bench() -> Result<()> {
         tar_gzip: median(&tar_gzip),
         kiln_cold: median(&kiln_cold),
         docker_cold: median(&docker_cold),
+        buildkit_cold: median(&buildkit_cold),
         kiln_noop: median(&kiln_noop),
         docker_cached: median(&docker_cached),
         kiln_changed: median(&kiln_changed),
@@ -212,6 +220,7 @@ pub(crate) fn bench() -> Result<()> {
             ("tar | gzip -1 -n | sha256sum", tar_gzip),
             ("kiln build, cold", kiln_cold),
             ("docker build, cold", docker_cold),
+            ("BuildKit, cold", buildkit_cold),
             ("kiln build, no-op", kiln_noop),
             ("docker build, cached", docker_cached),
             ("kiln build, one file changed", kiln_changed),
@@ -348,6 +357,21 @@ impl Bench {
             .args(no_cache.then_some("--no-cache"))
             .arg(&self.ctx);
         let s = self.time("docker build", &mut cmd)?;
+        let id = String::from_utf8_lossy(&s.stdout).trim().to_owned();
+        if !id.is_empty() {
+            self.images.borrow_mut().push(id);
+        }
+        Ok(s)
+    }
+
+    /// The same Dockerfile built `--no-cache` by the engine's BuildKit
+    /// (docker.io's own client with `DOCKER_BUILDKIT=1`).
+    fn buildkit_build(&self) -> Result<Sample> {
+        let mut cmd = Command::new(debian::DOCKER);
+        cmd.env("DOCKER_BUILDKIT", "1")
+            .args(["build", "-q", "-t", DOCKER_TAG, "--no-cache"])
+            .arg(&self.ctx);
+        let s = self.time("docker build (BuildKit)", &mut cmd)?;
         let id = String::from_utf8_lossy(&s.stdout).trim().to_owned();
         if !id.is_empty() {
             self.images.borrow_mut().push(id);
@@ -691,6 +715,7 @@ struct Measured {
     tar_gzip: Duration,
     kiln_cold: Duration,
     docker_cold: Duration,
+    buildkit_cold: Duration,
     kiln_noop: Duration,
     docker_cached: Duration,
     kiln_changed: Duration,
@@ -737,6 +762,7 @@ impl Measured {
         let _ = writeln!(t, "| --- | ---: | ---: | ---: | --- | --- |");
         let cold_docker = ratio(self.kiln_cold, self.docker_cold);
         let cold_floor = ratio(self.kiln_cold, self.tar_sha);
+        let cold_buildkit = ratio(self.kiln_cold, self.buildkit_cold);
         let _ = writeln!(
             t,
             "| cold build vs `docker build --no-cache` | {} | {} | {:.2} | ≤ 0.35 | {} |",
@@ -744,6 +770,14 @@ impl Measured {
             secs(self.docker_cold),
             cold_docker,
             verdict(cold_docker <= 0.35)
+        );
+        let _ = writeln!(
+            t,
+            "| cold build vs BuildKit `--no-cache` | {} | {} | {:.2} | ≤ 1.0 | {} |",
+            secs(self.kiln_cold),
+            secs(self.buildkit_cold),
+            cold_buildkit,
+            verdict(cold_buildkit <= 1.0)
         );
         let _ = writeln!(
             t,

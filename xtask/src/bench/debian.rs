@@ -25,7 +25,7 @@ const BASE_TAG: &str = "kiln-bench/debian:bookworm";
 const OUT_TAG: &str = "kiln-bench/debian-out";
 /// docker.io's own client: the one whose `DOCKER_BUILDKIT=1` runs the
 /// engine's built-in BuildKit.
-const DOCKER: &str = "/usr/bin/docker";
+pub(super) const DOCKER: &str = "/usr/bin/docker";
 
 /// The name the bench gives the built image in the engine for the `kiln
 /// test` row (removed at the end with the builders' images).
