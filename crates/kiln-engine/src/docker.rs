@@ -60,8 +60,9 @@ pub struct Docker {
 }
 
 /// The environment variable that, set to `export`, makes
-/// [`Engine::overlay_dirs`] answer `None`: run layers then read a container's
-/// changes from the engine's filesystem export, as on a remote engine.
+/// [`Engine::overlay_dirs`] and [`Engine::image_on_disk`] answer `None`, as
+/// on a remote engine: run layers then read a container's changes from the
+/// engine's filesystem export, and a `docker-daemon:` base is saved.
 pub const CAPTURE_ENV: &str = "KILN_RUN_LAYER_CAPTURE";
 
 impl Docker {
@@ -123,9 +124,10 @@ impl Docker {
     }
 
     /// Whether [`Engine::overlay_dirs`] may offer a container's overlay upper
-    /// folder (the default, unless [`CAPTURE_ENV`] is `export`). `false`
-    /// makes run layers read changes from the engine's filesystem export:
-    /// slower, and the same layer.
+    /// folder and [`Engine::image_on_disk`] an image's layers where the
+    /// engine keeps them (the default, unless [`CAPTURE_ENV`] is `export`).
+    /// `false` makes run layers read changes from the engine's filesystem
+    /// export and bases come from a save: slower, and the same bytes.
     pub fn with_upper_dir_reads(mut self, allowed: bool) -> Docker {
         self.upper_dir_reads = allowed;
         self
