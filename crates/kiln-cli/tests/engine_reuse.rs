@@ -1,9 +1,12 @@
 //! What the container engine already holds is never moved again (issue 8):
-//! a `docker-daemon:` base is read out of the engine once per image id, an
-//! image the engine holds is tested without a load and left there, one it
-//! does not hold is loaded and removed again after the test, and a base that changed under the same tag is
-//! noticed and rebuilt. Checked against the real engine through its event
-//! log (`docker events`), which records every `save` and `load`.
+//! a `docker-daemon:` base is read out of the engine once per image id
+//! (where the engine keeps its layers, or saved: the same base), an image
+//! the engine holds is tested without a load and left there, one it does
+//! not hold is loaded and removed again after the test, a base that
+//! changed under the same tag is noticed and rebuilt, and a first step
+//! runs on the engine's image while its base is imported. Checked against
+//! the real engine through its event log (`docker events`), which records
+//! every `save`, `load` and container `create`.
 
 mod support;
 
