@@ -133,6 +133,13 @@ impl Docker {
         self
     }
 
+    /// Whether folders the engine names are to be read here: allowed (see
+    /// [`Docker::with_upper_dir_reads`]) and the engine on this host (a
+    /// folder named by a remote engine is not).
+    fn reads_data_root(&self) -> bool {
+        self.upper_dir_reads && self.endpoint.starts_with("unix://")
+    }
+
     /// The endpoint connected to.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
@@ -831,32 +838,14 @@ impl Engine for Docker {
     }
 
     async fn overlay_dirs(&self, id: &ContainerId) -> Result<Option<OverlayDirs>, EngineError> {
-        // A folder named by a remote engine is not on this host.
-        if !self.upper_dir_reads || !self.endpoint.starts_with("unix://") {
+        if !self.reads_data_root() {
             return Ok(None);
         }
         let inspect = self.inspect_container(id).await?;
-        let Some(driver) = inspect.graph_driver else {
+        let Some(OverlayDirs { upper, lowers }) = inspect.graph_driver.and_then(overlay2_folders)
+        else {
             return Ok(None);
         };
-        if driver.name != "overlay2" {
-            return Ok(None);
-        }
-        let Some(upper) = driver.data.get("UpperDir").map(PathBuf::from) else {
-            return Ok(None);
-        };
-        // Top first, as overlay's lowerdir option lists them; none for an
-        // image with no layer.
-        let lowers: Vec<PathBuf> = driver
-            .data
-            .get("LowerDir")
-            .map(|l| {
-                l.split(':')
-                    .filter(|p| !p.is_empty())
-                    .map(PathBuf::from)
-                    .collect()
-            })
-            .unwrap_or_default();
         // Readable here (the engine's data root is root-only), else the
         // export is the way.
         let readable = tokio::fs::read_dir(&upper).await.is_ok();
@@ -865,8 +854,7 @@ impl Engine for Docker {
     }
 
     async fn image_on_disk(&self, image: &str) -> Result<Option<ImageOnDisk>, EngineError> {
-        // A folder named by a remote engine is not on this host.
-        if !self.upper_dir_reads || !self.endpoint.starts_with("unix://") {
+        if !self.reads_data_root() {
             return Ok(None);
         }
         let inspect = self
@@ -874,24 +862,15 @@ impl Engine for Docker {
             .inspect_image(image)
             .await
             .map_err(|e| self.fail("inspect", &format!("image {image}"), e))?;
-        let (Some(id), Some(driver), Some(root_fs)) =
-            (inspect.id, inspect.graph_driver, inspect.root_fs)
-        else {
+        let (Some(id), Some(OverlayDirs { upper, lowers }), Some(root_fs)) = (
+            inspect.id,
+            inspect.graph_driver.and_then(overlay2_folders),
+            inspect.root_fs,
+        ) else {
             return Ok(None);
         };
-        if driver.name != "overlay2" {
-            return Ok(None);
-        }
-        // overlay2's folders, top first: the top layer's, then the rest.
-        let mut folders: Vec<PathBuf> = driver
-            .data
-            .get("UpperDir")
-            .into_iter()
-            .chain(driver.data.get("LowerDir"))
-            .flat_map(|d| d.split(':'))
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-            .collect();
+        // Bottom first, as the config lists the layers.
+        let mut folders: Vec<PathBuf> = std::iter::once(upper).chain(lowers).collect();
         folders.reverse();
         let diff_ids = root_fs.layers.unwrap_or_default();
         if diff_ids.is_empty() || folders.len() != diff_ids.len() {
@@ -925,6 +904,27 @@ impl Engine for Docker {
         }
         Ok(sent)
     }
+}
+
+/// The upper folder and the lower ones (top first, as overlay's lowerdir
+/// option lists them; none for an image with no layer) of what the engine
+/// keeps on overlay2, as its inspect gives them; `None` for another driver.
+fn overlay2_folders(driver: bollard::models::DriverData) -> Option<OverlayDirs> {
+    if driver.name != "overlay2" {
+        return None;
+    }
+    let upper = driver.data.get("UpperDir").map(PathBuf::from)?;
+    let lowers = driver
+        .data
+        .get("LowerDir")
+        .map(|l| {
+            l.split(':')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(OverlayDirs { upper, lowers })
 }
 
 /// The image `id` whose layers (diff_ids `diff_ids`, bottom first) have
